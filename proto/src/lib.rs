@@ -1,0 +1,47 @@
+//! `tern-proto`: the Tern wire protocol, shared by the broker and every client.
+//!
+//! This crate does no I/O and has no async code. It knows how to turn bytes into
+//! [`Frame`]s and back, and which subjects, patterns and error codes are valid.
+//! `PROTOCOL.md` next to this crate is the normative specification; the golden-byte
+//! tests in [`codec`] pin the code to it.
+//!
+//! Modules:
+//! - [`frame`]: every frame type and its fields.
+//! - [`opcode`]: the one-byte frame type identifiers.
+//! - [`error_code`]: stable numeric error codes and whether each closes the connection.
+//! - [`codec`]: the sans-IO encoder and incremental decoder.
+//! - [`subject`]: subject, pattern and queue-name validation.
+//! - `tokio_codec` (feature `tokio-codec`): a tokio-util `Decoder`/`Encoder` adapter.
+
+pub mod codec;
+pub mod error_code;
+pub mod frame;
+pub mod opcode;
+pub mod subject;
+#[cfg(feature = "tokio-codec")]
+pub mod tokio_codec;
+
+pub use bytes::{Bytes, BytesMut};
+pub use bytestring::ByteString;
+pub use codec::{decode, encode_deliver, encode_publish, ProtocolError};
+pub use error_code::ErrorCode;
+pub use frame::{
+    DeliveryMode, Deliver, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
+    Subscribe, Welcome,
+};
+pub use opcode::Opcode;
+pub use subject::SubjectError;
+
+/// The protocol version this crate speaks. Bumped only for incompatible changes.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Every protocol version this crate can speak, oldest first.
+pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
+
+/// Size of the big-endian length prefix that starts every frame.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Default upper bound for a frame's length prefix. NATS uses 1 MiB too: large enough
+/// for any message that belongs on a broker, small enough that one connection can't
+/// make the broker allocate much before it is rejected.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
