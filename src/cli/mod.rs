@@ -1,0 +1,1 @@
+//! The `tern` command line.

@@ -1,0 +1,90 @@
+//! A connection's inbound side: reading bytes into a buffer and frames out of it.
+//!
+//! The read buffer is allocated only when the socket is readable and released
+//! whenever it is fully consumed, so an idle connection holds no read buffer.
+
+use bytes::BytesMut;
+use tern_proto::codec::{self, ProtocolError};
+use tern_proto::Frame;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Bytes asked of the kernel per read: large enough that a busy publisher's frames
+/// arrive in few syscalls.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reads frames from one client.
+#[derive(Debug)]
+pub struct FrameReader {
+    socket: OwnedReadHalf,
+    buffer: BytesMut,
+    max_frame_bytes: u32,
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The bytes are not a valid frame.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The socket failed.
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameReader {
+    /// Wraps the read half of a connection.
+    pub fn new(socket: OwnedReadHalf, max_frame_bytes: u32) -> Self {
+        FrameReader {
+            socket,
+            buffer: BytesMut::new(),
+            max_frame_bytes,
+        }
+    }
+
+    /// The next frame already buffered, without reading the socket.
+    pub fn next_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let frame = codec::decode(&mut self.buffer, self.max_frame_bytes);
+        if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+            // Give back the buffer: decoded frames hold their own references.
+            self.buffer = BytesMut::new();
+        }
+        frame
+    }
+
+    /// Reads more bytes from the socket. Returns how many; 0 means the peer closed.
+    /// Cancel-safe: bytes are either in the buffer or still in the socket.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        loop {
+            self.socket.readable().await?;
+            // Grow by a fixed chunk per read rather than by the announced frame size, so
+            // a client that announces a large frame and sends nothing pins no memory.
+            self.buffer.reserve(READ_CHUNK_BYTES);
+            match self.socket.try_read_buf(&mut self.buffer) {
+                Ok(read) => return Ok(read),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The next frame, reading as needed; `Ok(None)` when the peer closed cleanly
+    /// between frames.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(frame) = self.next_buffered()? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Bytes received but not yet consumed as frames.
+    pub fn buffered_len(&self) -> usize {
+        self.buffer.len()
+    }
+}

@@ -1,0 +1,323 @@
+//! A connection's outbound side: a bounded outbox and the task that writes it.
+//!
+//! Three kinds of frames reach a client, each bounded differently:
+//! - broadcast deliveries, pushed by any publisher's task: at most
+//!   `CONSUMER_CHANNEL_BUFFER_SIZE` wait at once; beyond that they are dropped for
+//!   this connection only, counted per subscription, reported with LAGGED, and a
+//!   rate-limited warning is logged. A publisher never waits for a subscriber.
+//! - queue deliveries: bounded by the prefetch windows of the connection's queue
+//!   subscriptions, so they are never dropped.
+//! - control frames answering the client's own requests (PUBLISH_OK, ERROR, PONG):
+//!   bounded by [`CONTROL_FRAME_LIMIT`]; when a client does not read its answers,
+//!   the session stops reading its requests (backpressure on that client only).
+//!
+//! The writer drains everything waiting into one buffer and writes it with one
+//! `write_all`: under load, one syscall carries a whole batch of frames.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tern_proto::{codec, Frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, warn};
+
+use crate::message::Message;
+use crate::stats::Stats;
+
+/// Control frames that may wait for the writer before the session stops reading
+/// the client's requests.
+pub const CONTROL_FRAME_LIMIT: usize = 1024;
+
+/// Most items the writer takes from the outbox per batch.
+const BATCH_LIMIT: usize = 1024;
+
+/// The writer writes as soon as this many bytes are encoded, so a batch of large
+/// messages does not build one huge buffer.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// An idle writer keeps at most this much buffer capacity; above it the buffer is
+/// released, so idle connections cost little memory.
+const IDLE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Minimum time between two slow-consumer warnings for one connection.
+const LAG_WARNING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Something waiting to be written to the client.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A broadcast delivery.
+    Broadcast {
+        /// The subscription it is for.
+        sid: u32,
+        /// The shared message.
+        message: Arc<Message>,
+    },
+    /// A queue delivery that must be acked.
+    Queued {
+        /// The subscription it is for.
+        sid: u32,
+        /// The id to ack.
+        delivery_id: u64,
+        /// Delivered before?
+        redelivered: bool,
+        /// The shared message.
+        message: Arc<Message>,
+    },
+    /// A control frame answering the client.
+    Control(Frame),
+    /// Wakes the writer so it reports dropped messages.
+    LagNotice,
+    /// Write what came before, then close the socket.
+    Close,
+}
+
+/// The receiving end of an outbox, owned by the writer task.
+pub type OutboxReceiver = mpsc::UnboundedReceiver<Outbound>;
+
+/// The sending side of a connection's outbound frames. Shared (`Arc`) by the session,
+/// the subscription index and the queues that deliver to this connection.
+#[derive(Debug)]
+pub struct Outbox {
+    connection_id: u64,
+    sender: mpsc::UnboundedSender<Outbound>,
+    broadcast_pending: AtomicUsize,
+    broadcast_capacity: usize,
+    control_room: Semaphore,
+    lagged: Mutex<HashMap<u32, u64>>,
+    has_lagged: AtomicBool,
+    created: Instant,
+    last_lag_warning_ms: AtomicU64,
+    stats: Arc<Stats>,
+}
+
+impl Outbox {
+    /// A new outbox and the receiver its writer task drains.
+    pub fn new(connection_id: u64, broadcast_capacity: usize, stats: Arc<Stats>) -> (Arc<Outbox>, OutboxReceiver) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            connection_id,
+            sender,
+            broadcast_pending: AtomicUsize::new(0),
+            broadcast_capacity,
+            control_room: Semaphore::new(CONTROL_FRAME_LIMIT),
+            lagged: Mutex::new(HashMap::new()),
+            has_lagged: AtomicBool::new(false),
+            created: Instant::now(),
+            last_lag_warning_ms: AtomicU64::new(0),
+            stats,
+        };
+        (Arc::new(outbox), receiver)
+    }
+
+    /// The connection this outbox writes to.
+    pub fn connection_id(&self) -> u64 {
+        self.connection_id
+    }
+
+    /// Queues a broadcast delivery, or drops and counts it when the buffer is full.
+    /// Returns whether it was queued. Never waits.
+    pub fn push_broadcast(&self, sid: u32, message: Arc<Message>) -> bool {
+        if self.broadcast_pending.fetch_add(1, Ordering::AcqRel) >= self.broadcast_capacity {
+            self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
+            self.record_drop(sid);
+            return false;
+        }
+        if self.sender.send(Outbound::Broadcast { sid, message }).is_err() {
+            // The connection is gone; its subscriptions are being removed.
+            self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a queue delivery. Fails only when the connection is gone, in which case
+    /// the caller keeps the message.
+    pub fn push_queued(&self, sid: u32, delivery_id: u64, redelivered: bool, message: Arc<Message>) -> Result<(), Arc<Message>> {
+        self.sender
+            .send(Outbound::Queued { sid, delivery_id, redelivered, message })
+            .map_err(|error| match error.0 {
+                Outbound::Queued { message, .. } => message,
+                _ => unreachable!("sent a Queued item"),
+            })
+    }
+
+    /// Queues a control frame for this connection's own client.
+    pub fn push_control(&self, frame: Frame) {
+        // Taking a permit may fail by a frame or two past the limit (one request can
+        // produce an error and a close); the session waits for room before reading on.
+        if let Ok(permit) = self.control_room.try_acquire() {
+            permit.forget();
+        }
+        let _ = self.sender.send(Outbound::Control(frame));
+    }
+
+    /// Waits until the writer has room for more control frames.
+    pub async fn wait_for_control_room(&self) {
+        if self.control_room.available_permits() == 0 {
+            // Acquire then release at once: we only wait for room to exist.
+            let _ = self.control_room.acquire().await;
+        }
+    }
+
+    /// Asks the writer to write everything queued so far, then close the socket.
+    pub fn close(&self) {
+        let _ = self.sender.send(Outbound::Close);
+    }
+
+    fn record_drop(&self, sid: u32) {
+        let first = {
+            let mut lagged = self.lagged.lock().unwrap_or_else(|poison| poison.into_inner());
+            *lagged.entry(sid).or_insert(0) += 1;
+            !self.has_lagged.swap(true, Ordering::AcqRel)
+        };
+        if first {
+            // Make sure an idle writer wakes up to report the gap.
+            let _ = self.sender.send(Outbound::LagNotice);
+        }
+        Stats::add(&self.stats.dropped_slow_consumer, 1);
+        let now_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_lag_warning_ms.load(Ordering::Relaxed);
+        let interval = LAG_WARNING_INTERVAL.as_millis() as u64;
+        if (last == 0 || now_ms.saturating_sub(last) >= interval)
+            && self
+                .last_lag_warning_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(
+                connection = self.connection_id,
+                subscription = sid,
+                buffer = self.broadcast_capacity,
+                "slow consumer: outbound buffer full, dropping broadcast messages for it"
+            );
+        }
+    }
+
+    fn take_lag_reports(&self) -> Vec<(u32, u64)> {
+        if !self.has_lagged.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut lagged = self.lagged.lock().unwrap_or_else(|poison| poison.into_inner());
+        self.has_lagged.store(false, Ordering::Release);
+        lagged.drain().collect()
+    }
+}
+
+/// How a writer task ended.
+#[derive(Debug)]
+pub enum WriterExit {
+    /// Asked to close, or every sender is gone.
+    Closed,
+    /// Writing to the socket failed (the client went away).
+    Failed(std::io::Error),
+}
+
+/// Drains an outbox into the socket until closed. One `write_all` per batch.
+pub async fn run_writer(mut socket: OwnedWriteHalf, mut receiver: OutboxReceiver, outbox: Arc<Outbox>) -> WriterExit {
+    let mut batch: Vec<Outbound> = Vec::new();
+    let mut buffer = BytesMut::new();
+    loop {
+        if receiver.recv_many(&mut batch, BATCH_LIMIT).await == 0 {
+            return WriterExit::Closed;
+        }
+        let mut closing = false;
+        let mut broadcast_written = 0usize;
+        let mut queued_written = 0u64;
+        let mut redelivered_written = 0u64;
+        let mut control_written = 0usize;
+        for (sid, missed) in outbox.take_lag_reports() {
+            encode(&mut buffer, &Frame::Lagged { sid, missed });
+        }
+        for item in batch.drain(..) {
+            let result = match item {
+                Outbound::Broadcast { sid, message } => {
+                    broadcast_written += 1;
+                    encode_delivery(&mut buffer, sid, 0, false, &message)
+                }
+                Outbound::Queued { sid, delivery_id, redelivered, message } => {
+                    queued_written += 1;
+                    redelivered_written += u64::from(redelivered);
+                    encode_delivery(&mut buffer, sid, delivery_id, redelivered, &message)
+                }
+                Outbound::Control(frame) => {
+                    control_written += 1;
+                    frame.encode(&mut buffer)
+                }
+                Outbound::LagNotice => Ok(()),
+                Outbound::Close => {
+                    closing = true;
+                    break;
+                }
+            };
+            if let Err(error) = result {
+                // Only frames the broker built itself get here, from validated fields.
+                warn!(connection = outbox.connection_id, %error, "could not encode an outbound frame; skipped");
+            }
+            if buffer.len() >= WRITE_CHUNK_BYTES {
+                if let Err(error) = flush(&mut socket, &mut buffer, &outbox).await {
+                    return WriterExit::Failed(error);
+                }
+            }
+        }
+        for (sid, missed) in outbox.take_lag_reports() {
+            encode(&mut buffer, &Frame::Lagged { sid, missed });
+        }
+        if let Err(error) = flush(&mut socket, &mut buffer, &outbox).await {
+            return WriterExit::Failed(error);
+        }
+        outbox.broadcast_pending.fetch_sub(broadcast_written, Ordering::AcqRel);
+        outbox.control_room.add_permits(control_written);
+        Stats::add(&outbox.stats.delivered_broadcast, broadcast_written as u64);
+        Stats::add(&outbox.stats.delivered_queue, queued_written);
+        Stats::add(&outbox.stats.redelivered, redelivered_written);
+        if closing {
+            let _ = socket.shutdown().await;
+            return WriterExit::Closed;
+        }
+        if receiver.is_empty() {
+            if buffer.capacity() > IDLE_BUFFER_BYTES {
+                buffer = BytesMut::new();
+            }
+            if batch.capacity() > 64 {
+                batch = Vec::new();
+            }
+        }
+    }
+}
+
+fn encode_delivery(buffer: &mut BytesMut, sid: u32, delivery_id: u64, redelivered: bool, message: &Message) -> Result<(), tern_proto::ProtocolError> {
+    codec::encode_deliver(
+        buffer,
+        sid,
+        delivery_id,
+        redelivered,
+        &message.subject,
+        message.reply_to.as_deref(),
+        &message.headers,
+        &message.payload,
+    )
+}
+
+fn encode(buffer: &mut BytesMut, frame: &Frame) {
+    if let Err(error) = frame.encode(buffer) {
+        warn!(%error, "could not encode an outbound frame; skipped");
+    }
+}
+
+async fn flush(socket: &mut OwnedWriteHalf, buffer: &mut BytesMut, outbox: &Outbox) -> std::io::Result<()> {
+    if buffer.is_empty() {
+        return Ok(());
+    }
+    let result = socket.write_all(buffer).await;
+    if let Err(error) = &result {
+        debug!(connection = outbox.connection_id, %error, "write failed");
+    }
+    Stats::add(&outbox.stats.bytes_out, buffer.len() as u64);
+    buffer.clear();
+    result
+}

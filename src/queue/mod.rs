@@ -1,0 +1,460 @@
+//! Named FIFO queues with competing consumers, prefetch windows, acks and redelivery.
+//!
+//! Each queue has its own lock (no broker-wide lock on this path). Publishing,
+//! acking and consumer changes all end in [`Queue`]'s dispatch step, which hands the
+//! oldest ready messages to consumers with room in their window, round-robin.
+//!
+//! Delivery ids are `(sid << 32) | n` where `n` counts deliveries of that
+//! subscription (skipping ids still unacked), so a session can find the queue of an
+//! ACK from its own subscription table without a shared map.
+
+mod registry;
+mod store;
+
+pub use registry::{QueueRegistry, RegistryError};
+pub use store::{MemoryStore, QueueStore, QueuedMessage, StoreError};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytestring::ByteString;
+use tracing::error;
+
+use crate::message::Message;
+use crate::outbox::Outbox;
+use crate::stats::Stats;
+
+/// Capacity limits of every queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// `QUEUE_MAX_MESSAGES`: ready + unacked messages.
+    pub max_messages: usize,
+    /// `QUEUE_MAX_BYTES`: ready + unacked payload bytes.
+    pub max_bytes: u64,
+}
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue is at one of its limits.
+    #[error("queue `{name}` is full ({messages} messages, {bytes} bytes held; limits {max_messages} messages, {max_bytes} bytes)")]
+    Full {
+        /// The queue.
+        name: ByteString,
+        /// Messages held.
+        messages: usize,
+        /// Payload bytes held.
+        bytes: u64,
+        /// `QUEUE_MAX_MESSAGES`.
+        max_messages: usize,
+        /// `QUEUE_MAX_BYTES`.
+        max_bytes: u64,
+    },
+    /// ACK/NACK of a delivery that is not outstanding for this consumer.
+    #[error("delivery {0:#x} is unknown or already settled")]
+    UnknownDelivery(u64),
+    /// The consumer is not attached to this queue.
+    #[error("subscription {0} is not a consumer of this queue")]
+    UnknownConsumer(u32),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The subscription id a delivery id belongs to.
+pub fn delivery_sid(delivery_id: u64) -> u32 {
+    (delivery_id >> 32) as u32
+}
+
+/// Ready and unacked counts of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// Messages waiting for a consumer.
+    pub ready: usize,
+    /// Messages delivered and not yet acked.
+    pub unacked: usize,
+    /// Consumers attached.
+    pub consumers: usize,
+}
+
+/// A named FIFO queue bound to a subject pattern.
+#[derive(Debug)]
+pub struct Queue {
+    name: ByteString,
+    pattern: ByteString,
+    limits: QueueLimits,
+    state: Mutex<QueueState>,
+    consumer_count: AtomicUsize,
+    draining: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    store: Box<dyn QueueStore>,
+    consumers: Vec<Consumer>,
+    cursor: usize,
+    unacked_messages: usize,
+    unacked_bytes: u64,
+    next_order: u64,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    connection_id: u64,
+    sid: u32,
+    outbox: Arc<Outbox>,
+    prefetch: u32,
+    unacked: HashMap<u32, QueuedMessage>,
+    last_counter: u32,
+}
+
+impl Consumer {
+    fn has_room(&self) -> bool {
+        self.unacked.len() < self.prefetch as usize
+    }
+
+    fn next_delivery_id(&mut self) -> u64 {
+        loop {
+            self.last_counter = self.last_counter.wrapping_add(1);
+            // 0 is never used, so a delivery id is never 0 (0 marks broadcast).
+            if self.last_counter != 0 && !self.unacked.contains_key(&self.last_counter) {
+                return (u64::from(self.sid) << 32) | u64::from(self.last_counter);
+            }
+        }
+    }
+}
+
+impl Queue {
+    /// A new, empty queue storing ready messages in `store`.
+    pub fn new(name: ByteString, pattern: ByteString, limits: QueueLimits, store: Box<dyn QueueStore>, draining: Arc<AtomicBool>) -> Self {
+        Queue {
+            name,
+            pattern,
+            limits,
+            state: Mutex::new(QueueState {
+                store,
+                consumers: Vec::new(),
+                cursor: 0,
+                unacked_messages: 0,
+                unacked_bytes: 0,
+                next_order: 0,
+            }),
+            consumer_count: AtomicUsize::new(0),
+            draining,
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &ByteString {
+        &self.name
+    }
+
+    /// The pattern the queue is bound to.
+    pub fn pattern(&self) -> &ByteString {
+        &self.pattern
+    }
+
+    /// Whether any consumer is attached (lock-free, for the request path).
+    pub fn has_consumers(&self) -> bool {
+        self.consumer_count.load(Ordering::Acquire) > 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock would be a bug; the state is still consistent
+        // enough to keep serving, so recover rather than take the broker down.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Stores a message, or refuses it when the queue is full. Hands it straight to a
+    /// consumer when one has room and nothing is waiting ahead of it.
+    pub fn publish(&self, message: Arc<Message>) -> Result<(), QueueError> {
+        let size = message.payload.len() as u64;
+        let mut state = self.lock();
+        let messages = state.store.len() + state.unacked_messages;
+        let bytes = state.store.bytes() + state.unacked_bytes;
+        if messages >= self.limits.max_messages || bytes + size > self.limits.max_bytes {
+            return Err(QueueError::Full {
+                name: self.name.clone(),
+                messages,
+                bytes,
+                max_messages: self.limits.max_messages,
+                max_bytes: self.limits.max_bytes,
+            });
+        }
+        let order = state.next_order;
+        state.next_order += 1;
+        let draining = self.draining.load(Ordering::Acquire);
+        if state.store.is_empty() && !draining {
+            if let Some(index) = next_consumer_with_room(&mut state) {
+                let queued = QueuedMessage { message, redelivered: false, order };
+                if let Err(queued) = deliver(&mut state, index, queued) {
+                    state.store.push_front(compact(queued))?;
+                    self.dispatch(&mut state);
+                }
+                return Ok(());
+            }
+        }
+        // It may wait a while: give it its own allocation instead of pinning the
+        // publisher's read buffer.
+        state.store.push_back(compact(QueuedMessage { message, redelivered: false, order }))?;
+        Ok(())
+    }
+
+    /// Attaches a consumer with a prefetch window and delivers what fits.
+    pub fn add_consumer(&self, connection_id: u64, sid: u32, outbox: Arc<Outbox>, prefetch: u32) {
+        let mut state = self.lock();
+        state.consumers.push(Consumer {
+            connection_id,
+            sid,
+            outbox,
+            prefetch,
+            unacked: HashMap::new(),
+            last_counter: 0,
+        });
+        self.consumer_count.store(state.consumers.len(), Ordering::Release);
+        self.dispatch(&mut state);
+    }
+
+    /// Detaches a consumer; its unacked messages go back to the front, in order,
+    /// flagged redelivered, and are offered to the remaining consumers.
+    pub fn remove_consumer(&self, connection_id: u64, sid: u32) {
+        let mut state = self.lock();
+        let Some(index) = find_consumer(&state, connection_id, sid) else {
+            return;
+        };
+        let consumer = state.consumers.remove(index);
+        self.consumer_count.store(state.consumers.len(), Ordering::Release);
+        let mut unacked: Vec<QueuedMessage> = consumer.unacked.into_values().collect();
+        unacked.sort_unstable_by_key(|queued| std::cmp::Reverse(queued.order));
+        for queued in unacked {
+            state.unacked_messages -= 1;
+            state.unacked_bytes -= queued.size();
+            let requeued = compact(QueuedMessage { redelivered: true, ..queued });
+            if let Err(error) = state.store.push_front(requeued) {
+                error!(queue = %self.name, %error, "could not requeue a message; it is lost");
+            }
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Settles a delivery as done.
+    pub fn ack(&self, connection_id: u64, sid: u32, delivery_id: u64) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        take_unacked(&mut state, connection_id, sid, delivery_id)?;
+        self.dispatch(&mut state);
+        Ok(())
+    }
+
+    /// Rejects a delivery: back to the front of the queue (flagged redelivered) when
+    /// `requeue`, otherwise discarded. Returns whether it was discarded.
+    pub fn nack(&self, connection_id: u64, sid: u32, delivery_id: u64, requeue: bool) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        let queued = take_unacked(&mut state, connection_id, sid, delivery_id)?;
+        if requeue {
+            state.store.push_front(compact(QueuedMessage { redelivered: true, ..queued }))?;
+        }
+        self.dispatch(&mut state);
+        Ok(!requeue)
+    }
+
+    /// Changes a consumer's window; 0 pauses it.
+    pub fn set_prefetch(&self, connection_id: u64, sid: u32, prefetch: u32) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let index = find_consumer(&state, connection_id, sid).ok_or(QueueError::UnknownConsumer(sid))?;
+        state.consumers[index].prefetch = prefetch;
+        self.dispatch(&mut state);
+        Ok(())
+    }
+
+    /// Unacked deliveries held by one consumer.
+    pub fn unacked_for(&self, connection_id: u64, sid: u32) -> usize {
+        let state = self.lock();
+        find_consumer(&state, connection_id, sid).map_or(0, |index| state.consumers[index].unacked.len())
+    }
+
+    /// Current ready / unacked / consumer counts.
+    pub fn depth(&self) -> QueueDepth {
+        let state = self.lock();
+        QueueDepth {
+            ready: state.store.len(),
+            unacked: state.unacked_messages,
+            consumers: state.consumers.len(),
+        }
+    }
+
+    /// Hands ready messages to consumers with room, oldest first, round-robin.
+    /// Stops while the broker shuts down: nothing new goes out, acks still come in.
+    fn dispatch(&self, state: &mut QueueState) {
+        while !state.store.is_empty() && !self.draining.load(Ordering::Acquire) {
+            let Some(index) = next_consumer_with_room(state) else {
+                return;
+            };
+            let queued = match state.store.pop_front() {
+                Ok(Some(queued)) => queued,
+                Ok(None) => return,
+                Err(error) => {
+                    error!(queue = %self.name, %error, "could not read from queue storage");
+                    return;
+                }
+            };
+            if let Err(queued) = deliver(state, index, queued) {
+                if let Err(error) = state.store.push_front(queued) {
+                    error!(queue = %self.name, %error, "could not requeue a message; it is lost");
+                }
+            }
+        }
+    }
+}
+
+fn compact(queued: QueuedMessage) -> QueuedMessage {
+    QueuedMessage {
+        message: Arc::new(queued.message.compacted()),
+        ..queued
+    }
+}
+
+fn find_consumer(state: &QueueState, connection_id: u64, sid: u32) -> Option<usize> {
+    state
+        .consumers
+        .iter()
+        .position(|consumer| consumer.connection_id == connection_id && consumer.sid == sid)
+}
+
+fn next_consumer_with_room(state: &mut QueueState) -> Option<usize> {
+    let count = state.consumers.len();
+    for step in 0..count {
+        let index = (state.cursor + step) % count;
+        if state.consumers[index].has_room() {
+            state.cursor = index + 1;
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// Sends one message to one consumer and records it as unacked. When the consumer's
+/// connection is already gone, returns the message and closes that consumer's window
+/// (its session is about to detach it and requeue what it held).
+fn deliver(state: &mut QueueState, index: usize, queued: QueuedMessage) -> Result<(), QueuedMessage> {
+    let consumer = &mut state.consumers[index];
+    let delivery_id = consumer.next_delivery_id();
+    match consumer
+        .outbox
+        .push_queued(consumer.sid, delivery_id, queued.redelivered, queued.message.clone())
+    {
+        Ok(()) => {
+            let size = queued.size();
+            consumer.unacked.insert(delivery_id as u32, queued);
+            state.unacked_messages += 1;
+            state.unacked_bytes += size;
+            Ok(())
+        }
+        Err(_) => {
+            consumer.prefetch = 0;
+            Err(queued)
+        }
+    }
+}
+
+fn take_unacked(state: &mut QueueState, connection_id: u64, sid: u32, delivery_id: u64) -> Result<QueuedMessage, QueueError> {
+    if delivery_sid(delivery_id) != sid {
+        return Err(QueueError::UnknownDelivery(delivery_id));
+    }
+    let index = find_consumer(state, connection_id, sid).ok_or(QueueError::UnknownDelivery(delivery_id))?;
+    let queued = state.consumers[index]
+        .unacked
+        .remove(&(delivery_id as u32))
+        .ok_or(QueueError::UnknownDelivery(delivery_id))?;
+    state.unacked_messages -= 1;
+    state.unacked_bytes -= queued.size();
+    Ok(queued)
+}
+
+/// Counts a NACK without requeue.
+pub fn count_rejected(stats: &Stats) {
+    Stats::add(&stats.dropped_rejected, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(payload: &'static str) -> Arc<Message> {
+        Arc::new(Message {
+            subject: "jobs".into(),
+            reply_to: None,
+            headers: Vec::new(),
+            payload: Bytes::from_static(payload.as_bytes()),
+        })
+    }
+
+    fn queue(max_messages: usize) -> Queue {
+        Queue::new(
+            "jobs".into(),
+            "jobs".into(),
+            QueueLimits { max_messages, max_bytes: 1 << 20 },
+            Box::<MemoryStore>::default(),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    fn consumer(id: u64) -> (Arc<Outbox>, crate::outbox::OutboxReceiver) {
+        Outbox::new(id, 100, Arc::new(Stats::default()))
+    }
+
+    fn received(receiver: &mut crate::outbox::OutboxReceiver) -> Vec<(u64, bool, Bytes)> {
+        let mut out = Vec::new();
+        while let Ok(item) = receiver.try_recv() {
+            if let crate::outbox::Outbound::Queued { delivery_id, redelivered, message, .. } = item {
+                out.push((delivery_id, redelivered, message.payload.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn prefetch_bounds_deliveries_and_acks_release_more() {
+        let queue = queue(100);
+        for payload in ["a", "b", "c"] {
+            queue.publish(message(payload)).expect("room");
+        }
+        let (outbox, mut receiver) = consumer(1);
+        queue.add_consumer(1, 7, outbox, 2);
+        let first = received(&mut receiver);
+        assert_eq!(first.iter().map(|d| d.2.clone()).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(delivery_sid(first[0].0), 7);
+        queue.ack(1, 7, first[0].0).expect("outstanding");
+        assert!(matches!(queue.ack(1, 7, first[0].0), Err(QueueError::UnknownDelivery(_))));
+        assert_eq!(received(&mut receiver)[0].2, "c");
+    }
+
+    #[test]
+    fn a_removed_consumers_messages_come_back_first_in_order_flagged_redelivered() {
+        let queue = queue(100);
+        for payload in ["a", "b", "c"] {
+            queue.publish(message(payload)).expect("room");
+        }
+        let (first, mut first_rx) = consumer(1);
+        queue.add_consumer(1, 1, first, 2);
+        assert_eq!(received(&mut first_rx).len(), 2);
+        queue.remove_consumer(1, 1);
+        let (second, mut second_rx) = consumer(2);
+        queue.add_consumer(2, 1, second, 10);
+        let got = received(&mut second_rx);
+        let payloads: Vec<_> = got.iter().map(|d| (d.2.clone(), d.1)).collect();
+        assert_eq!(payloads, vec![("a".into(), true), ("b".into(), true), ("c".into(), false)]);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_counts_unacked_messages() {
+        let queue = queue(2);
+        let (outbox, _receiver) = consumer(1);
+        queue.add_consumer(1, 1, outbox, 1);
+        queue.publish(message("a")).expect("delivered, unacked");
+        queue.publish(message("b")).expect("ready");
+        assert!(matches!(queue.publish(message("c")), Err(QueueError::Full { messages: 2, .. })));
+        assert_eq!(queue.depth(), QueueDepth { ready: 1, unacked: 1, consumers: 1 });
+    }
+}

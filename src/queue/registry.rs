@@ -1,0 +1,96 @@
+//! The broker's queues by name, each bound to the pattern it was created with.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use bytestring::ByteString;
+
+use super::{MemoryStore, Queue, QueueLimits};
+
+/// Why a queue could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The queue exists with another binding.
+    #[error("queue `{name}` is bound to `{bound}`, not `{requested}`")]
+    PatternMismatch {
+        /// The queue.
+        name: ByteString,
+        /// Its binding.
+        bound: ByteString,
+        /// What was asked for.
+        requested: ByteString,
+    },
+    /// `MAX_QUEUES` reached.
+    #[error("queue limit of {max} (MAX_QUEUES) reached")]
+    TooManyQueues {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// All queues, by name.
+#[derive(Debug)]
+pub struct QueueRegistry {
+    queues: Mutex<HashMap<ByteString, Arc<Queue>>>,
+    max_queues: usize,
+    limits: QueueLimits,
+    draining: Arc<AtomicBool>,
+}
+
+impl QueueRegistry {
+    /// An empty registry creating queues with these limits.
+    pub fn new(max_queues: usize, limits: QueueLimits, draining: Arc<AtomicBool>) -> Self {
+        QueueRegistry {
+            queues: Mutex::new(HashMap::new()),
+            max_queues,
+            limits,
+            draining,
+        }
+    }
+
+    /// Finds the queue `name`, checking its binding, or creates it bound to `pattern`.
+    /// `on_create` runs under the registry lock, so a new queue becomes routable
+    /// exactly once. Returns the queue and whether it was created.
+    pub fn bind(
+        &self,
+        name: &str,
+        pattern: &str,
+        on_create: impl FnOnce(&Arc<Queue>),
+    ) -> Result<(Arc<Queue>, bool), RegistryError> {
+        let mut queues = self.queues.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(queue) = queues.get(name) {
+            if queue.pattern() != pattern {
+                return Err(RegistryError::PatternMismatch {
+                    name: queue.name().clone(),
+                    bound: queue.pattern().clone(),
+                    requested: pattern.into(),
+                });
+            }
+            return Ok((queue.clone(), false));
+        }
+        if queues.len() >= self.max_queues {
+            return Err(RegistryError::TooManyQueues { max: self.max_queues });
+        }
+        let queue = Arc::new(Queue::new(
+            name.into(),
+            pattern.into(),
+            self.limits,
+            Box::<MemoryStore>::default(),
+            self.draining.clone(),
+        ));
+        on_create(&queue);
+        queues.insert(name.into(), queue.clone());
+        Ok((queue, true))
+    }
+
+    /// The queue named `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.lock().unwrap_or_else(|poison| poison.into_inner()).get(name).cloned()
+    }
+
+    /// Every queue, for reports.
+    pub fn all(&self) -> Vec<Arc<Queue>> {
+        self.queues.lock().unwrap_or_else(|poison| poison.into_inner()).values().cloned().collect()
+    }
+}

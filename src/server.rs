@@ -1,0 +1,130 @@
+//! Binding the listeners, accepting connections and the shutdown sequence.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::{http, session};
+
+/// Pause after a failed `accept` (typically out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Extra time, beyond the grace period, for sessions to finish their final flush.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(3);
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind.
+    #[error("cannot listen on {address} ({setting}): {source}")]
+    Bind {
+        /// `TCP_PORT` or `HTTP_PORT`.
+        setting: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A broker with its listeners bound, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    tcp: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    /// Binds the TCP and HTTP listeners (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let tcp_address = SocketAddr::new(config.bind_addr, config.tcp_port);
+        let http_address = SocketAddr::new(config.bind_addr, config.http_port);
+        let tcp = TcpListener::bind(tcp_address).await.map_err(|source| ServerError::Bind {
+            setting: "TCP_PORT",
+            address: tcp_address,
+            source,
+        })?;
+        let http = TcpListener::bind(http_address).await.map_err(|source| ServerError::Bind {
+            setting: "HTTP_PORT",
+            address: http_address,
+            source,
+        })?;
+        Ok(Server { broker: Arc::new(Broker::new(config)), tcp, http })
+    }
+
+    /// The bound protocol address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared broker state (for tests and embedding).
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: `/ready` turns 503, the
+    /// listener closes, every client gets GOODBYE and up to `SHUTDOWN_GRACE_SECS` to
+    /// settle its acks. Returns once every connection is closed.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Server { broker, tcp, http } = self;
+        let tcp_address = tcp.local_addr().ok();
+        let http_address = http.local_addr().ok();
+        let http_stop = CancellationToken::new();
+        let http_task = tokio::spawn(http::serve(http, broker.clone(), http_stop.clone()));
+        let sessions = TaskTracker::new();
+        broker.set_ready(true);
+        info!(
+            tcp = ?tcp_address,
+            http = ?http_address,
+            delivery_mode = %broker.config().delivery_mode,
+            "tern is ready"
+        );
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                accepted = tcp.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        sessions.spawn(session::serve_connection(stream, peer, broker.clone(), shutdown.clone()));
+                    }
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        broker.begin_shutdown();
+        drop(tcp);
+        let grace = broker.config().shutdown_grace;
+        info!(connections = broker.connection_count(), grace_secs = grace.as_secs(), "shutting down: draining connections");
+        sessions.close();
+        if tokio::time::timeout(grace + SHUTDOWN_SLACK, sessions.wait()).await.is_err() {
+            warn!(connections = broker.connection_count(), "connections still open after the grace period");
+        }
+        http_stop.cancel();
+        match http_task.await {
+            Ok(Err(error)) => return Err(ServerError::Http(error)),
+            Ok(Ok(())) | Err(_) => {}
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}

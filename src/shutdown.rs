@@ -1,0 +1,37 @@
+//! Turning SIGTERM / SIGINT into a cancelled [`CancellationToken`].
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Cancels `token` on the first SIGTERM or SIGINT. A second signal during the drain
+/// exits at once (exit code 130), for operators who do not want to wait.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let signal = wait_for_signal().await;
+        info!(signal, "shutdown requested");
+        token.cancel();
+        let signal = wait_for_signal().await;
+        info!(signal, "second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers we can only wait for Ctrl-C.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
