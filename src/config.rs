@@ -91,7 +91,7 @@ impl FromStr for LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A value could not be parsed.
-    #[error("invalid value `{value}` for {source_name}: {expected}")]
+    #[error("invalid value `{value}` for {source_name}: expected {expected}")]
     Invalid {
         /// `DELIVERY_MODE` or `--delivery-mode`.
         source_name: String,
@@ -238,10 +238,7 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn get<T: FromStr>(&self, env: &'static str, expected: &str) -> Result<T, ConfigError>
-    where
-        T::Err: std::fmt::Display,
-    {
+    fn get<T: FromStr>(&self, env: &'static str, expected: &str) -> Result<T, ConfigError> {
         let setting = Setting::named(env).expect("every resolved name is in SETTINGS");
         let present = |value: &Option<String>| value.as_ref().filter(|text| !text.trim().is_empty()).cloned();
         let (source_name, text) = if let Some(text) = self.flags.get(env).and_then(|value| present(value)) {
@@ -251,10 +248,10 @@ impl Resolver<'_> {
         } else {
             (env.to_owned(), setting.default.to_owned())
         };
-        text.trim().parse::<T>().map_err(|error| ConfigError::Invalid {
+        text.trim().parse::<T>().map_err(|_| ConfigError::Invalid {
             source_name,
             value: text.clone(),
-            expected: format!("{expected} ({error})"),
+            expected: expected.to_owned(),
         })
     }
 

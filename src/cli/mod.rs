@@ -1,1 +1,112 @@
-//! The `tern` command line.
+//! The `tern` command line: `serve` runs the broker; `pub`, `sub`, `req` and
+//! `reply` are small clients built on `tern-client` only.
+//!
+//! Client commands print one clear line on stderr and exit 1 on failure
+//! (connection refused, no responders, timeout, refused publish).
+
+mod publish;
+mod reply;
+mod request;
+pub mod serve;
+mod subscribe;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tern_client::{Client, ClientOptions, ReconnectPolicy, Role};
+
+/// Default broker address for client commands.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:9080";
+
+/// Tern: a small, fast message broker.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (configured by environment variables or these flags).
+    Serve(crate::config::ServeArgs),
+    /// Publish MESSAGE, or each line of stdin as one message.
+    Pub(publish::PubArgs),
+    /// Print each message of a subscription on its own line.
+    Sub(subscribe::SubArgs),
+    /// Send a request and print the reply.
+    Req(request::ReqArgs),
+    /// Answer requests with RESPONSE, or echo them.
+    Reply(reply::ReplyArgs),
+}
+
+/// Where client commands connect.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// Broker address (host:port)
+    #[arg(short = 's', long = "server", env = "TERN_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// Runs a parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => return serve::run(args),
+        Command::Pub(args) => block_on(publish::run(args)),
+        Command::Sub(args) => block_on(subscribe::run(args)),
+        Command::Req(args) => block_on(request::run(args)),
+        Command::Reply(args) => block_on(reply::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tern: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+/// Connects a CLI client; fails fast instead of retrying the first connection.
+async fn connect(server: &ServerArg, name: &str, role: Role, reconnect: bool) -> anyhow::Result<Client> {
+    let options = ClientOptions::default()
+        .name(name)
+        .role(role)
+        .connect_timeout(Duration::from_secs(5))
+        .reconnect(if reconnect { ReconnectPolicy::default() } else { ReconnectPolicy::disabled() });
+    Client::connect_with(server.server.clone(), options)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+/// Parses `K=V`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got `{text}`")),
+    }
+}
+
+/// Writes a line to stdout and flushes it. A closed stdout (`| head`) is not an error.
+fn print_line(bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match result {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(error),
+    }
+}
