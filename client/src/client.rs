@@ -462,6 +462,7 @@ impl Inner {
     fn request_close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.close_requested.notify_one();
+            self.wake_writer.notify_one();
             self.room.notify_waiters();
         }
     }
@@ -812,18 +813,25 @@ async fn drive(inner: Arc<Inner>, first: Established) {
             }
         };
         let max_frame = established.welcome.max_frame_bytes.saturating_add(SERVER_FRAME_SLACK);
-        let (read_half, write_half) = established.stream.into_split();
+        let (read_half, mut write_half) = established.stream.into_split();
         let closing = tokio::select! {
             result = read_loop(&inner, read_half, established.leftover, max_frame) => {
                 debug!(?result, "connection lost (read side)");
                 false
             }
-            result = write_loop(&inner, write_half) => {
-                debug!(?result, "connection lost (write side)");
-                false
-            }
-            _ = inner.close_requested.notified() => true,
+            result = write_loop(&inner, &mut write_half) => match result {
+                // The writer only returns Ok once a close was requested and everything
+                // buffered before it has been written.
+                Ok(()) => true,
+                Err(error) => {
+                    debug!(%error, "connection lost (write side)");
+                    false
+                }
+            },
         };
+        if closing {
+            let _ = write_half.shutdown().await;
+        }
         inner.on_disconnected();
         if closing || inner.closed.load(Ordering::Acquire) {
             break;
@@ -850,7 +858,10 @@ async fn read_loop(inner: &Arc<Inner>, mut socket: OwnedReadHalf, mut buffer: By
     }
 }
 
-async fn write_loop(inner: &Inner, mut socket: OwnedWriteHalf) -> Result<(), ClientError> {
+/// Writes whatever is buffered, one `write_all` per batch. Returns `Ok` only when a
+/// close was requested and the buffer is empty, so buffered acks and publishes are
+/// not lost by closing.
+async fn write_loop(inner: &Inner, socket: &mut OwnedWriteHalf) -> Result<(), ClientError> {
     loop {
         let chunk = {
             let mut state = inner.lock_state();
@@ -861,6 +872,7 @@ async fn write_loop(inner: &Inner, mut socket: OwnedWriteHalf) -> Result<(), Cli
                 inner.room.notify_waiters();
                 socket.write_all(&bytes).await?;
             }
+            None if inner.closed.load(Ordering::Acquire) => return Ok(()),
             None => inner.wake_writer.notified().await,
         }
     }

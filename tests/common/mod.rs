@@ -1,0 +1,212 @@
+//! Shared test harness: a real broker on ephemeral loopback ports, a raw-frame
+//! client that pins the protocol, and polling helpers (no sleeps as sync).
+#![allow(dead_code, missing_docs)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern::broker::Broker;
+use tern::{Config, Server};
+use tern_proto::{codec, ErrorCode, Frame, Hello, Role, Welcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any single expectation may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A broker running inside the test's runtime on 127.0.0.1:0. Stops on drop.
+pub struct TestBroker {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub broker: Arc<Broker>,
+    pub stop: CancellationToken,
+    task: Option<JoinHandle<Result<(), tern::ServerError>>>,
+}
+
+/// The configuration tests start from: loopback, port 0, short timeouts.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.bind_addr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    config.tcp_port = 0;
+    config.http_port = 0;
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        TestBroker::with(|_| {}).await
+    }
+
+    pub async fn with(configure: impl FnOnce(&mut Config)) -> TestBroker {
+        let mut config = test_config();
+        configure(&mut config);
+        TestBroker::from_config(config).await
+    }
+
+    pub async fn from_config(config: Config) -> TestBroker {
+        let server = Server::bind(config).await.expect("bind loopback listeners");
+        let (tcp, http, broker) = (server.tcp_addr(), server.http_addr(), server.broker());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        wait_until("broker ready", || broker.is_ready()).await;
+        TestBroker { tcp, http, broker, stop, task: Some(task) }
+    }
+
+    pub fn address(&self) -> String {
+        self.tcp.to_string()
+    }
+
+    /// Begins shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("broker stops within its grace period")
+                .expect("broker task")
+                .expect("clean shutdown");
+        }
+    }
+
+    /// The server task, for tests that watch it finish.
+    pub fn take_task(&mut self) -> JoinHandle<Result<(), tern::ServerError>> {
+        self.task.take().expect("task not taken yet")
+    }
+
+    pub async fn client(&self) -> tern_client::Client {
+        tern_client::Client::connect(self.address()).await.expect("client connects")
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Awaits a future, failing the test after [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+}
+
+/// A client that speaks raw frames, to pin the wire protocol.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl RawClient {
+    pub async fn connect(broker: &TestBroker) -> RawClient {
+        let stream = TcpStream::connect(broker.tcp).await.expect("tcp connect");
+        RawClient { stream, buffer: BytesMut::new() }
+    }
+
+    /// Connects and completes the handshake with `role`.
+    pub async fn hello(broker: &TestBroker, role: Role) -> (RawClient, Welcome) {
+        let mut client = RawClient::connect(broker).await;
+        client
+            .send(&Frame::Hello(Hello { version: 1, role, client_name: "raw".into(), auth_token: "".into() }))
+            .await;
+        match client.next().await {
+            Frame::Welcome(welcome) => (client, welcome),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        let bytes = frame.to_bytes().expect("encode");
+        self.send_bytes(&bytes).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next frame, or `None` if the server closed the connection.
+    pub async fn try_next(&mut self) -> Option<Frame> {
+        within("a frame from the broker", async {
+            loop {
+                if let Some(frame) = codec::decode(&mut self.buffer, 64 << 20).expect("broker sends valid frames") {
+                    return Some(frame);
+                }
+                match self.stream.read_buf(&mut self.buffer).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn next(&mut self) -> Frame {
+        self.try_next().await.expect("connection open")
+    }
+
+    /// The next frame that is not a PING (answering it).
+    pub async fn next_non_ping(&mut self) -> Frame {
+        loop {
+            match self.next().await {
+                Frame::Ping => self.send(&Frame::Pong).await,
+                frame => return frame,
+            }
+        }
+    }
+
+    /// Expects an ERROR with `code`; returns its context and message.
+    pub async fn expect_error(&mut self, code: ErrorCode) -> (u64, String) {
+        match self.next().await {
+            Frame::Error(error) if error.code == code.as_u16() => (error.context, error.message.to_string()),
+            other => panic!("expected ERROR {code}, got {other:?}"),
+        }
+    }
+
+    /// Expects the server to close the connection next.
+    pub async fn expect_closed(&mut self) {
+        if let Some(frame) = self.try_next().await {
+            panic!("expected the connection to close, got {frame:?}");
+        }
+    }
+
+    /// Sends PING and expects PONG: proves the connection is open and every earlier
+    /// frame was processed without an answer.
+    pub async fn expect_alive(&mut self) {
+        self.send(&Frame::Ping).await;
+        match self.next().await {
+            Frame::Pong => {}
+            other => panic!("expected PONG, got {other:?}"),
+        }
+    }
+}
+
+/// `GET path` over plain HTTP/1.1; returns the status code and body.
+pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).await.expect("http connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("http write");
+    let mut response = Vec::new();
+    within("http response", stream.read_to_end(&mut response)).await.expect("http read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,371 @@
+//! The wire protocol, pinned with raw bytes: handshake, and every kind of bad input
+//! getting its documented error while other clients keep working.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, RawClient, TestBroker};
+use tern_proto::{DeliveryMode, ErrorCode, Frame, Hello, Publish, Role, Subscribe};
+use tokio::io::AsyncWriteExt;
+
+fn publish(sequence: u64, subject: &str) -> Frame {
+    Frame::Publish(Publish {
+        sequence,
+        subject: subject.into(),
+        reply_to: None,
+        headers: vec![],
+        payload: "x".into(),
+    })
+}
+
+fn subscribe(sid: u32, pattern: &str) -> Frame {
+    Frame::Subscribe(Subscribe { sid, mode: Some(DeliveryMode::Broadcast), prefetch: 0, pattern: pattern.into(), queue: None })
+}
+
+fn queue_subscribe(sid: u32, queue: &str, prefetch: u32) -> Frame {
+    Frame::Subscribe(Subscribe { sid, mode: Some(DeliveryMode::Queue), prefetch, pattern: "".into(), queue: Some(queue.into()) })
+}
+
+/// A subscriber on `canary` that must keep receiving while others misbehave.
+async fn bystander(broker: &TestBroker) -> RawClient {
+    let (mut client, _) = RawClient::hello(broker, Role::Both).await;
+    client.send(&subscribe(1, "canary")).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
+    client
+}
+
+async fn assert_bystander_still_served(broker: &TestBroker, bystander: &mut RawClient) {
+    let (mut producer, _) = RawClient::hello(broker, Role::Producer).await;
+    producer.send(&publish(1, "canary")).await;
+    assert_eq!(producer.next().await, Frame::PublishOk { sequence: 1 });
+    match bystander.next_non_ping().await {
+        Frame::Deliver(deliver) => assert_eq!(&*deliver.subject, "canary"),
+        other => panic!("bystander expected a delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn handshake_answers_welcome_with_the_limits() {
+    let broker = TestBroker::with(|config| {
+        config.max_consumers = 7;
+        config.max_frame_bytes = 4096;
+        config.default_prefetch = 9;
+    })
+    .await;
+    let (_client, welcome) = RawClient::hello(&broker, Role::Both).await;
+    assert_eq!(welcome.version, 1);
+    assert!(welcome.connection_id > 0);
+    assert_eq!(welcome.max_frame_bytes, 4096);
+    assert_eq!(welcome.max_subscriptions, 7);
+    assert_eq!(welcome.default_prefetch, 9);
+    assert_eq!(welcome.max_subject_length, 256);
+    assert!(welcome.server_name.starts_with("tern/"));
+}
+
+#[tokio::test]
+async fn the_hello_example_bytes_from_the_spec_get_a_welcome() {
+    let broker = TestBroker::start().await;
+    let mut client = RawClient::connect(&broker).await;
+    client.send_bytes(&[0x00, 0x00, 0x00, 0x0b, 0x01, 0x00, 0x01, 0x03, 0x00, 0x03, 0x63, 0x6c, 0x69, 0x00, 0x00]).await;
+    assert!(matches!(client.next().await, Frame::Welcome(_)));
+}
+
+#[tokio::test]
+async fn an_unsupported_version_is_refused_naming_the_supported_ones() {
+    let broker = TestBroker::start().await;
+    let mut canary = bystander(&broker).await;
+    let mut client = RawClient::connect(&broker).await;
+    client.send(&Frame::Hello(Hello { version: 99, role: Role::Both, client_name: "old".into(), auth_token: "".into() })).await;
+    let (_, message) = client.expect_error(ErrorCode::UnsupportedVersion).await;
+    assert!(message.contains("supported versions: 1"), "{message}");
+    client.expect_closed().await;
+    assert_bystander_still_served(&broker, &mut canary).await;
+}
+
+#[tokio::test]
+async fn a_frame_before_hello_is_refused_and_closed() {
+    let broker = TestBroker::start().await;
+    let mut client = RawClient::connect(&broker).await;
+    client.send(&Frame::Ping).await;
+    client.expect_error(ErrorCode::HandshakeRequired).await;
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn garbage_before_hello_gets_an_error_and_the_broker_keeps_serving() {
+    let broker = TestBroker::start().await;
+    let mut canary = bystander(&broker).await;
+    let mut client = RawClient::connect(&broker).await;
+    client.send_bytes(b"GET / HTTP/1.1\r\nHost: tern\r\n\r\n").await;
+    let (_, message) = client.expect_error(ErrorCode::FrameTooLarge).await;
+    assert!(message.contains("exceeds the maximum"), "{message}");
+    client.expect_closed().await;
+    assert_bystander_still_served(&broker, &mut canary).await;
+}
+
+#[tokio::test]
+async fn an_oversized_length_prefix_is_rejected_before_its_body_arrives() {
+    let broker = TestBroker::with(|config| config.max_frame_bytes = 2048).await;
+    let mut canary = bystander(&broker).await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    // Announce 2049 bytes and send none of them: the error must come anyway.
+    client.send_bytes(&2049u32.to_be_bytes()).await;
+    client.expect_error(ErrorCode::FrameTooLarge).await;
+    client.expect_closed().await;
+    assert_bystander_still_served(&broker, &mut canary).await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_then_eof_is_reported_as_malformed() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    let bytes = publish(0, "orders").to_bytes().expect("encode");
+    client.send_bytes(&bytes[..bytes.len() - 3]).await;
+    client.stream.shutdown().await.expect("half-close");
+    let (_, message) = client.expect_error(ErrorCode::MalformedFrame).await;
+    assert!(message.contains("middle of a frame"), "{message}");
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn an_unknown_opcode_is_skipped_and_the_connection_stays_open() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send_bytes(&[0, 0, 0, 3, 0x7e, 0xde, 0xad]).await;
+    let (_, message) = client.expect_error(ErrorCode::UnknownOpcode).await;
+    assert!(message.contains("0x7e"), "{message}");
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn a_server_only_frame_from_a_client_is_unexpected() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send(&Frame::PublishOk { sequence: 1 }).await;
+    client.expect_error(ErrorCode::UnexpectedFrame).await;
+    client.send(&Frame::Hello(Hello { version: 1, role: Role::Both, client_name: "again".into(), auth_token: "".into() })).await;
+    client.expect_error(ErrorCode::UnexpectedFrame).await;
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_subject_is_a_malformed_frame() {
+    let broker = TestBroker::start().await;
+    let mut canary = bystander(&broker).await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    // PUBLISH: sequence 0, subject of 2 bytes 0xff 0xfe, empty reply-to, no headers.
+    let body: Vec<u8> = [&[0x02][..], &[0; 8], &[0, 2, 0xff, 0xfe], &[0, 0], &[0, 0]].concat();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    client.send_bytes(&frame).await;
+    let (_, message) = client.expect_error(ErrorCode::MalformedFrame).await;
+    assert!(message.contains("subject") && message.contains("UTF-8"), "{message}");
+    client.expect_closed().await;
+    assert_bystander_still_served(&broker, &mut canary).await;
+}
+
+#[tokio::test]
+async fn empty_subjects_and_empty_tokens_are_invalid_and_the_connection_stays_open() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    for (sequence, subject) in [(1, ""), (2, "orders..eu"), (3, ".orders"), (4, "orders eu")] {
+        client.send(&publish(sequence, subject)).await;
+        match client.next().await {
+            Frame::PublishError(error) => {
+                assert_eq!(error.sequence, sequence);
+                assert_eq!(error.code, ErrorCode::InvalidSubject.as_u16(), "{subject:?}: {}", error.message);
+            }
+            other => panic!("expected PUBLISH_ERROR for {subject:?}, got {other:?}"),
+        }
+    }
+    // Fire-and-forget publishes are refused with ERROR instead.
+    client.send(&publish(0, "a..b")).await;
+    client.expect_error(ErrorCode::InvalidSubject).await;
+    client.send(&subscribe(5, "orders.>.eu")).await;
+    assert_eq!(client.expect_error(ErrorCode::InvalidSubject).await.0, 5);
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn a_wildcard_in_a_publish_subject_or_reply_to_is_refused() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send(&publish(1, "orders.*")).await;
+    match client.next().await {
+        Frame::PublishError(error) => assert_eq!(error.code, ErrorCode::WildcardInSubject.as_u16()),
+        other => panic!("{other:?}"),
+    }
+    client
+        .send(&Frame::Publish(Publish {
+            sequence: 2,
+            subject: "orders".into(),
+            reply_to: Some("replies.>".into()),
+            headers: vec![],
+            payload: "x".into(),
+        }))
+        .await;
+    match client.next().await {
+        Frame::PublishError(error) => assert_eq!(error.code, ErrorCode::WildcardInSubject.as_u16()),
+        other => panic!("{other:?}"),
+    }
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn roles_are_enforced_with_permission_denied() {
+    let broker = TestBroker::start().await;
+    let (mut producer, _) = RawClient::hello(&broker, Role::Producer).await;
+    producer.send(&subscribe(1, "orders")).await;
+    let (context, message) = producer.expect_error(ErrorCode::PermissionDenied).await;
+    assert_eq!(context, 1);
+    assert!(message.contains("PRODUCER"), "{message}");
+    producer.expect_alive().await;
+
+    let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
+    consumer.send(&publish(3, "orders")).await;
+    match consumer.next().await {
+        Frame::PublishError(error) => {
+            assert_eq!((error.sequence, error.code), (3, ErrorCode::PermissionDenied.as_u16()));
+        }
+        other => panic!("{other:?}"),
+    }
+    consumer.expect_alive().await;
+}
+
+#[tokio::test]
+async fn acking_an_unknown_or_already_acked_delivery_is_an_error() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send(&Frame::Ack { delivery_id: 12345 }).await;
+    assert_eq!(client.expect_error(ErrorCode::UnknownDelivery).await.0, 12345);
+
+    client.send(&queue_subscribe(2, "jobs", 5)).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 2 });
+    client.send(&publish(1, "jobs")).await;
+    let mut delivery_id = 0;
+    for _ in 0..2 {
+        match client.next().await {
+            Frame::PublishOk { sequence: 1 } => {}
+            Frame::Deliver(deliver) => delivery_id = deliver.delivery_id,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_ne!(delivery_id, 0);
+    client.send(&Frame::Ack { delivery_id }).await;
+    client.send(&Frame::Ack { delivery_id }).await;
+    assert_eq!(client.expect_error(ErrorCode::UnknownDelivery).await.0, delivery_id);
+    client.send(&Frame::Nack { delivery_id, requeue: true }).await;
+    assert_eq!(client.expect_error(ErrorCode::UnknownDelivery).await.0, delivery_id);
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn subscribing_beyond_max_consumers_names_the_limit() {
+    let broker = TestBroker::with(|config| config.max_consumers = 2).await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    for sid in 1..=2 {
+        client.send(&subscribe(sid, "a")).await;
+        assert_eq!(client.next().await, Frame::SubscribeOk { sid });
+    }
+    client.send(&subscribe(3, "a")).await;
+    let (context, message) = client.expect_error(ErrorCode::TooManySubscriptions).await;
+    assert_eq!(context, 3);
+    assert!(message.contains("MAX_CONSUMERS") && message.contains('2'), "{message}");
+    // Freeing a slot makes room again.
+    client.send(&Frame::Unsubscribe { sid: 1 }).await;
+    client.send(&subscribe(3, "a")).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 3 });
+}
+
+#[tokio::test]
+async fn subscription_id_errors_are_specific() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send(&subscribe(1, "a")).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
+    client.send(&subscribe(1, "b")).await;
+    assert_eq!(client.expect_error(ErrorCode::DuplicateSubscription).await.0, 1);
+    client.send(&Frame::Unsubscribe { sid: 9 }).await;
+    assert_eq!(client.expect_error(ErrorCode::UnknownSubscription).await.0, 9);
+    client.send(&Frame::Credit { sid: 1, prefetch: 5 }).await;
+    assert_eq!(client.expect_error(ErrorCode::NotAQueueSubscription).await.0, 1);
+    client.send(&queue_subscribe(2, "q", 70_000)).await;
+    assert_eq!(client.expect_error(ErrorCode::InvalidArgument).await.0, 2);
+    client.send(&Frame::Subscribe(Subscribe { sid: 3, mode: Some(DeliveryMode::Queue), prefetch: 0, pattern: "a.*".into(), queue: None })).await;
+    assert_eq!(client.expect_error(ErrorCode::InvalidQueueName).await.0, 3);
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn a_queue_stays_bound_to_the_pattern_it_was_created_with() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    let bound = |sid, pattern: &str| {
+        Frame::Subscribe(Subscribe { sid, mode: Some(DeliveryMode::Queue), prefetch: 0, pattern: pattern.into(), queue: Some("audit".into()) })
+    };
+    client.send(&bound(1, "orders.>")).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
+    client.send(&bound(2, "billing.>")).await;
+    let (context, message) = client.expect_error(ErrorCode::QueuePatternMismatch).await;
+    assert_eq!(context, 2);
+    assert!(message.contains("orders.>"), "{message}");
+    // Joining by name alone takes the existing binding.
+    client.send(&queue_subscribe(3, "audit", 0)).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 3 });
+}
+
+#[tokio::test]
+async fn a_client_silent_after_connect_is_closed_with_handshake_timeout() {
+    let broker = TestBroker::with(|config| config.handshake_timeout = Duration::from_millis(200)).await;
+    let mut canary = bystander(&broker).await;
+    let mut client = RawClient::connect(&broker).await;
+    client.expect_error(ErrorCode::HandshakeTimeout).await;
+    client.expect_closed().await;
+    assert_bystander_still_served(&broker, &mut canary).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused() {
+    let broker = TestBroker::with(|config| config.max_connections = 2).await;
+    let (mut first, _) = RawClient::hello(&broker, Role::Both).await;
+    let (_second, _) = RawClient::hello(&broker, Role::Both).await;
+    let mut third = RawClient::connect(&broker).await;
+    let (_, message) = third.expect_error(ErrorCode::TooManyConnections).await;
+    assert!(message.contains("MAX_CONNECTIONS"), "{message}");
+    third.expect_closed().await;
+    first.expect_alive().await;
+    drop(first);
+    wait_until("a connection slot frees up", || broker.broker.connection_count() < 2).await;
+    let (mut fourth, _) = RawClient::hello(&broker, Role::Both).await;
+    fourth.expect_alive().await;
+}
+
+#[tokio::test]
+async fn an_idle_client_is_pinged_and_closed_when_it_never_answers() {
+    let broker = TestBroker::with(|config| config.ping_interval = Duration::from_millis(100)).await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    assert_eq!(client.next().await, Frame::Ping);
+    client.expect_error(ErrorCode::StaleConnection).await;
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn a_client_answering_pings_stays_connected() {
+    let broker = TestBroker::with(|config| config.ping_interval = Duration::from_millis(50)).await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    for _ in 0..4 {
+        assert_eq!(client.next().await, Frame::Ping);
+        client.send(&Frame::Pong).await;
+    }
+    client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn a_publish_to_nobody_in_broadcast_mode_is_accepted_and_counted_as_dropped() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Producer).await;
+    client.send(&publish(1, "nobody.listens")).await;
+    assert_eq!(client.next().await, Frame::PublishOk { sequence: 1 });
+    assert_eq!(broker.broker.stats().snapshot().dropped_no_interest, 1);
+}
