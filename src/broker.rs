@@ -57,7 +57,10 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with a code and detail.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into() }
+        Refusal {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -123,7 +126,10 @@ impl Broker {
     /// Computes what `subject` routes to (takes the index's read lock).
     pub fn routes_for(&self, subject: &str) -> Routes {
         let mut routes = Routes::default();
-        let index = self.index.read().unwrap_or_else(|poison| poison.into_inner());
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
         index.for_each_match(subject, |route| match route {
             Route::Subscriber(target) => routes.subscribers.push(target.clone()),
             Route::Queue(queue) => routes.queues.push(queue.clone()),
@@ -132,7 +138,10 @@ impl Broker {
     }
 
     fn modify_index(&self, change: impl FnOnce(&mut SubjectIndex<Route>)) {
-        let mut index = self.index.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut index = self
+            .index
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         change(&mut index);
         // Bumped under the write lock: a cache that sees the old value cannot have
         // read the new index state under it.
@@ -147,7 +156,10 @@ impl Broker {
     /// Removes a broadcast subscription from routing.
     pub fn remove_subscriber(&self, pattern: &str, connection_id: u64, sid: u32) {
         self.modify_index(|index| {
-            index.remove(pattern, |route| matches!(route, Route::Subscriber(target) if target.is(connection_id, sid)));
+            index.remove(
+                pattern,
+                |route| matches!(route, Route::Subscriber(target) if target.is(connection_id, sid)),
+            );
         });
     }
 
@@ -160,8 +172,12 @@ impl Broker {
             })
             .map(|(queue, _created)| queue)
             .map_err(|error| match error {
-                RegistryError::PatternMismatch { .. } => Refusal::new(ErrorCode::QueuePatternMismatch, error.to_string()),
-                RegistryError::TooManyQueues { .. } => Refusal::new(ErrorCode::TooManyQueues, error.to_string()),
+                RegistryError::PatternMismatch { .. } => {
+                    Refusal::new(ErrorCode::QueuePatternMismatch, error.to_string())
+                }
+                RegistryError::TooManyQueues { .. } => {
+                    Refusal::new(ErrorCode::TooManyQueues, error.to_string())
+                }
             })
     }
 
@@ -179,7 +195,9 @@ impl Broker {
     pub fn reserve_subscription(&self) -> Result<(), Refusal> {
         let max = self.config.max_consumers;
         self.subscriptions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| (count < max).then_some(count + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < max).then_some(count + 1)
+            })
             .map(|_| ())
             .map_err(|_| {
                 Refusal::new(
@@ -203,7 +221,9 @@ impl Broker {
     pub fn open_connection(&self) -> Option<u64> {
         let max = self.config.max_connections;
         self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| (count < max).then_some(count + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < max).then_some(count + 1)
+            })
             .ok()?;
         Stats::add(&self.stats.connections_accepted, 1);
         Some(self.next_connection_id.fetch_add(1, Ordering::Relaxed))
@@ -243,11 +263,22 @@ impl Broker {
     /// Routes one validated message. Broadcast subscribers each get the shared
     /// message; each matching queue stores it. `is_request` (a reply-to is set)
     /// turns "nobody can receive this" into `NO_RESPONDERS`.
-    pub fn publish(&self, routes: &Routes, message: Message, is_request: bool) -> Result<(), Refusal> {
-        if is_request && routes.subscribers.is_empty() && !routes.queues.iter().any(|queue| queue.has_consumers()) {
+    pub fn publish(
+        &self,
+        routes: &Routes,
+        message: Message,
+        is_request: bool,
+    ) -> Result<(), Refusal> {
+        if is_request
+            && routes.subscribers.is_empty()
+            && !routes.queues.iter().any(|queue| queue.has_consumers())
+        {
             return Err(Refusal::new(
                 ErrorCode::NoResponders,
-                format!("no subscriber can answer a request on `{}`", &*message.subject),
+                format!(
+                    "no subscriber can answer a request on `{}`",
+                    &*message.subject
+                ),
             ));
         }
         if routes.is_empty() {

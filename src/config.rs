@@ -23,23 +23,108 @@ pub const MAX_PREFETCH: u32 = 65_535;
 /// Every setting: its environment variable, flag, default and meaning. The single
 /// source for `--help`, `.env.example` and the README table (tests keep them in step).
 pub const SETTINGS: &[Setting] = &[
-    Setting::new("BIND_ADDR", "bind-addr", "0.0.0.0", "Address both listeners bind to"),
-    Setting::new("TCP_PORT", "tcp-port", "9080", "Port of the binary protocol listener (0 = any free port)"),
-    Setting::new("HTTP_PORT", "http-port", "8080", "Port of /healthz and /ready (0 = any free port)"),
-    Setting::new("DELIVERY_MODE", "delivery-mode", "broadcast", "Mode of subscriptions that name none: broadcast or queue"),
-    Setting::new("MAX_CONSUMERS", "max-consumers", "10", "Most concurrent subscriptions, server-wide"),
-    Setting::new("CONSUMER_CHANNEL_BUFFER_SIZE", "consumer-channel-buffer-size", "10000", "Broadcast messages buffered per connection before drops"),
-    Setting::new("QUEUE_MAX_MESSAGES", "queue-max-messages", "100000", "Most messages one queue holds (ready + unacked)"),
-    Setting::new("QUEUE_MAX_BYTES", "queue-max-bytes", "67108864", "Most payload bytes one queue holds (ready + unacked)"),
-    Setting::new("MAX_QUEUES", "max-queues", "10000", "Most queues the broker keeps"),
-    Setting::new("MAX_FRAME_BYTES", "max-frame-bytes", "1048576", "Largest frame a client may send"),
-    Setting::new("MAX_CONNECTIONS", "max-connections", "10000", "Most concurrent client connections"),
-    Setting::new("DEFAULT_PREFETCH", "default-prefetch", "64", "Prefetch of a queue subscription that asks for 0"),
-    Setting::new("HANDSHAKE_TIMEOUT_MS", "handshake-timeout-ms", "5000", "Time a new connection has to send HELLO"),
-    Setting::new("PING_INTERVAL_SECS", "ping-interval-secs", "30", "Idle time before the server pings a client; twice this without traffic closes it"),
-    Setting::new("SHUTDOWN_GRACE_SECS", "shutdown-grace-secs", "10", "Time clients get to settle acks after GOODBYE"),
-    Setting::new("LOG_FORMAT", "log-format", "text", "Log output: text or json"),
-    Setting::new("RUST_LOG", "log", "info", "Log filter, tracing-subscriber EnvFilter syntax"),
+    Setting::new(
+        "BIND_ADDR",
+        "bind-addr",
+        "0.0.0.0",
+        "Address both listeners bind to",
+    ),
+    Setting::new(
+        "TCP_PORT",
+        "tcp-port",
+        "9080",
+        "Port of the binary protocol listener (0 = any free port)",
+    ),
+    Setting::new(
+        "HTTP_PORT",
+        "http-port",
+        "8080",
+        "Port of /healthz and /ready (0 = any free port)",
+    ),
+    Setting::new(
+        "DELIVERY_MODE",
+        "delivery-mode",
+        "broadcast",
+        "Mode of subscriptions that name none: broadcast or queue",
+    ),
+    Setting::new(
+        "MAX_CONSUMERS",
+        "max-consumers",
+        "10",
+        "Most concurrent subscriptions, server-wide",
+    ),
+    Setting::new(
+        "CONSUMER_CHANNEL_BUFFER_SIZE",
+        "consumer-channel-buffer-size",
+        "10000",
+        "Broadcast messages buffered per connection before drops",
+    ),
+    Setting::new(
+        "QUEUE_MAX_MESSAGES",
+        "queue-max-messages",
+        "100000",
+        "Most messages one queue holds (ready + unacked)",
+    ),
+    Setting::new(
+        "QUEUE_MAX_BYTES",
+        "queue-max-bytes",
+        "67108864",
+        "Most payload bytes one queue holds (ready + unacked)",
+    ),
+    Setting::new(
+        "MAX_QUEUES",
+        "max-queues",
+        "10000",
+        "Most queues the broker keeps",
+    ),
+    Setting::new(
+        "MAX_FRAME_BYTES",
+        "max-frame-bytes",
+        "1048576",
+        "Largest frame a client may send",
+    ),
+    Setting::new(
+        "MAX_CONNECTIONS",
+        "max-connections",
+        "10000",
+        "Most concurrent client connections",
+    ),
+    Setting::new(
+        "DEFAULT_PREFETCH",
+        "default-prefetch",
+        "64",
+        "Prefetch of a queue subscription that asks for 0",
+    ),
+    Setting::new(
+        "HANDSHAKE_TIMEOUT_MS",
+        "handshake-timeout-ms",
+        "5000",
+        "Time a new connection has to send HELLO",
+    ),
+    Setting::new(
+        "PING_INTERVAL_SECS",
+        "ping-interval-secs",
+        "30",
+        "Idle time before the server pings a client; twice this without traffic closes it",
+    ),
+    Setting::new(
+        "SHUTDOWN_GRACE_SECS",
+        "shutdown-grace-secs",
+        "10",
+        "Time clients get to settle acks after GOODBYE",
+    ),
+    Setting::new(
+        "LOG_FORMAT",
+        "log-format",
+        "text",
+        "Log output: text or json",
+    ),
+    Setting::new(
+        "RUST_LOG",
+        "log",
+        "info",
+        "Log filter, tracing-subscriber EnvFilter syntax",
+    ),
 ];
 
 /// One configurable setting.
@@ -56,8 +141,18 @@ pub struct Setting {
 }
 
 impl Setting {
-    const fn new(env: &'static str, flag: &'static str, default: &'static str, help: &'static str) -> Self {
-        Setting { env, flag, default, help }
+    const fn new(
+        env: &'static str,
+        flag: &'static str,
+        default: &'static str,
+        help: &'static str,
+    ) -> Self {
+        Setting {
+            env,
+            flag,
+            default,
+            help,
+        }
     }
 
     /// Looks a setting up by environment name.
@@ -240,14 +335,20 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     fn get<T: FromStr>(&self, env: &'static str, expected: &str) -> Result<T, ConfigError> {
         let setting = Setting::named(env).expect("every resolved name is in SETTINGS");
-        let present = |value: &Option<String>| value.as_ref().filter(|text| !text.trim().is_empty()).cloned();
-        let (source_name, text) = if let Some(text) = self.flags.get(env).and_then(|value| present(value)) {
-            (format!("--{}", setting.flag), text)
-        } else if let Some(text) = self.environment.get(env).and_then(present) {
-            (env.to_owned(), text)
-        } else {
-            (env.to_owned(), setting.default.to_owned())
+        let present = |value: &Option<String>| {
+            value
+                .as_ref()
+                .filter(|text| !text.trim().is_empty())
+                .cloned()
         };
+        let (source_name, text) =
+            if let Some(text) = self.flags.get(env).and_then(|value| present(value)) {
+                (format!("--{}", setting.flag), text)
+            } else if let Some(text) = self.environment.get(env).and_then(present) {
+                (env.to_owned(), text)
+            } else {
+                (env.to_owned(), setting.default.to_owned())
+            };
         text.trim().parse::<T>().map_err(|_| ConfigError::Invalid {
             source_name,
             value: text.clone(),
@@ -255,7 +356,13 @@ impl Resolver<'_> {
         })
     }
 
-    fn at_least<T>(&self, env: &'static str, minimum: T, maximum: T, what: &str) -> Result<T, ConfigError>
+    fn at_least<T>(
+        &self,
+        env: &'static str,
+        minimum: T,
+        maximum: T,
+        what: &str,
+    ) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + Copy + std::fmt::Display,
         T::Err: std::fmt::Display,
@@ -266,7 +373,11 @@ impl Resolver<'_> {
             let setting = Setting::named(env).expect("known setting");
             let from_flag = self.flags.get(env).is_some_and(|value| value.is_some());
             return Err(ConfigError::Invalid {
-                source_name: if from_flag { format!("--{}", setting.flag) } else { env.to_owned() },
+                source_name: if from_flag {
+                    format!("--{}", setting.flag)
+                } else {
+                    env.to_owned()
+                },
                 value: value.to_string(),
                 expected,
             });
@@ -295,7 +406,10 @@ impl Config {
                 ("HTTP_PORT", raw.http_port),
                 ("DELIVERY_MODE", raw.delivery_mode),
                 ("MAX_CONSUMERS", raw.max_consumers),
-                ("CONSUMER_CHANNEL_BUFFER_SIZE", raw.consumer_channel_buffer_size),
+                (
+                    "CONSUMER_CHANNEL_BUFFER_SIZE",
+                    raw.consumer_channel_buffer_size,
+                ),
                 ("QUEUE_MAX_MESSAGES", raw.queue_max_messages),
                 ("QUEUE_MAX_BYTES", raw.queue_max_bytes),
                 ("MAX_QUEUES", raw.max_queues),
@@ -314,7 +428,10 @@ impl Config {
                 ("HTTP_PORT", &flags.http_port),
                 ("DELIVERY_MODE", &flags.delivery_mode),
                 ("MAX_CONSUMERS", &flags.max_consumers),
-                ("CONSUMER_CHANNEL_BUFFER_SIZE", &flags.consumer_channel_buffer_size),
+                (
+                    "CONSUMER_CHANNEL_BUFFER_SIZE",
+                    &flags.consumer_channel_buffer_size,
+                ),
                 ("QUEUE_MAX_MESSAGES", &flags.queue_max_messages),
                 ("QUEUE_MAX_BYTES", &flags.queue_max_bytes),
                 ("MAX_QUEUES", &flags.max_queues),
@@ -330,21 +447,54 @@ impl Config {
         };
         let count = "a whole number";
         Ok(Config {
-            bind_addr: resolver.get("BIND_ADDR", "an IPv4 or IPv6 address such as 0.0.0.0 or 127.0.0.1")?,
+            bind_addr: resolver.get(
+                "BIND_ADDR",
+                "an IPv4 or IPv6 address such as 0.0.0.0 or 127.0.0.1",
+            )?,
             tcp_port: resolver.get("TCP_PORT", "a port number from 0 to 65535")?,
             http_port: resolver.get("HTTP_PORT", "a port number from 0 to 65535")?,
             delivery_mode: resolver.get("DELIVERY_MODE", "one of: broadcast, queue")?,
             max_consumers: resolver.at_least("MAX_CONSUMERS", 1, 10_000_000, count)?,
-            consumer_channel_buffer_size: resolver.at_least("CONSUMER_CHANNEL_BUFFER_SIZE", 1, 100_000_000, count)?,
+            consumer_channel_buffer_size: resolver.at_least(
+                "CONSUMER_CHANNEL_BUFFER_SIZE",
+                1,
+                100_000_000,
+                count,
+            )?,
             queue_max_messages: resolver.at_least("QUEUE_MAX_MESSAGES", 1, 1_000_000_000, count)?,
-            queue_max_bytes: resolver.at_least("QUEUE_MAX_BYTES", 1, 1 << 40, "a number of bytes")?,
+            queue_max_bytes: resolver.at_least(
+                "QUEUE_MAX_BYTES",
+                1,
+                1 << 40,
+                "a number of bytes",
+            )?,
             max_queues: resolver.at_least("MAX_QUEUES", 1, 10_000_000, count)?,
-            max_frame_bytes: resolver.at_least("MAX_FRAME_BYTES", 1024, 64 << 20, "a number of bytes")?,
+            max_frame_bytes: resolver.at_least(
+                "MAX_FRAME_BYTES",
+                1024,
+                64 << 20,
+                "a number of bytes",
+            )?,
             max_connections: resolver.at_least("MAX_CONNECTIONS", 1, 10_000_000, count)?,
             default_prefetch: resolver.at_least("DEFAULT_PREFETCH", 1, MAX_PREFETCH, count)?,
-            handshake_timeout: Duration::from_millis(resolver.at_least("HANDSHAKE_TIMEOUT_MS", 1, 3_600_000, "milliseconds")?),
-            ping_interval: Duration::from_secs(resolver.at_least("PING_INTERVAL_SECS", 1, 86_400, "seconds")?),
-            shutdown_grace: Duration::from_secs(resolver.at_least("SHUTDOWN_GRACE_SECS", 0, 3_600, "seconds")?),
+            handshake_timeout: Duration::from_millis(resolver.at_least(
+                "HANDSHAKE_TIMEOUT_MS",
+                1,
+                3_600_000,
+                "milliseconds",
+            )?),
+            ping_interval: Duration::from_secs(resolver.at_least(
+                "PING_INTERVAL_SECS",
+                1,
+                86_400,
+                "seconds",
+            )?),
+            shutdown_grace: Duration::from_secs(resolver.at_least(
+                "SHUTDOWN_GRACE_SECS",
+                0,
+                3_600,
+                "seconds",
+            )?),
             log_format: resolver.get("LOG_FORMAT", "one of: text, json")?,
             log_filter: resolver.get::<String>("RUST_LOG", "a log filter")?,
         })
@@ -356,7 +506,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -373,34 +526,62 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults_and_flags_override_environment() {
-        let environment = env(&[("TCP_PORT", "7000"), ("DELIVERY_MODE", "queue"), ("UNRELATED", "x")]);
-        let config = Config::from_sources(environment.clone(), &ServeArgs::default()).expect("valid");
+        let environment = env(&[
+            ("TCP_PORT", "7000"),
+            ("DELIVERY_MODE", "queue"),
+            ("UNRELATED", "x"),
+        ]);
+        let config =
+            Config::from_sources(environment.clone(), &ServeArgs::default()).expect("valid");
         assert_eq!(config.tcp_port, 7000);
         assert_eq!(config.delivery_mode, DeliveryMode::Queue);
-        let flags = ServeArgs { tcp_port: Some("7001".into()), ..ServeArgs::default() };
-        assert_eq!(Config::from_sources(environment, &flags).expect("valid").tcp_port, 7001);
+        let flags = ServeArgs {
+            tcp_port: Some("7001".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Config::from_sources(environment, &flags)
+                .expect("valid")
+                .tcp_port,
+            7001
+        );
     }
 
     #[test]
     fn an_empty_variable_means_the_default() {
-        let config = Config::from_sources(env(&[("TCP_PORT", "")]), &ServeArgs::default()).expect("valid");
+        let config =
+            Config::from_sources(env(&[("TCP_PORT", "")]), &ServeArgs::default()).expect("valid");
         assert_eq!(config.tcp_port, 9080);
     }
 
     #[test]
     fn a_bad_value_names_the_variable_and_what_it_accepts() {
-        let error = Config::from_sources(env(&[("DELIVERY_MODE", "fanout")]), &ServeArgs::default())
-            .expect_err("fanout is not a mode");
+        let error =
+            Config::from_sources(env(&[("DELIVERY_MODE", "fanout")]), &ServeArgs::default())
+                .expect_err("fanout is not a mode");
         let text = error.to_string();
-        assert!(text.contains("DELIVERY_MODE") && text.contains("fanout") && text.contains("broadcast, queue"), "{text}");
+        assert!(
+            text.contains("DELIVERY_MODE")
+                && text.contains("fanout")
+                && text.contains("broadcast, queue"),
+            "{text}"
+        );
 
-        let error = Config::from_sources(env(&[("TCP_PORT", "abc")]), &ServeArgs::default()).expect_err("abc");
+        let error = Config::from_sources(env(&[("TCP_PORT", "abc")]), &ServeArgs::default())
+            .expect_err("abc");
         assert!(error.to_string().contains("TCP_PORT"), "{error}");
 
-        let error = Config::from_sources(env(&[("MAX_CONSUMERS", "0")]), &ServeArgs::default()).expect_err("0");
-        assert!(error.to_string().contains("MAX_CONSUMERS") && error.to_string().contains("from 1"), "{error}");
+        let error = Config::from_sources(env(&[("MAX_CONSUMERS", "0")]), &ServeArgs::default())
+            .expect_err("0");
+        assert!(
+            error.to_string().contains("MAX_CONSUMERS") && error.to_string().contains("from 1"),
+            "{error}"
+        );
 
-        let flags = ServeArgs { max_frame_bytes: Some("10".into()), ..ServeArgs::default() };
+        let flags = ServeArgs {
+            max_frame_bytes: Some("10".into()),
+            ..ServeArgs::default()
+        };
         let error = Config::from_sources(std::iter::empty(), &flags).expect_err("too small");
         assert!(error.to_string().contains("--max-frame-bytes"), "{error}");
     }
@@ -419,9 +600,32 @@ mod tests {
                 .get_arguments()
                 .find(|argument| argument.get_long() == Some(setting.flag))
                 .unwrap_or_else(|| panic!("no --{} flag", setting.flag));
-            let help = argument.get_help().map(ToString::to_string).unwrap_or_default();
-            assert!(help.contains(&format!("[env: {}]", setting.env)), "--{}: {help}", setting.flag);
-            assert!(help.contains(&format!("[default: {}]", setting.default)), "--{}: {help}", setting.flag);
+            let help = argument
+                .get_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                help.contains(&format!("[env: {}]", setting.env)),
+                "--{}: {help}",
+                setting.flag
+            );
+            assert!(
+                help.contains(&format!("[default: {}]", setting.default)),
+                "--{}: {help}",
+                setting.flag
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_setting_with_its_flag_and_default() {
+        let readme = include_str!("../README.md");
+        for setting in SETTINGS {
+            let row = format!(
+                "| `{}` | `--{}` | `{}` |",
+                setting.env, setting.flag, setting.default
+            );
+            assert!(readme.contains(&row), "README.md lacks the row `{row}`");
         }
     }
 
@@ -430,7 +634,10 @@ mod tests {
         let example = include_str!("../.env.example");
         for setting in SETTINGS {
             let line = format!("{}={}", setting.env, setting.default);
-            assert!(example.lines().any(|l| l.trim() == line), ".env.example lacks `{line}`");
+            assert!(
+                example.lines().any(|l| l.trim() == line),
+                ".env.example lacks `{line}`"
+            );
         }
     }
 }

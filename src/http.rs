@@ -64,7 +64,10 @@ pub fn readiness(broker: &Broker) -> Readiness {
     } else {
         "starting"
     };
-    Readiness { ready: status == "ready", status }
+    Readiness {
+        ready: status == "ready",
+        status,
+    }
 }
 
 /// The HTTP routes.
@@ -81,12 +84,20 @@ async fn healthz(State(broker): State<Arc<Broker>>) -> Json<Health> {
 
 async fn ready(State(broker): State<Arc<Broker>>) -> (StatusCode, Json<Readiness>) {
     let report = readiness(&broker);
-    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(report))
 }
 
 /// Serves the routes until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(broker))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
@@ -100,11 +111,29 @@ mod tests {
     #[test]
     fn readiness_follows_the_lifecycle() {
         let broker = Broker::new(Config::default());
-        assert_eq!(readiness(&broker), Readiness { ready: false, status: "starting" });
+        assert_eq!(
+            readiness(&broker),
+            Readiness {
+                ready: false,
+                status: "starting"
+            }
+        );
         broker.set_ready(true);
-        assert_eq!(readiness(&broker), Readiness { ready: true, status: "ready" });
+        assert_eq!(
+            readiness(&broker),
+            Readiness {
+                ready: true,
+                status: "ready"
+            }
+        );
         broker.begin_shutdown();
-        assert_eq!(readiness(&broker), Readiness { ready: false, status: "shutting_down" });
+        assert_eq!(
+            readiness(&broker),
+            Readiness {
+                ready: false,
+                status: "shutting_down"
+            }
+        );
         assert_eq!(health(&broker).status, "ok");
     }
 }

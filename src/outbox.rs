@@ -97,7 +97,11 @@ pub struct Outbox {
 
 impl Outbox {
     /// A new outbox and the receiver its writer task drains.
-    pub fn new(connection_id: u64, broadcast_capacity: usize, stats: Arc<Stats>) -> (Arc<Outbox>, OutboxReceiver) {
+    pub fn new(
+        connection_id: u64,
+        broadcast_capacity: usize,
+        stats: Arc<Stats>,
+    ) -> (Arc<Outbox>, OutboxReceiver) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let outbox = Outbox {
             connection_id,
@@ -127,7 +131,11 @@ impl Outbox {
             self.record_drop(sid);
             return false;
         }
-        if self.sender.send(Outbound::Broadcast { sid, message }).is_err() {
+        if self
+            .sender
+            .send(Outbound::Broadcast { sid, message })
+            .is_err()
+        {
             // The connection is gone; its subscriptions are being removed.
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
             return false;
@@ -137,9 +145,20 @@ impl Outbox {
 
     /// Queues a queue delivery. Fails only when the connection is gone, in which case
     /// the caller keeps the message.
-    pub fn push_queued(&self, sid: u32, delivery_id: u64, redelivered: bool, message: Arc<Message>) -> Result<(), Arc<Message>> {
+    pub fn push_queued(
+        &self,
+        sid: u32,
+        delivery_id: u64,
+        redelivered: bool,
+        message: Arc<Message>,
+    ) -> Result<(), Arc<Message>> {
         self.sender
-            .send(Outbound::Queued { sid, delivery_id, redelivered, message })
+            .send(Outbound::Queued {
+                sid,
+                delivery_id,
+                redelivered,
+                message,
+            })
             .map_err(|error| match error.0 {
                 Outbound::Queued { message, .. } => message,
                 _ => unreachable!("sent a Queued item"),
@@ -171,7 +190,10 @@ impl Outbox {
 
     fn record_drop(&self, sid: u32) {
         let first = {
-            let mut lagged = self.lagged.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut lagged = self
+                .lagged
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             *lagged.entry(sid).or_insert(0) += 1;
             !self.has_lagged.swap(true, Ordering::AcqRel)
         };
@@ -202,7 +224,10 @@ impl Outbox {
         if !self.has_lagged.load(Ordering::Acquire) {
             return Vec::new();
         }
-        let mut lagged = self.lagged.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut lagged = self
+            .lagged
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         self.has_lagged.store(false, Ordering::Release);
         lagged.drain().collect()
     }
@@ -218,7 +243,11 @@ pub enum WriterExit {
 }
 
 /// Drains an outbox into the socket until closed. One `write_all` per batch.
-pub async fn run_writer(mut socket: OwnedWriteHalf, mut receiver: OutboxReceiver, outbox: Arc<Outbox>) -> WriterExit {
+pub async fn run_writer(
+    mut socket: OwnedWriteHalf,
+    mut receiver: OutboxReceiver,
+    outbox: Arc<Outbox>,
+) -> WriterExit {
     let mut batch: Vec<Outbound> = Vec::new();
     let mut buffer = BytesMut::new();
     loop {
@@ -239,7 +268,12 @@ pub async fn run_writer(mut socket: OwnedWriteHalf, mut receiver: OutboxReceiver
                     broadcast_written += 1;
                     encode_delivery(&mut buffer, sid, 0, false, &message)
                 }
-                Outbound::Queued { sid, delivery_id, redelivered, message } => {
+                Outbound::Queued {
+                    sid,
+                    delivery_id,
+                    redelivered,
+                    message,
+                } => {
                     queued_written += 1;
                     redelivered_written += u64::from(redelivered);
                     encode_delivery(&mut buffer, sid, delivery_id, redelivered, &message)
@@ -270,7 +304,9 @@ pub async fn run_writer(mut socket: OwnedWriteHalf, mut receiver: OutboxReceiver
         if let Err(error) = flush(&mut socket, &mut buffer, &outbox).await {
             return WriterExit::Failed(error);
         }
-        outbox.broadcast_pending.fetch_sub(broadcast_written, Ordering::AcqRel);
+        outbox
+            .broadcast_pending
+            .fetch_sub(broadcast_written, Ordering::AcqRel);
         outbox.control_room.add_permits(control_written);
         Stats::add(&outbox.stats.delivered_broadcast, broadcast_written as u64);
         Stats::add(&outbox.stats.delivered_queue, queued_written);
@@ -290,7 +326,13 @@ pub async fn run_writer(mut socket: OwnedWriteHalf, mut receiver: OutboxReceiver
     }
 }
 
-fn encode_delivery(buffer: &mut BytesMut, sid: u32, delivery_id: u64, redelivered: bool, message: &Message) -> Result<(), tern_proto::ProtocolError> {
+fn encode_delivery(
+    buffer: &mut BytesMut,
+    sid: u32,
+    delivery_id: u64,
+    redelivered: bool,
+    message: &Message,
+) -> Result<(), tern_proto::ProtocolError> {
     codec::encode_deliver(
         buffer,
         sid,
@@ -309,7 +351,11 @@ fn encode(buffer: &mut BytesMut, frame: &Frame) {
     }
 }
 
-async fn flush(socket: &mut OwnedWriteHalf, buffer: &mut BytesMut, outbox: &Outbox) -> std::io::Result<()> {
+async fn flush(
+    socket: &mut OwnedWriteHalf,
+    buffer: &mut BytesMut,
+    outbox: &Outbox,
+) -> std::io::Result<()> {
     if buffer.is_empty() {
         return Ok(());
     }

@@ -51,27 +51,39 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let tcp_address = SocketAddr::new(config.bind_addr, config.tcp_port);
         let http_address = SocketAddr::new(config.bind_addr, config.http_port);
-        let tcp = TcpListener::bind(tcp_address).await.map_err(|source| ServerError::Bind {
-            setting: "TCP_PORT",
-            address: tcp_address,
-            source,
-        })?;
-        let http = TcpListener::bind(http_address).await.map_err(|source| ServerError::Bind {
-            setting: "HTTP_PORT",
-            address: http_address,
-            source,
-        })?;
-        Ok(Server { broker: Arc::new(Broker::new(config)), tcp, http })
+        let tcp = TcpListener::bind(tcp_address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                setting: "TCP_PORT",
+                address: tcp_address,
+                source,
+            })?;
+        let http = TcpListener::bind(http_address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                setting: "HTTP_PORT",
+                address: http_address,
+                source,
+            })?;
+        Ok(Server {
+            broker: Arc::new(Broker::new(config)),
+            tcp,
+            http,
+        })
     }
 
     /// The bound protocol address.
     pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp.local_addr().expect("a bound listener has an address")
+        self.tcp
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("a bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The shared broker state (for tests and embedding).
@@ -114,15 +126,24 @@ impl Server {
         broker.begin_shutdown();
         drop(tcp);
         let grace = broker.config().shutdown_grace;
-        info!(connections = broker.connection_count(), grace_secs = grace.as_secs(), "shutting down: draining connections");
+        info!(
+            connections = broker.connection_count(),
+            grace_secs = grace.as_secs(),
+            "shutting down: draining connections"
+        );
         sessions.close();
-        if tokio::time::timeout(grace + SHUTDOWN_SLACK, sessions.wait()).await.is_err() {
-            warn!(connections = broker.connection_count(), "connections still open after the grace period");
+        if tokio::time::timeout(grace + SHUTDOWN_SLACK, sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                connections = broker.connection_count(),
+                "connections still open after the grace period"
+            );
         }
         http_stop.cancel();
-        match http_task.await {
-            Ok(Err(error)) => return Err(ServerError::Http(error)),
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(error)) = http_task.await {
+            return Err(ServerError::Http(error));
         }
         info!("shutdown complete");
         Ok(())

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use tern_proto::subject::{validate_pattern, validate_subject, SubjectError};
-use tern_proto::{DeliveryMode, ErrorCode, Frame, Goodbye, Publish, Role, Subscribe, Welcome, SUPPORTED_VERSIONS};
+use tern_proto::{
+    DeliveryMode, ErrorCode, Frame, Goodbye, Publish, Role, Subscribe, Welcome, SUPPORTED_VERSIONS,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -75,7 +77,12 @@ impl CloseReason {
 }
 
 /// Serves one accepted TCP connection until it closes.
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     // We batch our own writes; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     let Some(connection_id) = broker.open_connection() else {
@@ -84,7 +91,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<B
     };
     let config = broker.config();
     let (read_half, write_half) = stream.into_split();
-    let (outbox, receiver) = Outbox::new(connection_id, config.consumer_channel_buffer_size, broker.stats().clone());
+    let (outbox, receiver) = Outbox::new(
+        connection_id,
+        config.consumer_channel_buffer_size,
+        broker.stats().clone(),
+    );
     let mut writer = tokio::spawn(run_writer(write_half, receiver, outbox.clone()));
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
 
@@ -120,7 +131,9 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<B
         CloseReason::ProtocolViolation(code) => {
             info!(connection = connection_id, %peer, reason = reason.as_str(), code = code.name(), "connection closed")
         }
-        _ => info!(connection = connection_id, %peer, reason = reason.as_str(), "connection closed"),
+        _ => {
+            info!(connection = connection_id, %peer, reason = reason.as_str(), "connection closed")
+        }
     }
 }
 
@@ -128,7 +141,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<B
 async fn refuse_connection(mut stream: TcpStream, broker: &Broker) {
     Stats::add(&broker.stats().connections_refused, 1);
     let max = broker.config().max_connections;
-    let frame = Frame::error(ErrorCode::TooManyConnections, 0, format!("connection limit of {max} (MAX_CONNECTIONS) reached"));
+    let frame = Frame::error(
+        ErrorCode::TooManyConnections,
+        0,
+        format!("connection limit of {max} (MAX_CONNECTIONS) reached"),
+    );
     if let Ok(bytes) = frame.to_bytes() {
         let _ = timeout(FINAL_FLUSH_TIMEOUT, async {
             let _ = stream.write_all(&bytes).await;
@@ -139,7 +156,12 @@ async fn refuse_connection(mut stream: TcpStream, broker: &Broker) {
 }
 
 /// Waits for HELLO and answers WELCOME, or explains what went wrong.
-async fn handshake(reader: &mut FrameReader, outbox: &Outbox, broker: &Broker, connection_id: u64) -> Result<(Role, ByteString), CloseReason> {
+async fn handshake(
+    reader: &mut FrameReader,
+    outbox: &Outbox,
+    broker: &Broker,
+    connection_id: u64,
+) -> Result<(Role, ByteString), CloseReason> {
     let config = broker.config();
     let reject = |code: ErrorCode, message: String| {
         outbox.push_control(Frame::error(code, 0, message));
@@ -150,26 +172,41 @@ async fn handshake(reader: &mut FrameReader, outbox: &Outbox, broker: &Broker, c
             outbox.push_control(Frame::error(
                 ErrorCode::HandshakeTimeout,
                 0,
-                format!("no HELLO within {} ms", config.handshake_timeout.as_millis()),
+                format!(
+                    "no HELLO within {} ms",
+                    config.handshake_timeout.as_millis()
+                ),
             ));
             return Err(CloseReason::HandshakeTimeout);
         }
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return Err(CloseReason::ClientClosed),
         Ok(Err(ReadError::Protocol(error))) if error.is_recoverable() => {
-            return reject(ErrorCode::HandshakeRequired, format!("expected HELLO first, got {error}"))
+            return reject(
+                ErrorCode::HandshakeRequired,
+                format!("expected HELLO first, got {error}"),
+            )
         }
-        Ok(Err(ReadError::Protocol(error))) => return reject(error.error_code(), error.to_string()),
+        Ok(Err(ReadError::Protocol(error))) => {
+            return reject(error.error_code(), error.to_string())
+        }
         Ok(Err(ReadError::Io(_))) => return Err(CloseReason::ReadFailed),
     };
     let Frame::Hello(hello) = frame else {
-        return reject(ErrorCode::HandshakeRequired, format!("expected HELLO first, got {:?}", frame.opcode()));
+        return reject(
+            ErrorCode::HandshakeRequired,
+            format!("expected HELLO first, got {:?}", frame.opcode()),
+        );
     };
     if !SUPPORTED_VERSIONS.contains(&hello.version) {
         let supported: Vec<String> = SUPPORTED_VERSIONS.iter().map(ToString::to_string).collect();
         return reject(
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {} is not supported; supported versions: {}", hello.version, supported.join(", ")),
+            format!(
+                "protocol version {} is not supported; supported versions: {}",
+                hello.version,
+                supported.join(", ")
+            ),
         );
     }
     outbox.push_control(Frame::Welcome(Welcome {
@@ -231,7 +268,12 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, reader: &mut FrameReader, writer: &mut JoinHandle<WriterExit>, shutdown: &CancellationToken) -> CloseReason {
+    async fn run(
+        &mut self,
+        reader: &mut FrameReader,
+        writer: &mut JoinHandle<WriterExit>,
+        shutdown: &CancellationToken,
+    ) -> CloseReason {
         let config = self.broker.config();
         let ping_interval = config.ping_interval;
         let grace = config.shutdown_grace;
@@ -303,7 +345,9 @@ impl Session {
             match reader.next_buffered() {
                 Ok(Some(frame)) => self.handle(frame),
                 Ok(None) => return None,
-                Err(error) if error.is_recoverable() => self.send_error(error.error_code(), 0, error.to_string()),
+                Err(error) if error.is_recoverable() => {
+                    self.send_error(error.error_code(), 0, error.to_string())
+                }
                 Err(error) => {
                     let code = error.error_code();
                     self.send_error(code, 0, error.to_string());
@@ -322,11 +366,18 @@ impl Session {
             Frame::Subscribe(subscribe) => self.on_subscribe(subscribe),
             Frame::Unsubscribe { sid } => self.on_unsubscribe(sid),
             Frame::Ack { delivery_id } => self.on_settle(delivery_id, None),
-            Frame::Nack { delivery_id, requeue } => self.on_settle(delivery_id, Some(requeue)),
+            Frame::Nack {
+                delivery_id,
+                requeue,
+            } => self.on_settle(delivery_id, Some(requeue)),
             Frame::Credit { sid, prefetch } => self.on_credit(sid, prefetch),
             Frame::Ping => self.outbox.push_control(Frame::Pong),
             Frame::Pong => {}
-            Frame::Hello(_) => self.send_error(ErrorCode::UnexpectedFrame, 0, "HELLO was already received on this connection"),
+            Frame::Hello(_) => self.send_error(
+                ErrorCode::UnexpectedFrame,
+                0,
+                "HELLO was already received on this connection",
+            ),
             other => self.send_error(
                 ErrorCode::UnexpectedFrame,
                 0,
@@ -336,7 +387,8 @@ impl Session {
     }
 
     fn send_error(&self, code: ErrorCode, context: u64, message: impl Into<ByteString>) {
-        self.outbox.push_control(Frame::error(code, context, message));
+        self.outbox
+            .push_control(Frame::error(code, context, message));
     }
 
     fn flush_counters(&mut self) {
@@ -354,17 +406,33 @@ impl Session {
             Role::Consumer => "CONSUMER",
             Role::Both => "BOTH",
         };
-        Err(Refusal::new(ErrorCode::PermissionDenied, format!("a {role} connection may not {action}")))
+        Err(Refusal::new(
+            ErrorCode::PermissionDenied,
+            format!("a {role} connection may not {action}"),
+        ))
     }
 
     fn on_publish(&mut self, publish: Publish) {
-        let Publish { sequence, subject, reply_to, headers, payload } = publish;
-        let outcome = self.check_publish(&subject, reply_to.as_deref()).and_then(|()| {
-            let routes = self.routes.lookup(&subject, &self.broker);
-            let is_request = reply_to.is_some();
-            let message = Message { subject, reply_to, headers, payload };
-            self.broker.publish(&routes, message, is_request)
-        });
+        let Publish {
+            sequence,
+            subject,
+            reply_to,
+            headers,
+            payload,
+        } = publish;
+        let outcome = self
+            .check_publish(&subject, reply_to.as_deref())
+            .and_then(|()| {
+                let routes = self.routes.lookup(&subject, &self.broker);
+                let is_request = reply_to.is_some();
+                let message = Message {
+                    subject,
+                    reply_to,
+                    headers,
+                    payload,
+                };
+                self.broker.publish(&routes, message, is_request)
+            });
         match outcome {
             Ok(()) => {
                 self.published += 1;
@@ -377,11 +445,12 @@ impl Session {
                 if sequence == 0 {
                     self.send_error(refusal.code, 0, refusal.message);
                 } else {
-                    self.outbox.push_control(Frame::PublishError(tern_proto::PublishError {
-                        sequence,
-                        code: refusal.code.as_u16(),
-                        message: refusal.message.into(),
-                    }));
+                    self.outbox
+                        .push_control(Frame::PublishError(tern_proto::PublishError {
+                            sequence,
+                            code: refusal.code.as_u16(),
+                            message: refusal.message.into(),
+                        }));
                 }
             }
         }
@@ -390,11 +459,15 @@ impl Session {
     fn check_publish(&self, subject: &str, reply_to: Option<&str>) -> Result<(), Refusal> {
         self.require_role(self.role.can_publish(), "publish")?;
         if self.draining {
-            return Err(Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+            return Err(Refusal::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
         }
         validate_subject(subject).map_err(subject_refusal)?;
         if let Some(reply_to) = reply_to {
-            validate_subject(reply_to).map_err(|error| Refusal::new(error.error_code(), format!("reply-to: {error}")))?;
+            validate_subject(reply_to)
+                .map_err(|error| Refusal::new(error.error_code(), format!("reply-to: {error}")))?;
         }
         Ok(())
     }
@@ -407,16 +480,31 @@ impl Session {
     }
 
     fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Refusal> {
-        let Subscribe { sid, mode, prefetch, pattern, queue } = subscribe;
+        let Subscribe {
+            sid,
+            mode,
+            prefetch,
+            pattern,
+            queue,
+        } = subscribe;
         self.require_role(self.role.can_subscribe(), "subscribe")?;
         if self.draining {
-            return Err(Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+            return Err(Refusal::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
         }
         if self.subscriptions.contains_key(&sid) {
-            return Err(Refusal::new(ErrorCode::DuplicateSubscription, format!("subscription id {sid} is already active")));
+            return Err(Refusal::new(
+                ErrorCode::DuplicateSubscription,
+                format!("subscription id {sid} is already active"),
+            ));
         }
         if prefetch > MAX_PREFETCH {
-            return Err(Refusal::new(ErrorCode::InvalidArgument, format!("prefetch {prefetch} is above the maximum of {MAX_PREFETCH}")));
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("prefetch {prefetch} is above the maximum of {MAX_PREFETCH}"),
+            ));
         }
         match mode.unwrap_or(self.broker.config().delivery_mode) {
             DeliveryMode::Broadcast => {
@@ -424,9 +512,13 @@ impl Session {
                 self.broker.reserve_subscription()?;
                 // SUBSCRIBE_OK goes out before anything can be delivered for it.
                 self.outbox.push_control(Frame::SubscribeOk { sid });
-                let target = BroadcastTarget { sid, outbox: self.outbox.clone() };
+                let target = BroadcastTarget {
+                    sid,
+                    outbox: self.outbox.clone(),
+                };
                 self.broker.add_subscriber(&pattern, target);
-                self.subscriptions.insert(sid, Subscription::Broadcast { pattern });
+                self.subscriptions
+                    .insert(sid, Subscription::Broadcast { pattern });
             }
             DeliveryMode::Queue => {
                 let name = queue.unwrap_or_else(|| pattern.clone());
@@ -434,7 +526,9 @@ impl Session {
                     Refusal::new(ErrorCode::InvalidQueueName, format!("queue name: {error}"))
                 })?;
                 let binding = if pattern.is_empty() {
-                    self.broker.queue(&name).map_or_else(|| name.clone(), |existing| existing.pattern().clone())
+                    self.broker
+                        .queue(&name)
+                        .map_or_else(|| name.clone(), |existing| existing.pattern().clone())
                 } else {
                     validate_pattern(&pattern).map_err(subject_refusal)?;
                     pattern
@@ -448,9 +542,14 @@ impl Session {
                     }
                 };
                 self.outbox.push_control(Frame::SubscribeOk { sid });
-                let prefetch = if prefetch == 0 { self.broker.config().default_prefetch } else { prefetch };
+                let prefetch = if prefetch == 0 {
+                    self.broker.config().default_prefetch
+                } else {
+                    prefetch
+                };
                 queue.add_consumer(self.id, sid, self.outbox.clone(), prefetch);
-                self.subscriptions.insert(sid, Subscription::Queue { queue });
+                self.subscriptions
+                    .insert(sid, Subscription::Queue { queue });
             }
         }
         Ok(())
@@ -462,13 +561,19 @@ impl Session {
         }
         match self.subscriptions.remove(&sid) {
             Some(subscription) => self.detach(sid, subscription),
-            None => self.send_error(ErrorCode::UnknownSubscription, u64::from(sid), format!("no active subscription with id {sid}")),
+            None => self.send_error(
+                ErrorCode::UnknownSubscription,
+                u64::from(sid),
+                format!("no active subscription with id {sid}"),
+            ),
         }
     }
 
     fn detach(&self, sid: u32, subscription: Subscription) {
         match subscription {
-            Subscription::Broadcast { pattern } => self.broker.remove_subscriber(&pattern, self.id, sid),
+            Subscription::Broadcast { pattern } => {
+                self.broker.remove_subscriber(&pattern, self.id, sid)
+            }
             Subscription::Queue { queue } => queue.remove_consumer(self.id, sid),
         }
         self.broker.release_subscription();
@@ -495,7 +600,9 @@ impl Session {
         match result {
             Ok(true) => count_rejected(self.broker.stats()),
             Ok(false) => {}
-            Err(error) => self.send_error(ErrorCode::UnknownDelivery, delivery_id, error.to_string()),
+            Err(error) => {
+                self.send_error(ErrorCode::UnknownDelivery, delivery_id, error.to_string())
+            }
         }
     }
 
@@ -524,16 +631,22 @@ impl Session {
         self.draining = true;
         self.outbox.push_control(Frame::Goodbye(Goodbye {
             code: ErrorCode::ShuttingDown.as_u16(),
-            message: format!("server shutting down; unacked deliveries may be acked for {} s", grace.as_secs()).into(),
+            message: format!(
+                "server shutting down; unacked deliveries may be acked for {} s",
+                grace.as_secs()
+            )
+            .into(),
         }));
     }
 
     /// True when this connection holds no unacked queue delivery.
     fn nothing_to_settle(&self) -> bool {
-        self.subscriptions.iter().all(|(sid, subscription)| match subscription {
-            Subscription::Broadcast { .. } => true,
-            Subscription::Queue { queue } => queue.unacked_for(self.id, *sid) == 0,
-        })
+        self.subscriptions
+            .iter()
+            .all(|(sid, subscription)| match subscription {
+                Subscription::Broadcast { .. } => true,
+                Subscription::Queue { queue } => queue.unacked_for(self.id, *sid) == 0,
+            })
     }
 }
 

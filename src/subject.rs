@@ -41,7 +41,10 @@ impl<T> Default for Node<T> {
 
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.single.is_none() && self.full.is_empty() && self.exact.is_empty()
+        self.literal.is_empty()
+            && self.single.is_none()
+            && self.full.is_empty()
+            && self.exact.is_empty()
     }
 }
 
@@ -142,14 +145,18 @@ fn remove_from<T>(node: &mut Node<T>, tokens: &[&str], is_target: &impl Fn(&T) -
         [last] if *last == FULL_WILDCARD => take(&mut node.full),
         [first, rest @ ..] => {
             if *first == SINGLE_WILDCARD {
-                let Some(child) = node.single.as_mut() else { return false };
+                let Some(child) = node.single.as_mut() else {
+                    return false;
+                };
                 let removed = remove_from(child, rest, is_target);
                 if removed && child.is_empty() {
                     node.single = None;
                 }
                 removed
             } else {
-                let Some(child) = node.literal.get_mut(*first) else { return false };
+                let Some(child) = node.literal.get_mut(*first) else {
+                    return false;
+                };
                 let removed = remove_from(child, rest, is_target);
                 if removed && child.is_empty() {
                     node.literal.remove(*first);
@@ -196,7 +203,10 @@ mod tests {
         index.insert("*.eu.*", 4);
         index.insert(">", 5);
         index.insert("orders", 6);
-        assert_eq!(sorted(index.matches("orders.eu.created")), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            sorted(index.matches("orders.eu.created")),
+            vec![1, 2, 3, 4, 5]
+        );
         assert_eq!(sorted(index.matches("orders.us.created")), vec![2, 3, 5]);
         assert_eq!(sorted(index.matches("orders")), vec![5, 6]);
         assert_eq!(sorted(index.matches("orders.eu")), vec![3, 5]);

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{wait_until, within, RawClient, TestBroker};
-use tern_client::{Client, ClientError, ClientOptions, ErrorCode, OutgoingMessage, ReconnectPolicy};
+use tern_client::{
+    Client, ClientError, ClientOptions, ErrorCode, OutgoingMessage, ReconnectPolicy,
+};
 use tern_proto::{DeliveryMode, Frame, Publish, Role, Subscribe};
 
 fn numbered(count: usize) -> Vec<String> {
@@ -26,16 +28,25 @@ async fn broadcast_delivers_every_message_to_every_subscriber_once_in_order() {
     }
     let publisher = broker.client().await;
     for payload in numbered(MESSAGES) {
-        publisher.publish("orders.created", payload).await.expect("publish");
+        publisher
+            .publish("orders.created", payload)
+            .await
+            .expect("publish");
     }
     publisher.flush().await.expect("flush");
     for subscription in &mut subscriptions {
         let mut received = Vec::with_capacity(MESSAGES);
         while received.len() < MESSAGES {
-            let message = within("broadcast message", subscription.next()).await.expect("open");
+            let message = within("broadcast message", subscription.next())
+                .await
+                .expect("open");
             received.push(String::from_utf8(message.payload.to_vec()).expect("utf-8"));
         }
-        assert_eq!(received, numbered(MESSAGES), "every message exactly once, in publish order");
+        assert_eq!(
+            received,
+            numbered(MESSAGES),
+            "every message exactly once, in publish order"
+        );
         assert_eq!(subscription.missed(), 0);
     }
     let stats = broker.broker.stats().snapshot();
@@ -50,28 +61,57 @@ async fn broadcast_delivers_every_message_to_every_subscriber_once_in_order() {
 async fn wildcards_route_to_exactly_the_matching_subscriptions() {
     let broker = TestBroker::with(|config| config.max_consumers = 100).await;
     let client = broker.client().await;
-    let mut exact = client.subscribe("orders.eu.created").await.expect("subscribe");
-    let mut single = client.subscribe("orders.*.created").await.expect("subscribe");
+    let mut exact = client
+        .subscribe("orders.eu.created")
+        .await
+        .expect("subscribe");
+    let mut single = client
+        .subscribe("orders.*.created")
+        .await
+        .expect("subscribe");
     let mut tail = client.subscribe("orders.>").await.expect("subscribe");
     let mut everything = client.subscribe(">").await.expect("subscribe");
-    for subject in ["orders.eu.created", "orders.us.created", "orders.eu", "billing.eu.created"] {
+    for subject in [
+        "orders.eu.created",
+        "orders.us.created",
+        "orders.eu",
+        "billing.eu.created",
+    ] {
         client.publish(subject, subject).await.expect("publish");
     }
     client.flush().await.expect("flush");
     async fn subjects(subscription: &mut tern_client::Subscription, count: usize) -> Vec<String> {
         let mut seen = Vec::new();
         for _ in 0..count {
-            seen.push(within("message", subscription.next()).await.expect("open").subject.to_string());
+            seen.push(
+                within("message", subscription.next())
+                    .await
+                    .expect("open")
+                    .subject
+                    .to_string(),
+            );
         }
         seen
     }
     assert_eq!(subjects(&mut exact, 1).await, ["orders.eu.created"]);
-    assert_eq!(subjects(&mut single, 2).await, ["orders.eu.created", "orders.us.created"]);
-    assert_eq!(subjects(&mut tail, 3).await, ["orders.eu.created", "orders.us.created", "orders.eu"]);
+    assert_eq!(
+        subjects(&mut single, 2).await,
+        ["orders.eu.created", "orders.us.created"]
+    );
+    assert_eq!(
+        subjects(&mut tail, 3).await,
+        ["orders.eu.created", "orders.us.created", "orders.eu"]
+    );
     assert_eq!(subjects(&mut everything, 4).await.len(), 4);
     // Nothing more arrived for the narrow patterns.
-    client.publish("orders.eu.created", "marker").await.expect("publish");
-    assert_eq!(&within("marker", exact.next()).await.expect("open").payload[..], b"marker");
+    client
+        .publish("orders.eu.created", "marker")
+        .await
+        .expect("publish");
+    assert_eq!(
+        &within("marker", exact.next()).await.expect("open").payload[..],
+        b"marker"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +120,12 @@ async fn headers_and_reply_to_travel_unchanged() {
     let client = broker.client().await;
     let mut subscription = client.subscribe("audit").await.expect("subscribe");
     client
-        .send(OutgoingMessage::new("audit", "payload").header("trace", "t-1").header("trace", "t-2").reply_to("audit.replies"))
+        .send(
+            OutgoingMessage::new("audit", "payload")
+                .header("trace", "t-1")
+                .header("trace", "t-2")
+                .reply_to("audit.replies"),
+        )
         .await
         .expect("send");
     let message = within("message", subscription.next()).await.expect("open");
@@ -98,8 +143,14 @@ async fn unsubscribing_stops_delivery_and_frees_the_slot() {
     assert_eq!(broker.broker.subscription_count(), 1);
     drop(subscription);
     wait_until("unsubscribed", || broker.broker.subscription_count() == 0).await;
-    client.publish_confirmed("news", "nobody").await.expect("accepted");
-    wait_until("counted as no interest", || broker.broker.stats().snapshot().dropped_no_interest == 1).await;
+    client
+        .publish_confirmed("news", "nobody")
+        .await
+        .expect("accepted");
+    wait_until("counted as no interest", || {
+        broker.broker.stats().snapshot().dropped_no_interest == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +161,10 @@ async fn queue_consumers_get_disjoint_sets_whose_union_is_everything() {
     let mut workers = Vec::new();
     for _ in 0..CONSUMERS {
         let client = broker.client().await;
-        let mut jobs = client.queue_subscribe("jobs", 32).await.expect("queue subscribe");
+        let mut jobs = client
+            .queue_subscribe("jobs", 32)
+            .await
+            .expect("queue subscribe");
         workers.push(tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(job) = jobs.next().await {
@@ -130,7 +184,10 @@ async fn queue_consumers_get_disjoint_sets_whose_union_is_everything() {
         publisher.publish("jobs", payload).await.expect("publish");
     }
     for _ in 0..CONSUMERS {
-        publisher.publish_confirmed("jobs", "stop").await.expect("stop");
+        publisher
+            .publish_confirmed("jobs", "stop")
+            .await
+            .expect("stop");
     }
     let mut all = Vec::new();
     let mut shares = Vec::new();
@@ -142,7 +199,10 @@ async fn queue_consumers_get_disjoint_sets_whose_union_is_everything() {
     let unique: HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), MESSAGES, "no message twice");
     assert_eq!(unique.len(), MESSAGES, "every message once");
-    assert!(shares.iter().all(|share| *share > 0), "every consumer got work: {shares:?}");
+    assert!(
+        shares.iter().all(|share| *share > 0),
+        "every consumer got work: {shares:?}"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +210,10 @@ async fn a_single_queue_consumer_sees_fifo_order() {
     let broker = TestBroker::start().await;
     let client = broker.client().await;
     for payload in numbered(500) {
-        client.publish("fifo", payload.clone()).await.expect("publish");
+        client
+            .publish("fifo", payload.clone())
+            .await
+            .expect("publish");
     }
     client.flush().await.expect("flush");
     // Published before anyone consumes: DELIVERY_MODE=broadcast drops them, so
@@ -161,7 +224,10 @@ async fn a_single_queue_consumer_sees_fifo_order() {
     }
     for expected in numbered(500) {
         let delivery = within("delivery", queue.next()).await.expect("open");
-        assert_eq!(std::str::from_utf8(&delivery.payload).expect("utf-8"), expected);
+        assert_eq!(
+            std::str::from_utf8(&delivery.payload).expect("utf-8"),
+            expected
+        );
         delivery.ack().await.expect("ack");
     }
 }
@@ -171,12 +237,21 @@ async fn prefetch_bounds_unacked_deliveries() {
     let broker = TestBroker::start().await;
     let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
     consumer
-        .send(&Frame::Subscribe(Subscribe { sid: 1, mode: Some(DeliveryMode::Queue), prefetch: 3, pattern: "".into(), queue: Some("work".into()) }))
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 1,
+            mode: Some(DeliveryMode::Queue),
+            prefetch: 3,
+            pattern: "".into(),
+            queue: Some("work".into()),
+        }))
         .await;
     assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
     let producer = broker.client().await;
     for payload in numbered(10) {
-        producer.publish_confirmed("work", payload).await.expect("queued");
+        producer
+            .publish_confirmed("work", payload)
+            .await
+            .expect("queued");
     }
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -189,20 +264,34 @@ async fn prefetch_bounds_unacked_deliveries() {
     consumer.expect_alive().await;
     let queue = broker.broker.queue("work").expect("queue exists");
     assert_eq!((queue.depth().ready, queue.depth().unacked), (7, 3));
-    consumer.send(&Frame::Ack { delivery_id: held[0] }).await;
+    consumer
+        .send(&Frame::Ack {
+            delivery_id: held[0],
+        })
+        .await;
     match consumer.next().await {
         Frame::Deliver(deliver) => assert_eq!(&deliver.payload[..], b"message-3"),
         other => panic!("{other:?}"),
     }
     consumer.expect_alive().await;
     // CREDIT 0 pauses; raising it resumes.
-    consumer.send(&Frame::Credit { sid: 1, prefetch: 0 }).await;
+    consumer
+        .send(&Frame::Credit {
+            sid: 1,
+            prefetch: 0,
+        })
+        .await;
     for id in &held[1..] {
         consumer.send(&Frame::Ack { delivery_id: *id }).await;
     }
     consumer.expect_alive().await;
     assert_eq!(queue.depth().unacked, 1);
-    consumer.send(&Frame::Credit { sid: 1, prefetch: 10 }).await;
+    consumer
+        .send(&Frame::Credit {
+            sid: 1,
+            prefetch: 10,
+        })
+        .await;
     let mut resumed = 0;
     while resumed < 6 {
         if let Frame::Deliver(_) = consumer.next().await {
@@ -218,7 +307,10 @@ async fn a_disconnected_consumers_unacked_messages_are_redelivered_first_and_fla
     let first = broker.client().await;
     let mut first_queue = first.queue_subscribe("tasks", 2).await.expect("subscribe");
     for payload in ["a", "b", "c"] {
-        producer.publish_confirmed("tasks", payload).await.expect("queued");
+        producer
+            .publish_confirmed("tasks", payload)
+            .await
+            .expect("queued");
     }
     let a = within("a", first_queue.next()).await.expect("open");
     let _b = within("b", first_queue.next()).await.expect("open");
@@ -226,14 +318,29 @@ async fn a_disconnected_consumers_unacked_messages_are_redelivered_first_and_fla
     drop(first_queue);
     first.close().await;
     let second = broker.client().await;
-    let mut second_queue = second.queue_subscribe("tasks", 10).await.expect("subscribe");
+    let mut second_queue = second
+        .queue_subscribe("tasks", 10)
+        .await
+        .expect("subscribe");
     let mut got = Vec::new();
     for _ in 0..3 {
-        let delivery = within("redelivery", second_queue.next()).await.expect("open");
-        got.push((String::from_utf8(delivery.payload.to_vec()).expect("utf-8"), delivery.is_redelivered()));
+        let delivery = within("redelivery", second_queue.next())
+            .await
+            .expect("open");
+        got.push((
+            String::from_utf8(delivery.payload.to_vec()).expect("utf-8"),
+            delivery.is_redelivered(),
+        ));
         delivery.ack().await.expect("ack");
     }
-    assert_eq!(got, [("a".to_owned(), true), ("b".to_owned(), true), ("c".to_owned(), false)]);
+    assert_eq!(
+        got,
+        [
+            ("a".to_owned(), true),
+            ("b".to_owned(), true),
+            ("c".to_owned(), false)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -241,8 +348,14 @@ async fn nack_with_requeue_redelivers_and_without_requeue_discards() {
     let broker = TestBroker::start().await;
     let client = broker.client().await;
     let mut queue = client.queue_subscribe("retry", 1).await.expect("subscribe");
-    client.publish_confirmed("retry", "first").await.expect("queued");
-    client.publish_confirmed("retry", "second").await.expect("queued");
+    client
+        .publish_confirmed("retry", "first")
+        .await
+        .expect("queued");
+    client
+        .publish_confirmed("retry", "second")
+        .await
+        .expect("queued");
     let delivery = within("first", queue.next()).await.expect("open");
     delivery.nack(true).await.expect("nack");
     let again = within("first again", queue.next()).await.expect("open");
@@ -252,20 +365,33 @@ async fn nack_with_requeue_redelivers_and_without_requeue_discards() {
     let next = within("second", queue.next()).await.expect("open");
     assert_eq!(&next.payload[..], b"second");
     next.ack().await.expect("ack");
-    wait_until("discard counted", || broker.broker.stats().snapshot().dropped_rejected == 1).await;
+    wait_until("discard counted", || {
+        broker.broker.stats().snapshot().dropped_rejected == 1
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn queue_delivery_mode_holds_messages_published_before_any_consumer() {
-    let broker = TestBroker::with(|config| config.delivery_mode = tern_proto::DeliveryMode::Queue).await;
+    let broker =
+        TestBroker::with(|config| config.delivery_mode = tern_proto::DeliveryMode::Queue).await;
     let producer = broker.client().await;
     for payload in numbered(5) {
-        producer.publish_confirmed("emails", payload).await.expect("held");
+        producer
+            .publish_confirmed("emails", payload)
+            .await
+            .expect("held");
     }
     // A SUBSCRIBE that names no mode uses DELIVERY_MODE=queue.
     let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
     consumer
-        .send(&Frame::Subscribe(Subscribe { sid: 4, mode: None, prefetch: 0, pattern: "emails".into(), queue: None }))
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 4,
+            mode: None,
+            prefetch: 0,
+            pattern: "emails".into(),
+            queue: None,
+        }))
         .await;
     assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 4 });
     for expected in numbered(5) {
@@ -273,7 +399,10 @@ async fn queue_delivery_mode_holds_messages_published_before_any_consumer() {
             Frame::Deliver(deliver) => {
                 assert_eq!(deliver.sid, 4);
                 assert_ne!(deliver.delivery_id, 0);
-                assert_eq!(std::str::from_utf8(&deliver.payload).expect("utf-8"), expected);
+                assert_eq!(
+                    std::str::from_utf8(&deliver.payload).expect("utf-8"),
+                    expected
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -284,11 +413,20 @@ async fn queue_delivery_mode_holds_messages_published_before_any_consumer() {
 async fn a_full_queue_refuses_the_publish_with_an_error() {
     let broker = TestBroker::with(|config| config.queue_max_messages = 3).await;
     let client = broker.client().await;
-    let queue = client.queue_subscribe("bounded", 1).await.expect("subscribe");
+    let queue = client
+        .queue_subscribe("bounded", 1)
+        .await
+        .expect("subscribe");
     for n in 0..3 {
-        client.publish_confirmed("bounded", format!("{n}")).await.expect("room");
+        client
+            .publish_confirmed("bounded", format!("{n}"))
+            .await
+            .expect("room");
     }
-    let error = client.publish_confirmed("bounded", "overflow").await.expect_err("full");
+    let error = client
+        .publish_confirmed("bounded", "overflow")
+        .await
+        .expect_err("full");
     assert_eq!(error.code(), Some(ErrorCode::QueueFull), "{error}");
     assert!(error.to_string().contains("bounded"), "{error}");
     drop(queue);
@@ -296,8 +434,14 @@ async fn a_full_queue_refuses_the_publish_with_an_error() {
     let broker = TestBroker::with(|config| config.queue_max_bytes = 10).await;
     let client = broker.client().await;
     let _queue = client.queue_subscribe("small", 0).await.expect("subscribe");
-    client.publish_confirmed("small", "0123456789").await.expect("exactly at the limit");
-    let error = client.publish_confirmed("small", "x").await.expect_err("over the byte limit");
+    client
+        .publish_confirmed("small", "0123456789")
+        .await
+        .expect("exactly at the limit");
+    let error = client
+        .publish_confirmed("small", "x")
+        .await
+        .expect_err("over the byte limit");
     assert_eq!(error.code(), Some(ErrorCode::QueueFull));
 }
 
@@ -314,7 +458,10 @@ async fn request_reply_round_trips() {
     });
     let requester = broker.client().await;
     for word in ["tern", "broker", "fast"] {
-        let reply = requester.request("svc.upper", word, Duration::from_secs(5)).await.expect("reply");
+        let reply = requester
+            .request("svc.upper", word, Duration::from_secs(5))
+            .await
+            .expect("reply");
         assert_eq!(&reply.payload[..], word.to_ascii_uppercase().as_bytes());
     }
 }
@@ -324,12 +471,24 @@ async fn a_request_nobody_can_answer_fails_at_once_with_no_responders() {
     let broker = TestBroker::start().await;
     let client = broker.client().await;
     let started = std::time::Instant::now();
-    let error = client.request("svc.missing", "hi", Duration::from_secs(30)).await.expect_err("nobody");
-    assert!(matches!(error, ClientError::NoResponders { ref subject } if subject == "svc.missing"), "{error}");
+    let error = client
+        .request("svc.missing", "hi", Duration::from_secs(30))
+        .await
+        .expect_err("nobody");
+    assert!(
+        matches!(error, ClientError::NoResponders { ref subject } if subject == "svc.missing"),
+        "{error}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30), "not a timeout");
     // A queue without consumers cannot answer either.
-    let _queue = broker.broker.bind_queue("svc.queued", "svc.queued").expect("queue");
-    let error = client.request("svc.queued", "hi", Duration::from_secs(30)).await.expect_err("nobody");
+    let _queue = broker
+        .broker
+        .bind_queue("svc.queued", "svc.queued")
+        .expect("queue");
+    let error = client
+        .request("svc.queued", "hi", Duration::from_secs(30))
+        .await
+        .expect_err("nobody");
     assert!(matches!(error, ClientError::NoResponders { .. }), "{error}");
 }
 
@@ -339,7 +498,10 @@ async fn a_request_whose_responder_stays_silent_times_out() {
     let silent = broker.client().await;
     let _requests = silent.subscribe("svc.silent").await.expect("subscribe");
     let client = broker.client().await;
-    let error = client.request("svc.silent", "hi", Duration::from_millis(200)).await.expect_err("silence");
+    let error = client
+        .request("svc.silent", "hi", Duration::from_millis(200))
+        .await
+        .expect_err("silence");
     assert!(matches!(error, ClientError::Timeout), "{error}");
 }
 
@@ -350,8 +512,14 @@ async fn a_slow_subscriber_is_told_its_gap_and_the_publisher_is_not_blocked() {
     let broker = TestBroker::with(|config| config.consumer_channel_buffer_size = BUFFER).await;
     // The slow subscriber subscribes and then reads nothing.
     let (mut slow, _) = RawClient::hello(&broker, Role::Consumer).await;
-    slow.send(&Frame::Subscribe(Subscribe { sid: 1, mode: Some(DeliveryMode::Broadcast), prefetch: 0, pattern: "ticks".into(), queue: None }))
-        .await;
+    slow.send(&Frame::Subscribe(Subscribe {
+        sid: 1,
+        mode: Some(DeliveryMode::Broadcast),
+        prefetch: 0,
+        pattern: "ticks".into(),
+        queue: None,
+    }))
+    .await;
     assert_eq!(slow.next().await, Frame::SubscribeOk { sid: 1 });
     // A healthy subscriber on the same subject.
     let healthy_client = broker.client().await;
@@ -359,16 +527,27 @@ async fn a_slow_subscriber_is_told_its_gap_and_the_publisher_is_not_blocked() {
     let publisher = broker.client().await;
     let payload = vec![b'x'; 4096];
     for _ in 0..MESSAGES {
-        publisher.publish("ticks", payload.clone()).await.expect("publish never blocks on the slow subscriber");
+        publisher
+            .publish("ticks", payload.clone())
+            .await
+            .expect("publish never blocks on the slow subscriber");
     }
-    publisher.flush().await.expect("every publish processed while the slow subscriber reads nothing");
+    publisher
+        .flush()
+        .await
+        .expect("every publish processed while the slow subscriber reads nothing");
     // The broker dropped for the slow subscriber only, and counted it.
-    wait_until("drops counted", || broker.broker.stats().snapshot().dropped_slow_consumer > 0).await;
+    wait_until("drops counted", || {
+        broker.broker.stats().snapshot().dropped_slow_consumer > 0
+    })
+    .await;
     // The healthy subscriber accounts for every message: received, or reported missed
     // if the burst outran even its buffer.
     let mut received = 0u64;
     while received + healthy.missed() < MESSAGES {
-        within("healthy subscriber drains", healthy.next()).await.expect("open");
+        within("healthy subscriber drains", healthy.next())
+            .await
+            .expect("open");
         received += 1;
     }
     assert_eq!(received + healthy.missed(), MESSAGES);
@@ -378,28 +557,45 @@ async fn a_slow_subscriber_is_told_its_gap_and_the_publisher_is_not_blocked() {
     while delivered + missed < MESSAGES {
         match slow.next().await {
             Frame::Deliver(_) => delivered += 1,
-            Frame::Lagged { sid: 1, missed: count } => missed += count,
+            Frame::Lagged {
+                sid: 1,
+                missed: count,
+            } => missed += count,
             Frame::Ping => slow.send(&Frame::Pong).await,
             other => panic!("{other:?}"),
         }
     }
     assert_eq!(delivered + missed, MESSAGES);
     assert!(missed > 0, "a gap was reported");
-    assert_eq!(missed + healthy.missed(), broker.broker.stats().snapshot().dropped_slow_consumer);
+    assert_eq!(
+        missed + healthy.missed(),
+        broker.broker.stats().snapshot().dropped_slow_consumer
+    );
 }
 
 #[tokio::test]
 async fn the_sdk_reports_lagged_counts_on_the_subscription() {
     let broker = TestBroker::with(|config| config.consumer_channel_buffer_size = 10).await;
-    let options = ClientOptions { subscription_capacity: 1, ..ClientOptions::default() };
-    let slow_client = Client::connect_with(broker.address(), options).await.expect("connect");
+    let options = ClientOptions {
+        subscription_capacity: 1,
+        ..ClientOptions::default()
+    };
+    let slow_client = Client::connect_with(broker.address(), options)
+        .await
+        .expect("connect");
     let mut slow = slow_client.subscribe("burst").await.expect("subscribe");
     let publisher = broker.client().await;
     for n in 0..20_000u32 {
-        publisher.publish("burst", vec![0u8; 1024 + (n % 2) as usize]).await.expect("publish");
+        publisher
+            .publish("burst", vec![0u8; 1024 + (n % 2) as usize])
+            .await
+            .expect("publish");
     }
     publisher.flush().await.expect("flush");
-    wait_until("drops", || broker.broker.stats().snapshot().dropped_slow_consumer > 0).await;
+    wait_until("drops", || {
+        broker.broker.stats().snapshot().dropped_slow_consumer > 0
+    })
+    .await;
     let mut received = 0u64;
     while received + slow.missed() < 20_000 {
         within("drain", slow.next()).await.expect("open");
@@ -418,17 +614,27 @@ async fn a_client_reconnects_and_resubscribes_after_the_broker_restarts() {
         max_delay: Duration::from_millis(100),
         ..ReconnectPolicy::default()
     });
-    let client = Client::connect_with(address.to_string(), options).await.expect("connect");
+    let client = Client::connect_with(address.to_string(), options)
+        .await
+        .expect("connect");
     let mut subscription = client.subscribe("alerts").await.expect("subscribe");
     first.shutdown().await;
     // A new broker on the same port.
     let mut config = common::test_config();
     config.tcp_port = address.port();
     let second = TestBroker::from_config(config).await;
-    wait_until("resubscribed on the new broker", || second.broker.subscription_count() == 1).await;
+    wait_until("resubscribed on the new broker", || {
+        second.broker.subscription_count() == 1
+    })
+    .await;
     let publisher = second.client().await;
-    publisher.publish_confirmed("alerts", "after restart").await.expect("publish");
-    let message = within("message after reconnect", subscription.next()).await.expect("open");
+    publisher
+        .publish_confirmed("alerts", "after restart")
+        .await
+        .expect("publish");
+    let message = within("message after reconnect", subscription.next())
+        .await
+        .expect("open");
     assert_eq!(&message.payload[..], b"after restart");
 }
 
@@ -436,9 +642,18 @@ async fn a_client_reconnects_and_resubscribes_after_the_broker_restarts() {
 async fn oversized_messages_are_refused_by_the_client_before_sending() {
     let broker = TestBroker::with(|config| config.max_frame_bytes = 1024).await;
     let client = broker.client().await;
-    let error = client.publish("big", vec![0u8; 2048]).await.expect_err("too large");
-    assert!(matches!(error, ClientError::TooLarge { max: 1024, .. }), "{error}");
-    client.publish_confirmed("big", vec![0u8; 512]).await.expect("fits");
+    let error = client
+        .publish("big", vec![0u8; 2048])
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(error, ClientError::TooLarge { max: 1024, .. }),
+        "{error}"
+    );
+    client
+        .publish_confirmed("big", vec![0u8; 512])
+        .await
+        .expect("fits");
 }
 
 #[tokio::test]

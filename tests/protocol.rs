@@ -20,11 +20,23 @@ fn publish(sequence: u64, subject: &str) -> Frame {
 }
 
 fn subscribe(sid: u32, pattern: &str) -> Frame {
-    Frame::Subscribe(Subscribe { sid, mode: Some(DeliveryMode::Broadcast), prefetch: 0, pattern: pattern.into(), queue: None })
+    Frame::Subscribe(Subscribe {
+        sid,
+        mode: Some(DeliveryMode::Broadcast),
+        prefetch: 0,
+        pattern: pattern.into(),
+        queue: None,
+    })
 }
 
 fn queue_subscribe(sid: u32, queue: &str, prefetch: u32) -> Frame {
-    Frame::Subscribe(Subscribe { sid, mode: Some(DeliveryMode::Queue), prefetch, pattern: "".into(), queue: Some(queue.into()) })
+    Frame::Subscribe(Subscribe {
+        sid,
+        mode: Some(DeliveryMode::Queue),
+        prefetch,
+        pattern: "".into(),
+        queue: Some(queue.into()),
+    })
 }
 
 /// A subscriber on `canary` that must keep receiving while others misbehave.
@@ -67,7 +79,12 @@ async fn handshake_answers_welcome_with_the_limits() {
 async fn the_hello_example_bytes_from_the_spec_get_a_welcome() {
     let broker = TestBroker::start().await;
     let mut client = RawClient::connect(&broker).await;
-    client.send_bytes(&[0x00, 0x00, 0x00, 0x0b, 0x01, 0x00, 0x01, 0x03, 0x00, 0x03, 0x63, 0x6c, 0x69, 0x00, 0x00]).await;
+    client
+        .send_bytes(&[
+            0x00, 0x00, 0x00, 0x0b, 0x01, 0x00, 0x01, 0x03, 0x00, 0x03, 0x63, 0x6c, 0x69, 0x00,
+            0x00,
+        ])
+        .await;
     assert!(matches!(client.next().await, Frame::Welcome(_)));
 }
 
@@ -76,7 +93,14 @@ async fn an_unsupported_version_is_refused_naming_the_supported_ones() {
     let broker = TestBroker::start().await;
     let mut canary = bystander(&broker).await;
     let mut client = RawClient::connect(&broker).await;
-    client.send(&Frame::Hello(Hello { version: 99, role: Role::Both, client_name: "old".into(), auth_token: "".into() })).await;
+    client
+        .send(&Frame::Hello(Hello {
+            version: 99,
+            role: Role::Both,
+            client_name: "old".into(),
+            auth_token: "".into(),
+        }))
+        .await;
     let (_, message) = client.expect_error(ErrorCode::UnsupportedVersion).await;
     assert!(message.contains("supported versions: 1"), "{message}");
     client.expect_closed().await;
@@ -97,7 +121,9 @@ async fn garbage_before_hello_gets_an_error_and_the_broker_keeps_serving() {
     let broker = TestBroker::start().await;
     let mut canary = bystander(&broker).await;
     let mut client = RawClient::connect(&broker).await;
-    client.send_bytes(b"GET / HTTP/1.1\r\nHost: tern\r\n\r\n").await;
+    client
+        .send_bytes(b"GET / HTTP/1.1\r\nHost: tern\r\n\r\n")
+        .await;
     let (_, message) = client.expect_error(ErrorCode::FrameTooLarge).await;
     assert!(message.contains("exceeds the maximum"), "{message}");
     client.expect_closed().await;
@@ -144,7 +170,14 @@ async fn a_server_only_frame_from_a_client_is_unexpected() {
     let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
     client.send(&Frame::PublishOk { sequence: 1 }).await;
     client.expect_error(ErrorCode::UnexpectedFrame).await;
-    client.send(&Frame::Hello(Hello { version: 1, role: Role::Both, client_name: "again".into(), auth_token: "".into() })).await;
+    client
+        .send(&Frame::Hello(Hello {
+            version: 1,
+            role: Role::Both,
+            client_name: "again".into(),
+            auth_token: "".into(),
+        }))
+        .await;
     client.expect_error(ErrorCode::UnexpectedFrame).await;
     client.expect_alive().await;
 }
@@ -160,7 +193,10 @@ async fn invalid_utf8_in_a_subject_is_a_malformed_frame() {
     frame.extend_from_slice(&body);
     client.send_bytes(&frame).await;
     let (_, message) = client.expect_error(ErrorCode::MalformedFrame).await;
-    assert!(message.contains("subject") && message.contains("UTF-8"), "{message}");
+    assert!(
+        message.contains("subject") && message.contains("UTF-8"),
+        "{message}"
+    );
     client.expect_closed().await;
     assert_bystander_still_served(&broker, &mut canary).await;
 }
@@ -174,7 +210,12 @@ async fn empty_subjects_and_empty_tokens_are_invalid_and_the_connection_stays_op
         match client.next().await {
             Frame::PublishError(error) => {
                 assert_eq!(error.sequence, sequence);
-                assert_eq!(error.code, ErrorCode::InvalidSubject.as_u16(), "{subject:?}: {}", error.message);
+                assert_eq!(
+                    error.code,
+                    ErrorCode::InvalidSubject.as_u16(),
+                    "{subject:?}: {}",
+                    error.message
+                );
             }
             other => panic!("expected PUBLISH_ERROR for {subject:?}, got {other:?}"),
         }
@@ -226,7 +267,10 @@ async fn roles_are_enforced_with_permission_denied() {
     consumer.send(&publish(3, "orders")).await;
     match consumer.next().await {
         Frame::PublishError(error) => {
-            assert_eq!((error.sequence, error.code), (3, ErrorCode::PermissionDenied.as_u16()));
+            assert_eq!(
+                (error.sequence, error.code),
+                (3, ErrorCode::PermissionDenied.as_u16())
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -238,7 +282,10 @@ async fn acking_an_unknown_or_already_acked_delivery_is_an_error() {
     let broker = TestBroker::start().await;
     let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
     client.send(&Frame::Ack { delivery_id: 12345 }).await;
-    assert_eq!(client.expect_error(ErrorCode::UnknownDelivery).await.0, 12345);
+    assert_eq!(
+        client.expect_error(ErrorCode::UnknownDelivery).await.0,
+        12345
+    );
 
     client.send(&queue_subscribe(2, "jobs", 5)).await;
     assert_eq!(client.next().await, Frame::SubscribeOk { sid: 2 });
@@ -254,9 +301,20 @@ async fn acking_an_unknown_or_already_acked_delivery_is_an_error() {
     assert_ne!(delivery_id, 0);
     client.send(&Frame::Ack { delivery_id }).await;
     client.send(&Frame::Ack { delivery_id }).await;
-    assert_eq!(client.expect_error(ErrorCode::UnknownDelivery).await.0, delivery_id);
-    client.send(&Frame::Nack { delivery_id, requeue: true }).await;
-    assert_eq!(client.expect_error(ErrorCode::UnknownDelivery).await.0, delivery_id);
+    assert_eq!(
+        client.expect_error(ErrorCode::UnknownDelivery).await.0,
+        delivery_id
+    );
+    client
+        .send(&Frame::Nack {
+            delivery_id,
+            requeue: true,
+        })
+        .await;
+    assert_eq!(
+        client.expect_error(ErrorCode::UnknownDelivery).await.0,
+        delivery_id
+    );
     client.expect_alive().await;
 }
 
@@ -271,7 +329,10 @@ async fn subscribing_beyond_max_consumers_names_the_limit() {
     client.send(&subscribe(3, "a")).await;
     let (context, message) = client.expect_error(ErrorCode::TooManySubscriptions).await;
     assert_eq!(context, 3);
-    assert!(message.contains("MAX_CONSUMERS") && message.contains('2'), "{message}");
+    assert!(
+        message.contains("MAX_CONSUMERS") && message.contains('2'),
+        "{message}"
+    );
     // Freeing a slot makes room again.
     client.send(&Frame::Unsubscribe { sid: 1 }).await;
     client.send(&subscribe(3, "a")).await;
@@ -285,14 +346,42 @@ async fn subscription_id_errors_are_specific() {
     client.send(&subscribe(1, "a")).await;
     assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
     client.send(&subscribe(1, "b")).await;
-    assert_eq!(client.expect_error(ErrorCode::DuplicateSubscription).await.0, 1);
+    assert_eq!(
+        client
+            .expect_error(ErrorCode::DuplicateSubscription)
+            .await
+            .0,
+        1
+    );
     client.send(&Frame::Unsubscribe { sid: 9 }).await;
-    assert_eq!(client.expect_error(ErrorCode::UnknownSubscription).await.0, 9);
-    client.send(&Frame::Credit { sid: 1, prefetch: 5 }).await;
-    assert_eq!(client.expect_error(ErrorCode::NotAQueueSubscription).await.0, 1);
+    assert_eq!(
+        client.expect_error(ErrorCode::UnknownSubscription).await.0,
+        9
+    );
+    client
+        .send(&Frame::Credit {
+            sid: 1,
+            prefetch: 5,
+        })
+        .await;
+    assert_eq!(
+        client
+            .expect_error(ErrorCode::NotAQueueSubscription)
+            .await
+            .0,
+        1
+    );
     client.send(&queue_subscribe(2, "q", 70_000)).await;
     assert_eq!(client.expect_error(ErrorCode::InvalidArgument).await.0, 2);
-    client.send(&Frame::Subscribe(Subscribe { sid: 3, mode: Some(DeliveryMode::Queue), prefetch: 0, pattern: "a.*".into(), queue: None })).await;
+    client
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 3,
+            mode: Some(DeliveryMode::Queue),
+            prefetch: 0,
+            pattern: "a.*".into(),
+            queue: None,
+        }))
+        .await;
     assert_eq!(client.expect_error(ErrorCode::InvalidQueueName).await.0, 3);
     client.expect_alive().await;
 }
@@ -302,7 +391,13 @@ async fn a_queue_stays_bound_to_the_pattern_it_was_created_with() {
     let broker = TestBroker::start().await;
     let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
     let bound = |sid, pattern: &str| {
-        Frame::Subscribe(Subscribe { sid, mode: Some(DeliveryMode::Queue), prefetch: 0, pattern: pattern.into(), queue: Some("audit".into()) })
+        Frame::Subscribe(Subscribe {
+            sid,
+            mode: Some(DeliveryMode::Queue),
+            prefetch: 0,
+            pattern: pattern.into(),
+            queue: Some("audit".into()),
+        })
     };
     client.send(&bound(1, "orders.>")).await;
     assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
@@ -317,7 +412,8 @@ async fn a_queue_stays_bound_to_the_pattern_it_was_created_with() {
 
 #[tokio::test]
 async fn a_client_silent_after_connect_is_closed_with_handshake_timeout() {
-    let broker = TestBroker::with(|config| config.handshake_timeout = Duration::from_millis(200)).await;
+    let broker =
+        TestBroker::with(|config| config.handshake_timeout = Duration::from_millis(200)).await;
     let mut canary = bystander(&broker).await;
     let mut client = RawClient::connect(&broker).await;
     client.expect_error(ErrorCode::HandshakeTimeout).await;
@@ -336,7 +432,10 @@ async fn connections_beyond_max_connections_are_refused() {
     third.expect_closed().await;
     first.expect_alive().await;
     drop(first);
-    wait_until("a connection slot frees up", || broker.broker.connection_count() < 2).await;
+    wait_until("a connection slot frees up", || {
+        broker.broker.connection_count() < 2
+    })
+    .await;
     let (mut fourth, _) = RawClient::hello(&broker, Role::Both).await;
     fourth.expect_alive().await;
 }

@@ -19,7 +19,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tern_proto::subject::{validate_pattern, validate_subject};
 use tern_proto::{
-    codec, DeliveryMode, ErrorCode, ErrorFrame, Frame, Hello, Subscribe, Welcome, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION,
+    codec, DeliveryMode, ErrorCode, ErrorFrame, Frame, Hello, Subscribe, Welcome,
+    LENGTH_PREFIX_BYTES, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -143,7 +144,10 @@ impl Client {
     /// let client = Client::connect_with("127.0.0.1:9080", options).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn connect_with(address: impl Into<String>, options: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect_with(
+        address: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let address = address.into();
         let established = open(&address, &options).await?;
         let inbox_prefix = format!("_INBOX.{}", random_token(16));
@@ -173,7 +177,12 @@ impl Client {
         });
         inner.on_connected(&established.welcome);
         tokio::spawn(drive(inner.clone(), established));
-        Ok(Client { _handle: Arc::new(HandleGuard { inner: inner.clone() }), inner })
+        Ok(Client {
+            _handle: Arc::new(HandleGuard {
+                inner: inner.clone(),
+            }),
+            inner,
+        })
     }
 
     /// What the broker announced in WELCOME on the current connection.
@@ -190,7 +199,11 @@ impl Client {
     /// client.publish("orders.eu.created", "order 42").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn publish(&self, subject: &str, payload: impl Into<Bytes>) -> Result<(), ClientError> {
+    pub async fn publish(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
         self.send(OutgoingMessage::new(subject, payload)).await
     }
 
@@ -217,8 +230,13 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn publish_confirmed(&self, subject: &str, payload: impl Into<Bytes>) -> Result<(), ClientError> {
-        self.send_confirmed(OutgoingMessage::new(subject, payload)).await
+    pub async fn publish_confirmed(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        self.send_confirmed(OutgoingMessage::new(subject, payload))
+            .await
     }
 
     /// [`Client::send`], waiting for the broker's verdict like [`Client::publish_confirmed`].
@@ -231,7 +249,9 @@ impl Client {
     /// ```
     pub async fn send_confirmed(&self, message: OutgoingMessage) -> Result<(), ClientError> {
         let (sender, receiver) = oneshot::channel();
-        self.inner.write_publish(&message, Some(Pending::Publish(sender))).await?;
+        self.inner
+            .write_publish(&message, Some(Pending::Publish(sender)))
+            .await?;
         match timeout(self.inner.options.operation_timeout, receiver).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ClientError::Disconnected),
@@ -260,7 +280,10 @@ impl Client {
             pattern: pattern.into(),
             queue: None,
         };
-        let (sid, missed) = self.inner.add_subscription(spec, Sink::Broadcast(sender)).await?;
+        let (sid, missed) = self
+            .inner
+            .add_subscription(spec, Sink::Broadcast(sender))
+            .await?;
         Ok(Subscription::new(self.clone(), sid, receiver, missed))
     }
 
@@ -278,7 +301,11 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn queue_subscribe(&self, queue: &str, prefetch: u32) -> Result<QueueSubscription, ClientError> {
+    pub async fn queue_subscribe(
+        &self,
+        queue: &str,
+        prefetch: u32,
+    ) -> Result<QueueSubscription, ClientError> {
         self.queue_subscribe_bound(queue, "", prefetch).await
     }
 
@@ -290,12 +317,21 @@ impl Client {
     /// let mut audit = client.queue_subscribe_bound("audit", "orders.>", 64).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn queue_subscribe_bound(&self, queue: &str, pattern: &str, prefetch: u32) -> Result<QueueSubscription, ClientError> {
+    pub async fn queue_subscribe_bound(
+        &self,
+        queue: &str,
+        pattern: &str,
+        prefetch: u32,
+    ) -> Result<QueueSubscription, ClientError> {
         validate_subject(queue)?;
         if !pattern.is_empty() {
             validate_pattern(pattern)?;
         }
-        let capacity = if prefetch == 0 { 65_536 } else { prefetch as usize };
+        let capacity = if prefetch == 0 {
+            65_536
+        } else {
+            prefetch as usize
+        };
         let (sender, receiver) = mpsc::channel(capacity);
         let spec = Subscribe {
             sid: self.inner.next_sid(),
@@ -304,7 +340,10 @@ impl Client {
             pattern: pattern.into(),
             queue: Some(queue.into()),
         };
-        let (sid, _missed) = self.inner.add_subscription(spec, Sink::Queue(sender)).await?;
+        let (sid, _missed) = self
+            .inner
+            .add_subscription(spec, Sink::Queue(sender))
+            .await?;
         Ok(QueueSubscription::new(self.clone(), sid, receiver))
     }
 
@@ -321,8 +360,14 @@ impl Client {
     /// println!("{:?}", reply.payload);
     /// # Ok(()) }
     /// ```
-    pub async fn request(&self, subject: &str, payload: impl Into<Bytes>, wait: Duration) -> Result<Message, ClientError> {
-        self.request_message(OutgoingMessage::new(subject, payload), wait).await
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        wait: Duration,
+    ) -> Result<Message, ClientError> {
+        self.request_message(OutgoingMessage::new(subject, payload), wait)
+            .await
     }
 
     /// [`Client::request`] with headers. The reply-to is set by the client.
@@ -335,14 +380,21 @@ impl Client {
     /// let reply = client.request_message(request, Duration::from_secs(1)).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn request_message(&self, mut message: OutgoingMessage, wait: Duration) -> Result<Message, ClientError> {
+    pub async fn request_message(
+        &self,
+        mut message: OutgoingMessage,
+        wait: Duration,
+    ) -> Result<Message, ClientError> {
         validate_subject(&message.subject)?;
         self.ensure_inbox().await?;
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         message.reply_to = Some(format!("{}.{id}", self.inner.inbox_prefix));
         let (sender, receiver) = oneshot::channel();
         self.inner.lock_state().requests.insert(id, sender);
-        let pending = Pending::Request { id, subject: message.subject.clone() };
+        let pending = Pending::Request {
+            id,
+            subject: message.subject.clone(),
+        };
         if let Err(error) = self.inner.write_publish(&message, Some(pending)).await {
             self.inner.lock_state().requests.remove(&id);
             return Err(error);
@@ -367,7 +419,11 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn respond(&self, request: &Message, payload: impl Into<Bytes>) -> Result<(), ClientError> {
+    pub async fn respond(
+        &self,
+        request: &Message,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
         let reply_to = request.reply_to.as_ref().ok_or(ClientError::NoReplyTo)?;
         self.publish(reply_to, payload).await
     }
@@ -444,11 +500,15 @@ impl Client {
 
 impl Inner {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn lock_subscriptions(&self) -> MutexGuard<'_, HashMap<u32, SubscriptionEntry>> {
-        self.subscriptions.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn next_sid(&self) -> u32 {
@@ -468,7 +528,11 @@ impl Inner {
     }
 
     /// Encodes a PUBLISH into the outgoing buffer, waiting for room if it is full.
-    async fn write_publish(&self, message: &OutgoingMessage, pending: Option<Pending>) -> Result<(), ClientError> {
+    async fn write_publish(
+        &self,
+        message: &OutgoingMessage,
+        pending: Option<Pending>,
+    ) -> Result<(), ClientError> {
         validate_subject(&message.subject)?;
         if let Some(reply_to) = &message.reply_to {
             validate_subject(reply_to)?;
@@ -491,7 +555,12 @@ impl Inner {
                     } else {
                         0
                     };
-                    let max = state.server.as_ref().map_or(tern_proto::DEFAULT_MAX_FRAME_BYTES, |server| server.max_frame_bytes);
+                    let max = state
+                        .server
+                        .as_ref()
+                        .map_or(tern_proto::DEFAULT_MAX_FRAME_BYTES, |server| {
+                            server.max_frame_bytes
+                        });
                     let start = state.buffer.len();
                     codec::encode_publish(
                         &mut state.buffer,
@@ -530,7 +599,11 @@ impl Inner {
         true
     }
 
-    async fn add_subscription(&self, spec: Subscribe, sink: Sink) -> Result<(u32, Arc<AtomicU64>), ClientError> {
+    async fn add_subscription(
+        &self,
+        spec: Subscribe,
+        sink: Sink,
+    ) -> Result<(u32, Arc<AtomicU64>), ClientError> {
         let sid = spec.sid;
         let (confirm, confirmed) = oneshot::channel();
         let missed = Arc::new(AtomicU64::new(0));
@@ -540,7 +613,15 @@ impl Inner {
                 return Err(ClientError::Closed);
             }
             let frame = Frame::Subscribe(spec.clone());
-            subscriptions.insert(sid, SubscriptionEntry { spec, sink, confirm: Some(confirm), missed: missed.clone() });
+            subscriptions.insert(
+                sid,
+                SubscriptionEntry {
+                    spec,
+                    sink,
+                    confirm: Some(confirm),
+                    missed: missed.clone(),
+                },
+            );
             // While disconnected the SUBSCRIBE goes out with the resubscriptions.
             self.write_control(&frame);
         }
@@ -607,7 +688,11 @@ impl Inner {
     fn on_closed(&self) {
         self.closed.store(true, Ordering::Release);
         self.on_disconnected();
-        let entries: Vec<SubscriptionEntry> = self.lock_subscriptions().drain().map(|(_, entry)| entry).collect();
+        let entries: Vec<SubscriptionEntry> = self
+            .lock_subscriptions()
+            .drain()
+            .map(|(_, entry)| entry)
+            .collect();
         for mut entry in entries {
             if let Some(confirm) = entry.confirm.take() {
                 let _ = confirm.send(Err(ClientError::Closed));
@@ -619,7 +704,8 @@ impl Inner {
         match frame {
             Frame::Deliver(deliver) => self.on_deliver(deliver).await,
             Frame::PublishOk { sequence } => {
-                if let Some(Pending::Publish(sender)) = self.lock_state().pending.remove(&sequence) {
+                if let Some(Pending::Publish(sender)) = self.lock_state().pending.remove(&sequence)
+                {
                     let _ = sender.send(Ok(()));
                 }
             }
@@ -627,14 +713,20 @@ impl Inner {
                 let mut state = self.lock_state();
                 match state.pending.remove(&error.sequence) {
                     Some(Pending::Publish(sender)) => {
-                        let _ = sender.send(Err(ClientError::Refused { code: error.code, message: error.message.to_string() }));
+                        let _ = sender.send(Err(ClientError::Refused {
+                            code: error.code,
+                            message: error.message.to_string(),
+                        }));
                     }
                     Some(Pending::Request { id, subject }) => {
                         if let Some(sender) = state.requests.remove(&id) {
                             let failure = if error.code == ErrorCode::NoResponders.as_u16() {
                                 ClientError::NoResponders { subject }
                             } else {
-                                ClientError::Refused { code: error.code, message: error.message.to_string() }
+                                ClientError::Refused {
+                                    code: error.code,
+                                    message: error.message.to_string(),
+                                }
                             };
                             let _ = sender.send(Err(failure));
                         }
@@ -643,7 +735,11 @@ impl Inner {
                 }
             }
             Frame::SubscribeOk { sid } => {
-                if let Some(confirm) = self.lock_subscriptions().get_mut(&sid).and_then(|entry| entry.confirm.take()) {
+                if let Some(confirm) = self
+                    .lock_subscriptions()
+                    .get_mut(&sid)
+                    .and_then(|entry| entry.confirm.take())
+                {
                     let _ = confirm.send(Ok(()));
                 }
             }
@@ -652,7 +748,10 @@ impl Inner {
                 if let Some(entry) = self.lock_subscriptions().get(&sid) {
                     entry.missed.fetch_add(missed, Ordering::Relaxed);
                 }
-                warn!(subscription = sid, missed, "broker dropped messages for a slow subscription");
+                warn!(
+                    subscription = sid,
+                    missed, "broker dropped messages for a slow subscription"
+                );
             }
             Frame::Ping => {
                 self.write_control(&Frame::Pong);
@@ -662,7 +761,9 @@ impl Inner {
                     let _ = sender.send(());
                 }
             }
-            Frame::Goodbye(goodbye) => info!(code = goodbye.code, message = %goodbye.message, "broker is closing the connection"),
+            Frame::Goodbye(goodbye) => {
+                info!(code = goodbye.code, message = %goodbye.message, "broker is closing the connection")
+            }
             other => debug!(opcode = ?other.opcode(), "ignoring unexpected frame"),
         }
     }
@@ -687,13 +788,18 @@ impl Inner {
             if let Ok(sid) = u32::try_from(error.context) {
                 let mut subscriptions = self.lock_subscriptions();
                 if let Some(mut entry) = subscriptions.remove(&sid) {
-                    let failure = ClientError::Refused { code: error.code, message: error.message.to_string() };
+                    let failure = ClientError::Refused {
+                        code: error.code,
+                        message: error.message.to_string(),
+                    };
                     match entry.confirm.take() {
                         Some(confirm) => {
                             let _ = confirm.send(Err(failure));
                         }
                         // A resubscription was refused: the stream ends.
-                        None => warn!(subscription = sid, %failure, "subscription ended by the broker"),
+                        None => {
+                            warn!(subscription = sid, %failure, "subscription ended by the broker")
+                        }
                     }
                     return;
                 }
@@ -709,17 +815,30 @@ impl Inner {
             headers: deliver.headers,
             payload: deliver.payload,
         };
-        let sink = self.lock_subscriptions().get(&deliver.sid).map(|entry| entry.sink.clone());
+        let sink = self
+            .lock_subscriptions()
+            .get(&deliver.sid)
+            .map(|entry| entry.sink.clone());
         match sink {
             Some(Sink::Broadcast(sender)) => {
                 let _ = sender.send(message).await;
             }
             Some(Sink::Queue(sender)) => {
-                let delivery = Delivery::new(message, deliver.delivery_id, deliver.redelivered, self.epoch(), self.clone());
+                let delivery = Delivery::new(
+                    message,
+                    deliver.delivery_id,
+                    deliver.redelivered,
+                    self.epoch(),
+                    self.clone(),
+                );
                 let _ = sender.send(delivery).await;
             }
             Some(Sink::Inbox) => {
-                let id = message.subject.rsplit('.').next().and_then(|token| token.parse::<u64>().ok());
+                let id = message
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|token| token.parse::<u64>().ok());
                 if let Some(sender) = id.and_then(|id| self.lock_state().requests.remove(&id)) {
                     let _ = sender.send(Ok(message));
                 }
@@ -736,7 +855,9 @@ fn encode_into(buffer: &mut BytesMut, frame: &Frame) {
 }
 
 fn random_token(length: usize) -> String {
-    std::iter::repeat_with(fastrand::alphanumeric).take(length).collect()
+    std::iter::repeat_with(fastrand::alphanumeric)
+        .take(length)
+        .collect()
 }
 
 /// Connects and performs the handshake.
@@ -744,7 +865,12 @@ async fn open(address: &str, options: &ClientOptions) -> Result<Established, Cli
     let connect = timeout(options.connect_timeout, TcpStream::connect(address)).await;
     let mut stream = match connect {
         Err(_) => return Err(ClientError::Timeout),
-        Ok(Err(source)) => return Err(ClientError::Connect { address: address.to_owned(), source }),
+        Ok(Err(source)) => {
+            return Err(ClientError::Connect {
+                address: address.to_owned(),
+                source,
+            })
+        }
         Ok(Ok(stream)) => stream,
     };
     stream.set_nodelay(true)?;
@@ -756,18 +882,31 @@ async fn open(address: &str, options: &ClientOptions) -> Result<Established, Cli
     });
     stream.write_all(&hello.to_bytes()?).await?;
     let mut buffer = BytesMut::with_capacity(1024);
-    let welcome = timeout(options.connect_timeout, read_welcome(&mut stream, &mut buffer))
-        .await
-        .map_err(|_| ClientError::Timeout)??;
-    Ok(Established { stream, welcome, leftover: buffer })
+    let welcome = timeout(
+        options.connect_timeout,
+        read_welcome(&mut stream, &mut buffer),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout)??;
+    Ok(Established {
+        stream,
+        welcome,
+        leftover: buffer,
+    })
 }
 
-async fn read_welcome(stream: &mut TcpStream, buffer: &mut BytesMut) -> Result<Welcome, ClientError> {
+async fn read_welcome(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+) -> Result<Welcome, ClientError> {
     loop {
         if let Some(frame) = codec::decode(buffer, tern_proto::DEFAULT_MAX_FRAME_BYTES)? {
             return match frame {
                 Frame::Welcome(welcome) => Ok(welcome),
-                Frame::Error(error) => Err(ClientError::Handshake { code: error.code, message: error.message.to_string() }),
+                Frame::Error(error) => Err(ClientError::Handshake {
+                    code: error.code,
+                    message: error.message.to_string(),
+                }),
                 other => Err(ClientError::Handshake {
                     code: ErrorCode::UnexpectedFrame.as_u16(),
                     message: format!("expected WELCOME, got {:?}", other.opcode()),
@@ -789,7 +928,10 @@ async fn drive(inner: Arc<Inner>, first: Established) {
             Some(established) => established,
             None => {
                 let policy = &inner.options.reconnect;
-                if inner.closed.load(Ordering::Acquire) || !policy.enabled || policy.max_attempts.is_some_and(|max| attempt >= max) {
+                if inner.closed.load(Ordering::Acquire)
+                    || !policy.enabled
+                    || policy.max_attempts.is_some_and(|max| attempt >= max)
+                {
                     break;
                 }
                 let delay = policy.delay(attempt);
@@ -812,7 +954,10 @@ async fn drive(inner: Arc<Inner>, first: Established) {
                 }
             }
         };
-        let max_frame = established.welcome.max_frame_bytes.saturating_add(SERVER_FRAME_SLACK);
+        let max_frame = established
+            .welcome
+            .max_frame_bytes
+            .saturating_add(SERVER_FRAME_SLACK);
         let (read_half, mut write_half) = established.stream.into_split();
         let closing = tokio::select! {
             result = read_loop(&inner, read_half, established.leftover, max_frame) => {
@@ -841,13 +986,20 @@ async fn drive(inner: Arc<Inner>, first: Established) {
     inner.on_closed();
 }
 
-async fn read_loop(inner: &Arc<Inner>, mut socket: OwnedReadHalf, mut buffer: BytesMut, max_frame: u32) -> Result<(), ClientError> {
+async fn read_loop(
+    inner: &Arc<Inner>,
+    mut socket: OwnedReadHalf,
+    mut buffer: BytesMut,
+    max_frame: u32,
+) -> Result<(), ClientError> {
     loop {
         loop {
             match codec::decode(&mut buffer, max_frame) {
                 Ok(Some(frame)) => inner.handle_frame(frame).await,
                 Ok(None) => break,
-                Err(error) if error.is_recoverable() => debug!(%error, "skipping a frame this client does not know"),
+                Err(error) if error.is_recoverable() => {
+                    debug!(%error, "skipping a frame this client does not know")
+                }
                 Err(error) => return Err(error.into()),
             }
         }

@@ -14,7 +14,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The broker refused the handshake (for example, an unsupported version).
-    #[error("handshake refused: {message} (code {code})")]
+    #[error("handshake refused: {message} ({})", code_label(*code))]
     Handshake {
         /// Wire error code.
         code: u16,
@@ -22,7 +22,7 @@ pub enum ClientError {
         message: String,
     },
     /// The broker refused an operation (publish, subscribe, ...).
-    #[error("refused by the broker: {message} (code {code})")]
+    #[error("refused by the broker: {message} ({})", code_label(*code))]
     Refused {
         /// Wire error code; see [`ErrorCode`].
         code: u16,
@@ -74,9 +74,19 @@ impl ClientError {
     /// The broker's error code, for errors that carry one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Handshake { code, .. } | ClientError::Refused { code, .. } => ErrorCode::try_from(*code).ok(),
+            ClientError::Handshake { code, .. } | ClientError::Refused { code, .. } => {
+                ErrorCode::try_from(*code).ok()
+            }
             ClientError::NoResponders { .. } => Some(ErrorCode::NoResponders),
             _ => None,
         }
+    }
+}
+
+/// `QUEUE_FULL (500)` for known codes, `code 4242` for codes newer than this SDK.
+fn code_label(code: u16) -> String {
+    match ErrorCode::try_from(code) {
+        Ok(known) => known.to_string(),
+        Err(unknown) => format!("code {unknown}"),
     }
 }

@@ -53,3 +53,8 @@ pub use message::{Message, OutgoingMessage};
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use subscription::{Delivery, QueueSubscription, Subscription};
 pub use tern_proto::{ErrorCode, Header, Role};
+
+/// The README's Rust example, compiled as a doctest so it cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExamples;

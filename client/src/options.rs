@@ -31,14 +31,20 @@ impl Default for ReconnectPolicy {
 impl ReconnectPolicy {
     /// Never reconnect: a dropped connection closes the client.
     pub fn disabled() -> Self {
-        ReconnectPolicy { enabled: false, ..ReconnectPolicy::default() }
+        ReconnectPolicy {
+            enabled: false,
+            ..ReconnectPolicy::default()
+        }
     }
 
     /// The delay before attempt number `attempt` (0-based): exponential backoff with
     /// jitter in [delay/2, delay], so many clients do not reconnect in lockstep.
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(16));
-        let delay = self.initial_delay.saturating_mul(factor).min(self.max_delay);
+        let delay = self
+            .initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay);
         let half = delay / 2;
         half + half.mul_f64(fastrand::f64())
     }
@@ -124,7 +130,10 @@ mod tests {
         for attempt in 0..20 {
             let delay = policy.delay(attempt);
             let ceiling = (policy.initial_delay * 2u32.pow(attempt.min(16))).min(policy.max_delay);
-            assert!(delay >= ceiling / 2 && delay <= ceiling, "attempt {attempt}: {delay:?}");
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "attempt {attempt}: {delay:?}"
+            );
         }
     }
 }

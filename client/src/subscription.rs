@@ -23,8 +23,18 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(client: Client, sid: u32, receiver: mpsc::Receiver<Message>, missed: Arc<AtomicU64>) -> Self {
-        Subscription { client, sid, receiver, missed }
+    pub(crate) fn new(
+        client: Client,
+        sid: u32,
+        receiver: mpsc::Receiver<Message>,
+        missed: Arc<AtomicU64>,
+    ) -> Self {
+        Subscription {
+            client,
+            sid,
+            receiver,
+            missed,
+        }
     }
 
     /// The next message; `None` once the subscription or client has ended.
@@ -83,7 +93,11 @@ pub struct QueueSubscription {
 
 impl QueueSubscription {
     pub(crate) fn new(client: Client, sid: u32, receiver: mpsc::Receiver<Delivery>) -> Self {
-        QueueSubscription { client, sid, receiver }
+        QueueSubscription {
+            client,
+            sid,
+            receiver,
+        }
     }
 
     /// The next delivery; `None` once the subscription or client has ended.
@@ -110,7 +124,10 @@ impl QueueSubscription {
     /// # Ok(()) }
     /// ```
     pub fn set_prefetch(&self, prefetch: u32) -> Result<(), ClientError> {
-        if self.client.inner.write_control(&Frame::Credit { sid: self.sid, prefetch }) {
+        if self.client.inner.write_control(&Frame::Credit {
+            sid: self.sid,
+            prefetch,
+        }) {
             Ok(())
         } else {
             Err(ClientError::Disconnected)
@@ -152,8 +169,20 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub(crate) fn new(message: Message, delivery_id: u64, redelivered: bool, epoch: u64, inner: Arc<Inner>) -> Self {
-        Delivery { message, delivery_id, redelivered, epoch, inner }
+    pub(crate) fn new(
+        message: Message,
+        delivery_id: u64,
+        redelivered: bool,
+        epoch: u64,
+        inner: Arc<Inner>,
+    ) -> Self {
+        Delivery {
+            message,
+            delivery_id,
+            redelivered,
+            epoch,
+            inner,
+        }
     }
 
     /// The broker's id for this delivery.
@@ -184,7 +213,9 @@ impl Delivery {
     /// # Ok(()) }
     /// ```
     pub async fn ack(&self) -> Result<(), ClientError> {
-        self.settle(Frame::Ack { delivery_id: self.delivery_id })
+        self.settle(Frame::Ack {
+            delivery_id: self.delivery_id,
+        })
     }
 
     /// Rejects the delivery: `requeue` puts it back at the front of the queue
@@ -196,7 +227,10 @@ impl Delivery {
     /// # Ok(()) }
     /// ```
     pub async fn nack(&self, requeue: bool) -> Result<(), ClientError> {
-        self.settle(Frame::Nack { delivery_id: self.delivery_id, requeue })
+        self.settle(Frame::Nack {
+            delivery_id: self.delivery_id,
+            requeue,
+        })
     }
 
     fn settle(&self, frame: Frame) -> Result<(), ClientError> {

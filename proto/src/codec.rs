@@ -157,7 +157,10 @@ pub fn peek_length(buf: &[u8], max_frame_bytes: u32) -> Result<Option<usize>, Pr
 /// Decodes a frame body: the bytes after the opcode of one complete frame.
 pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError> {
     let opcode = Opcode::try_from(opcode_byte).map_err(ProtocolError::UnknownOpcode)?;
-    let mut body = Body { bytes: body, opcode };
+    let mut body = Body {
+        bytes: body,
+        opcode,
+    };
     let frame = match opcode {
         Opcode::Hello => {
             let version = body.u16("version")?;
@@ -387,7 +390,10 @@ impl Body {
         })
     }
 
-    fn optional_string(&mut self, field: &'static str) -> Result<Option<ByteString>, ProtocolError> {
+    fn optional_string(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<ByteString>, ProtocolError> {
         let value = self.string(field)?;
         Ok((!value.is_empty()).then_some(value))
     }
@@ -684,7 +690,13 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
                 requeue: true,
             },
         ),
-        ("CREDIT", Frame::Credit { sid: 2, prefetch: 0 }),
+        (
+            "CREDIT",
+            Frame::Credit {
+                sid: 2,
+                prefetch: 0,
+            },
+        ),
         ("PING", Frame::Ping),
         ("PONG", Frame::Pong),
         (
@@ -827,7 +839,11 @@ mod tests {
                     matches!(decode(&mut buf, MAX), Ok(None)),
                     "{name} cut at {cut}"
                 );
-                assert_eq!(buf.len(), cut, "{name}: incomplete input must not be consumed");
+                assert_eq!(
+                    buf.len(),
+                    cut,
+                    "{name}: incomplete input must not be consumed"
+                );
             }
         }
     }
@@ -843,10 +859,16 @@ mod tests {
                 match decode(&mut cut, MAX) {
                     Err(_) => {}
                     Ok(Some(Frame::Publish(p))) => {
-                        assert!(matches!(&frame, Frame::Publish(f) if f.payload.starts_with(&p.payload)), "{name}")
+                        assert!(
+                            matches!(&frame, Frame::Publish(f) if f.payload.starts_with(&p.payload)),
+                            "{name}"
+                        )
                     }
                     Ok(Some(Frame::Deliver(d))) => {
-                        assert!(matches!(&frame, Frame::Deliver(f) if f.payload.starts_with(&d.payload)), "{name}")
+                        assert!(
+                            matches!(&frame, Frame::Deliver(f) if f.payload.starts_with(&d.payload)),
+                            "{name}"
+                        )
                     }
                     other => panic!("{name} with body cut to {body_len}: {other:?}"),
                 }
@@ -858,15 +880,27 @@ mod tests {
     fn an_oversized_length_is_rejected_before_the_body_arrives() {
         let mut buf = BytesMut::from(&[0x00, 0x10, 0x00, 0x01][..]);
         let error = decode(&mut buf, MAX).expect_err("too large");
-        assert!(matches!(error, ProtocolError::FrameTooLarge { length: 0x100001, .. }));
+        assert!(matches!(
+            error,
+            ProtocolError::FrameTooLarge {
+                length: 0x100001,
+                ..
+            }
+        ));
         assert_eq!(error.error_code(), ErrorCode::FrameTooLarge);
-        assert!(buf.capacity() < 1024, "nothing reserved for the announced length");
+        assert!(
+            buf.capacity() < 1024,
+            "nothing reserved for the announced length"
+        );
     }
 
     #[test]
     fn a_zero_length_frame_is_malformed() {
         let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
-        assert!(matches!(decode(&mut buf, MAX), Err(ProtocolError::EmptyFrame)));
+        assert!(matches!(
+            decode(&mut buf, MAX),
+            Err(ProtocolError::EmptyFrame)
+        ));
     }
 
     #[test]
@@ -891,7 +925,13 @@ mod tests {
         frame.put_u16(0);
         let error = decode(&mut frame, MAX).expect_err("bad utf-8");
         assert!(
-            matches!(error, ProtocolError::InvalidUtf8 { field: "subject", .. }),
+            matches!(
+                error,
+                ProtocolError::InvalidUtf8 {
+                    field: "subject",
+                    ..
+                }
+            ),
             "{error}"
         );
     }
@@ -908,7 +948,10 @@ mod tests {
         frame.put_u16(u16::MAX);
         assert!(matches!(
             decode(&mut frame, MAX),
-            Err(ProtocolError::Truncated { field: "headers", .. })
+            Err(ProtocolError::Truncated {
+                field: "headers",
+                ..
+            })
         ));
     }
 
@@ -918,7 +961,13 @@ mod tests {
         let long = "x".repeat(70_000);
         let error = encode_publish(&mut dst, 0, &long, None, &[], b"")
             .expect_err("subject longer than u16");
-        assert!(matches!(error, ProtocolError::FieldTooLong { field: "subject", .. }));
+        assert!(matches!(
+            error,
+            ProtocolError::FieldTooLong {
+                field: "subject",
+                ..
+            }
+        ));
         assert_eq!(&dst[..], b"keep");
     }
 
@@ -945,15 +994,22 @@ mod tests {
                     auth_token: token.into(),
                 })
             }),
-            (any::<u64>(), text(), optional(), headers(), any::<Vec<u8>>()).prop_map(
-                |(sequence, subject, reply_to, headers, payload)| Frame::Publish(Publish {
-                    sequence,
-                    subject: subject.into(),
-                    reply_to: reply_to.map(Into::into),
-                    headers,
-                    payload: payload.into(),
-                })
-            ),
+            (
+                any::<u64>(),
+                text(),
+                optional(),
+                headers(),
+                any::<Vec<u8>>()
+            )
+                .prop_map(|(sequence, subject, reply_to, headers, payload)| {
+                    Frame::Publish(Publish {
+                        sequence,
+                        subject: subject.into(),
+                        reply_to: reply_to.map(Into::into),
+                        headers,
+                        payload: payload.into(),
+                    })
+                }),
             (any::<u32>(), 0u8..=2, any::<u32>(), text(), optional()).prop_map(
                 |(sid, mode, prefetch, pattern, queue)| Frame::Subscribe(Subscribe {
                     sid,
@@ -963,20 +1019,32 @@ mod tests {
                     queue: queue.map(Into::into),
                 })
             ),
-            (any::<u32>(), any::<u64>(), any::<bool>(), text(), optional(), headers(), any::<Vec<u8>>())
-                .prop_map(|(sid, delivery_id, redelivered, subject, reply_to, headers, payload)| {
-                    Frame::Deliver(Deliver {
-                        sid,
-                        delivery_id,
-                        redelivered,
-                        subject: subject.into(),
-                        reply_to: reply_to.map(Into::into),
-                        headers,
-                        payload: payload.into(),
-                    })
-                }),
-            (any::<u64>(), any::<bool>())
-                .prop_map(|(delivery_id, requeue)| Frame::Nack { delivery_id, requeue }),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                any::<bool>(),
+                text(),
+                optional(),
+                headers(),
+                any::<Vec<u8>>()
+            )
+                .prop_map(
+                    |(sid, delivery_id, redelivered, subject, reply_to, headers, payload)| {
+                        Frame::Deliver(Deliver {
+                            sid,
+                            delivery_id,
+                            redelivered,
+                            subject: subject.into(),
+                            reply_to: reply_to.map(Into::into),
+                            headers,
+                            payload: payload.into(),
+                        })
+                    }
+                ),
+            (any::<u64>(), any::<bool>()).prop_map(|(delivery_id, requeue)| Frame::Nack {
+                delivery_id,
+                requeue
+            }),
             (any::<u16>(), any::<u64>(), text()).prop_map(|(code, context, message)| {
                 Frame::Error(ErrorFrame {
                     code,

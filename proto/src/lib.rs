@@ -6,12 +6,12 @@
 //! tests in [`codec`] pin the code to it.
 //!
 //! Modules:
-//! - [`frame`]: every frame type and its fields.
-//! - [`opcode`]: the one-byte frame type identifiers.
-//! - [`error_code`]: stable numeric error codes and whether each closes the connection.
-//! - [`codec`]: the sans-IO encoder and incremental decoder.
-//! - [`subject`]: subject, pattern and queue-name validation.
-//! - `tokio_codec` (feature `tokio-codec`): a tokio-util `Decoder`/`Encoder` adapter.
+//! - [`frame`] — every frame type and its fields.
+//! - [`opcode`] — the one-byte frame type identifiers.
+//! - [`error_code`] — stable numeric error codes and whether each closes the connection.
+//! - [`codec`] — the sans-IO encoder and incremental decoder.
+//! - [`subject`] — subject, pattern and queue-name validation.
+//! - `tokio_codec` (feature `tokio-codec`) — a tokio-util `Decoder`/`Encoder` adapter.
 
 pub mod codec;
 pub mod error_code;
@@ -26,7 +26,7 @@ pub use bytestring::ByteString;
 pub use codec::{decode, encode_deliver, encode_publish, ProtocolError};
 pub use error_code::ErrorCode;
 pub use frame::{
-    DeliveryMode, Deliver, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
+    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
     Subscribe, Welcome,
 };
 pub use opcode::Opcode;

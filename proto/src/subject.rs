@@ -47,7 +47,9 @@ pub enum SubjectError {
     #[error("`{0}` contains a wildcard; publish subjects must be literal")]
     Wildcard(String),
     /// `*` or `>` inside a token, or `>` before the last token.
-    #[error("pattern `{0}` misuses a wildcard: `*` and `>` must be whole tokens and `>` must be last")]
+    #[error(
+        "pattern `{0}` misuses a wildcard: `*` and `>` must be whole tokens and `>` must be last"
+    )]
     MisplacedWildcard(String),
 }
 
@@ -147,15 +149,39 @@ mod tests {
     #[test]
     fn bad_subjects_get_specific_errors() {
         assert_eq!(validate_subject(""), Err(SubjectError::Empty));
-        assert!(matches!(validate_subject("a..b"), Err(SubjectError::EmptyToken(_))));
-        assert!(matches!(validate_subject(".a"), Err(SubjectError::EmptyToken(_))));
-        assert!(matches!(validate_subject("a."), Err(SubjectError::EmptyToken(_))));
-        assert!(matches!(validate_subject("a b"), Err(SubjectError::InvalidCharacter { character: ' ', .. })));
-        assert!(matches!(validate_subject("a.*"), Err(SubjectError::Wildcard(_))));
-        assert!(matches!(validate_subject("a.>"), Err(SubjectError::Wildcard(_))));
-        assert!(matches!(validate_subject("a*"), Err(SubjectError::Wildcard(_))));
+        assert!(matches!(
+            validate_subject("a..b"),
+            Err(SubjectError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            validate_subject(".a"),
+            Err(SubjectError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            validate_subject("a."),
+            Err(SubjectError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            validate_subject("a b"),
+            Err(SubjectError::InvalidCharacter { character: ' ', .. })
+        ));
+        assert!(matches!(
+            validate_subject("a.*"),
+            Err(SubjectError::Wildcard(_))
+        ));
+        assert!(matches!(
+            validate_subject("a.>"),
+            Err(SubjectError::Wildcard(_))
+        ));
+        assert!(matches!(
+            validate_subject("a*"),
+            Err(SubjectError::Wildcard(_))
+        ));
         let long = "a".repeat(MAX_SUBJECT_LENGTH + 1);
-        assert!(matches!(validate_subject(&long), Err(SubjectError::TooLong { .. })));
+        assert!(matches!(
+            validate_subject(&long),
+            Err(SubjectError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -165,7 +191,10 @@ mod tests {
         }
         for pattern in ["a.>.b", "a*", "a.b>", ">.a"] {
             assert!(
-                matches!(validate_pattern(pattern), Err(SubjectError::MisplacedWildcard(_))),
+                matches!(
+                    validate_pattern(pattern),
+                    Err(SubjectError::MisplacedWildcard(_))
+                ),
                 "{pattern}"
             );
         }

@@ -29,6 +29,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at startup; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (configured by environment variables or these flags).
@@ -77,12 +79,21 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 }
 
 /// Connects a CLI client; fails fast instead of retrying the first connection.
-async fn connect(server: &ServerArg, name: &str, role: Role, reconnect: bool) -> anyhow::Result<Client> {
+async fn connect(
+    server: &ServerArg,
+    name: &str,
+    role: Role,
+    reconnect: bool,
+) -> anyhow::Result<Client> {
     let options = ClientOptions::default()
         .name(name)
         .role(role)
         .connect_timeout(Duration::from_secs(5))
-        .reconnect(if reconnect { ReconnectPolicy::default() } else { ReconnectPolicy::disabled() });
+        .reconnect(if reconnect {
+            ReconnectPolicy::default()
+        } else {
+            ReconnectPolicy::disabled()
+        });
     Client::connect_with(server.server.clone(), options)
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))

@@ -46,7 +46,11 @@ async fn publish_one(client: &Client, args: &PubArgs, payload: String) -> anyhow
     for (name, value) in &args.headers {
         message = message.header(name.as_str(), value.as_str());
     }
-    let result = if args.confirm { client.send_confirmed(message).await } else { client.send(message).await };
+    let result = if args.confirm {
+        client.send_confirmed(message).await
+    } else {
+        client.send(message).await
+    };
     if let Err(error) = result {
         bail!("publish to `{}` failed: {error}", args.subject);
     }

@@ -32,7 +32,10 @@ pub async fn run(args: ReplyArgs) -> anyhow::Result<()> {
     let done = |answered: u64| args.count.is_some_and(|count| answered >= count);
     match &args.queue {
         None => {
-            let mut requests = client.subscribe(&args.subject).await.map_err(|error| anyhow!("{error}"))?;
+            let mut requests = client
+                .subscribe(&args.subject)
+                .await
+                .map_err(|error| anyhow!("{error}"))?;
             while let Some(request) = requests.next().await {
                 answer(&client, &request, &response).await?;
                 answered += 1;
@@ -48,7 +51,10 @@ pub async fn run(args: ReplyArgs) -> anyhow::Result<()> {
                 .map_err(|error| anyhow!("{error}"))?;
             while let Some(request) = requests.next().await {
                 answer(&client, request.message(), &response).await?;
-                request.ack().await.map_err(|error| anyhow!("ack failed: {error}"))?;
+                request
+                    .ack()
+                    .await
+                    .map_err(|error| anyhow!("ack failed: {error}"))?;
                 answered += 1;
                 if done(answered) {
                     break;
@@ -63,10 +69,17 @@ pub async fn run(args: ReplyArgs) -> anyhow::Result<()> {
     bail!("connection to the broker closed")
 }
 
-async fn answer(client: &Client, request: &Message, response: &Option<Bytes>) -> anyhow::Result<()> {
+async fn answer(
+    client: &Client,
+    request: &Message,
+    response: &Option<Bytes>,
+) -> anyhow::Result<()> {
     if request.reply_to.is_none() {
         return Ok(());
     }
     let payload = response.clone().unwrap_or_else(|| request.payload.clone());
-    client.respond(request, payload).await.map_err(|error| anyhow!("reply failed: {error}"))
+    client
+        .respond(request, payload)
+        .await
+        .map_err(|error| anyhow!("reply failed: {error}"))
 }

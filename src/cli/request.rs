@@ -24,7 +24,8 @@ pub struct ReqArgs {
 
 /// Sends one request and prints the reply.
 pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
-    let wait = Duration::try_from_secs_f64(args.timeout).map_err(|_| anyhow!("--timeout must be a positive number of seconds"))?;
+    let wait = Duration::try_from_secs_f64(args.timeout)
+        .map_err(|_| anyhow!("--timeout must be a positive number of seconds"))?;
     let client = connect(&args.server, "tern-req", Role::Both, false).await?;
     match client.request(&args.subject, args.message, wait).await {
         Ok(reply) => {
@@ -32,7 +33,11 @@ pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
             client.close().await;
             Ok(())
         }
-        Err(ClientError::Timeout) => Err(anyhow!("no reply on `{}` within {} s", args.subject, args.timeout)),
+        Err(ClientError::Timeout) => Err(anyhow!(
+            "no reply on `{}` within {} s",
+            args.subject,
+            args.timeout
+        )),
         Err(error) => Err(anyhow!("{error}")),
     }
 }

@@ -15,8 +15,12 @@ pub const EXIT_CONFIG: u8 = 2;
 pub fn run(args: ServeArgs) -> ExitCode {
     // Values that are not UTF-8 are passed on lossily; they then fail to parse and the
     // error names the variable.
-    let environment = std::env::vars_os()
-        .map(|(name, value)| (name.to_string_lossy().into_owned(), value.to_string_lossy().into_owned()));
+    let environment = std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    });
     let config = match Config::from_sources(environment, &args) {
         Ok(config) => config,
         Err(error) => {
@@ -27,16 +31,24 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let filter = match EnvFilter::try_new(&config.log_filter) {
         Ok(filter) => filter,
         Err(error) => {
-            eprintln!("tern: configuration error: invalid value `{}` for RUST_LOG: {error}", config.log_filter);
+            eprintln!(
+                "tern: configuration error: invalid value `{}` for RUST_LOG: {error}",
+                config.log_filter
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tern: cannot start the runtime: {error}");

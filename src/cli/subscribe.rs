@@ -37,7 +37,10 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     }
     match &args.queue {
         None => {
-            let mut subscription = client.subscribe(&args.pattern).await.map_err(|error| anyhow!("{error}"))?;
+            let mut subscription = client
+                .subscribe(&args.pattern)
+                .await
+                .map_err(|error| anyhow!("{error}"))?;
             while let Some(message) = subscription.next().await {
                 if !print_message(&message, args.headers)? {
                     return Ok(());
@@ -55,7 +58,10 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
                 .map_err(|error| anyhow!("{error}"))?;
             while let Some(delivery) = subscription.next().await {
                 let open = print_message(delivery.message(), args.headers)?;
-                delivery.ack().await.map_err(|error| anyhow!("ack failed: {error}"))?;
+                delivery
+                    .ack()
+                    .await
+                    .map_err(|error| anyhow!("ack failed: {error}"))?;
                 if !open {
                     return Ok(());
                 }

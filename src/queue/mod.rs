@@ -127,7 +127,13 @@ impl Consumer {
 
 impl Queue {
     /// A new, empty queue storing ready messages in `store`.
-    pub fn new(name: ByteString, pattern: ByteString, limits: QueueLimits, store: Box<dyn QueueStore>, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        name: ByteString,
+        pattern: ByteString,
+        limits: QueueLimits,
+        store: Box<dyn QueueStore>,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
         Queue {
             name,
             pattern,
@@ -163,7 +169,9 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding the lock would be a bug; the state is still consistent
         // enough to keep serving, so recover rather than take the broker down.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Stores a message, or refuses it when the queue is full. Hands it straight to a
@@ -187,7 +195,11 @@ impl Queue {
         let draining = self.draining.load(Ordering::Acquire);
         if state.store.is_empty() && !draining {
             if let Some(index) = next_consumer_with_room(&mut state) {
-                let queued = QueuedMessage { message, redelivered: false, order };
+                let queued = QueuedMessage {
+                    message,
+                    redelivered: false,
+                    order,
+                };
                 if let Err(queued) = deliver(&mut state, index, queued) {
                     state.store.push_front(compact(queued))?;
                     self.dispatch(&mut state);
@@ -197,7 +209,11 @@ impl Queue {
         }
         // It may wait a while: give it its own allocation instead of pinning the
         // publisher's read buffer.
-        state.store.push_back(compact(QueuedMessage { message, redelivered: false, order }))?;
+        state.store.push_back(compact(QueuedMessage {
+            message,
+            redelivered: false,
+            order,
+        }))?;
         Ok(())
     }
 
@@ -212,7 +228,8 @@ impl Queue {
             unacked: HashMap::new(),
             last_counter: 0,
         });
-        self.consumer_count.store(state.consumers.len(), Ordering::Release);
+        self.consumer_count
+            .store(state.consumers.len(), Ordering::Release);
         self.dispatch(&mut state);
     }
 
@@ -224,13 +241,17 @@ impl Queue {
             return;
         };
         let consumer = state.consumers.remove(index);
-        self.consumer_count.store(state.consumers.len(), Ordering::Release);
+        self.consumer_count
+            .store(state.consumers.len(), Ordering::Release);
         let mut unacked: Vec<QueuedMessage> = consumer.unacked.into_values().collect();
         unacked.sort_unstable_by_key(|queued| std::cmp::Reverse(queued.order));
         for queued in unacked {
             state.unacked_messages -= 1;
             state.unacked_bytes -= queued.size();
-            let requeued = compact(QueuedMessage { redelivered: true, ..queued });
+            let requeued = compact(QueuedMessage {
+                redelivered: true,
+                ..queued
+            });
             if let Err(error) = state.store.push_front(requeued) {
                 error!(queue = %self.name, %error, "could not requeue a message; it is lost");
             }
@@ -248,20 +269,35 @@ impl Queue {
 
     /// Rejects a delivery: back to the front of the queue (flagged redelivered) when
     /// `requeue`, otherwise discarded. Returns whether it was discarded.
-    pub fn nack(&self, connection_id: u64, sid: u32, delivery_id: u64, requeue: bool) -> Result<bool, QueueError> {
+    pub fn nack(
+        &self,
+        connection_id: u64,
+        sid: u32,
+        delivery_id: u64,
+        requeue: bool,
+    ) -> Result<bool, QueueError> {
         let mut state = self.lock();
         let queued = take_unacked(&mut state, connection_id, sid, delivery_id)?;
         if requeue {
-            state.store.push_front(compact(QueuedMessage { redelivered: true, ..queued }))?;
+            state.store.push_front(compact(QueuedMessage {
+                redelivered: true,
+                ..queued
+            }))?;
         }
         self.dispatch(&mut state);
         Ok(!requeue)
     }
 
     /// Changes a consumer's window; 0 pauses it.
-    pub fn set_prefetch(&self, connection_id: u64, sid: u32, prefetch: u32) -> Result<(), QueueError> {
+    pub fn set_prefetch(
+        &self,
+        connection_id: u64,
+        sid: u32,
+        prefetch: u32,
+    ) -> Result<(), QueueError> {
         let mut state = self.lock();
-        let index = find_consumer(&state, connection_id, sid).ok_or(QueueError::UnknownConsumer(sid))?;
+        let index =
+            find_consumer(&state, connection_id, sid).ok_or(QueueError::UnknownConsumer(sid))?;
         state.consumers[index].prefetch = prefetch;
         self.dispatch(&mut state);
         Ok(())
@@ -270,7 +306,8 @@ impl Queue {
     /// Unacked deliveries held by one consumer.
     pub fn unacked_for(&self, connection_id: u64, sid: u32) -> usize {
         let state = self.lock();
-        find_consumer(&state, connection_id, sid).map_or(0, |index| state.consumers[index].unacked.len())
+        find_consumer(&state, connection_id, sid)
+            .map_or(0, |index| state.consumers[index].unacked.len())
     }
 
     /// Current ready / unacked / consumer counts.
@@ -336,13 +373,19 @@ fn next_consumer_with_room(state: &mut QueueState) -> Option<usize> {
 /// Sends one message to one consumer and records it as unacked. When the consumer's
 /// connection is already gone, returns the message and closes that consumer's window
 /// (its session is about to detach it and requeue what it held).
-fn deliver(state: &mut QueueState, index: usize, queued: QueuedMessage) -> Result<(), QueuedMessage> {
+fn deliver(
+    state: &mut QueueState,
+    index: usize,
+    queued: QueuedMessage,
+) -> Result<(), QueuedMessage> {
     let consumer = &mut state.consumers[index];
     let delivery_id = consumer.next_delivery_id();
-    match consumer
-        .outbox
-        .push_queued(consumer.sid, delivery_id, queued.redelivered, queued.message.clone())
-    {
+    match consumer.outbox.push_queued(
+        consumer.sid,
+        delivery_id,
+        queued.redelivered,
+        queued.message.clone(),
+    ) {
         Ok(()) => {
             let size = queued.size();
             consumer.unacked.insert(delivery_id as u32, queued);
@@ -357,11 +400,17 @@ fn deliver(state: &mut QueueState, index: usize, queued: QueuedMessage) -> Resul
     }
 }
 
-fn take_unacked(state: &mut QueueState, connection_id: u64, sid: u32, delivery_id: u64) -> Result<QueuedMessage, QueueError> {
+fn take_unacked(
+    state: &mut QueueState,
+    connection_id: u64,
+    sid: u32,
+    delivery_id: u64,
+) -> Result<QueuedMessage, QueueError> {
     if delivery_sid(delivery_id) != sid {
         return Err(QueueError::UnknownDelivery(delivery_id));
     }
-    let index = find_consumer(state, connection_id, sid).ok_or(QueueError::UnknownDelivery(delivery_id))?;
+    let index =
+        find_consumer(state, connection_id, sid).ok_or(QueueError::UnknownDelivery(delivery_id))?;
     let queued = state.consumers[index]
         .unacked
         .remove(&(delivery_id as u32))
@@ -394,7 +443,10 @@ mod tests {
         Queue::new(
             "jobs".into(),
             "jobs".into(),
-            QueueLimits { max_messages, max_bytes: 1 << 20 },
+            QueueLimits {
+                max_messages,
+                max_bytes: 1 << 20,
+            },
             Box::<MemoryStore>::default(),
             Arc::new(AtomicBool::new(false)),
         )
@@ -407,7 +459,13 @@ mod tests {
     fn received(receiver: &mut crate::outbox::OutboxReceiver) -> Vec<(u64, bool, Bytes)> {
         let mut out = Vec::new();
         while let Ok(item) = receiver.try_recv() {
-            if let crate::outbox::Outbound::Queued { delivery_id, redelivered, message, .. } = item {
+            if let crate::outbox::Outbound::Queued {
+                delivery_id,
+                redelivered,
+                message,
+                ..
+            } = item
+            {
                 out.push((delivery_id, redelivered, message.payload.clone()));
             }
         }
@@ -423,10 +481,16 @@ mod tests {
         let (outbox, mut receiver) = consumer(1);
         queue.add_consumer(1, 7, outbox, 2);
         let first = received(&mut receiver);
-        assert_eq!(first.iter().map(|d| d.2.clone()).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(
+            first.iter().map(|d| d.2.clone()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
         assert_eq!(delivery_sid(first[0].0), 7);
         queue.ack(1, 7, first[0].0).expect("outstanding");
-        assert!(matches!(queue.ack(1, 7, first[0].0), Err(QueueError::UnknownDelivery(_))));
+        assert!(matches!(
+            queue.ack(1, 7, first[0].0),
+            Err(QueueError::UnknownDelivery(_))
+        ));
         assert_eq!(received(&mut receiver)[0].2, "c");
     }
 
@@ -444,7 +508,10 @@ mod tests {
         queue.add_consumer(2, 1, second, 10);
         let got = received(&mut second_rx);
         let payloads: Vec<_> = got.iter().map(|d| (d.2.clone(), d.1)).collect();
-        assert_eq!(payloads, vec![("a".into(), true), ("b".into(), true), ("c".into(), false)]);
+        assert_eq!(
+            payloads,
+            vec![("a".into(), true), ("b".into(), true), ("c".into(), false)]
+        );
     }
 
     #[test]
@@ -454,7 +521,17 @@ mod tests {
         queue.add_consumer(1, 1, outbox, 1);
         queue.publish(message("a")).expect("delivered, unacked");
         queue.publish(message("b")).expect("ready");
-        assert!(matches!(queue.publish(message("c")), Err(QueueError::Full { messages: 2, .. })));
-        assert_eq!(queue.depth(), QueueDepth { ready: 1, unacked: 1, consumers: 1 });
+        assert!(matches!(
+            queue.publish(message("c")),
+            Err(QueueError::Full { messages: 2, .. })
+        ));
+        assert_eq!(
+            queue.depth(),
+            QueueDepth {
+                ready: 1,
+                unacked: 1,
+                consumers: 1
+            }
+        );
     }
 }

@@ -58,7 +58,10 @@ impl QueueRegistry {
         pattern: &str,
         on_create: impl FnOnce(&Arc<Queue>),
     ) -> Result<(Arc<Queue>, bool), RegistryError> {
-        let mut queues = self.queues.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(queue) = queues.get(name) {
             if queue.pattern() != pattern {
                 return Err(RegistryError::PatternMismatch {
@@ -70,7 +73,9 @@ impl QueueRegistry {
             return Ok((queue.clone(), false));
         }
         if queues.len() >= self.max_queues {
-            return Err(RegistryError::TooManyQueues { max: self.max_queues });
+            return Err(RegistryError::TooManyQueues {
+                max: self.max_queues,
+            });
         }
         let queue = Arc::new(Queue::new(
             name.into(),
@@ -86,11 +91,20 @@ impl QueueRegistry {
 
     /// The queue named `name`, if it exists.
     pub fn get(&self, name: &str) -> Option<Arc<Queue>> {
-        self.queues.lock().unwrap_or_else(|poison| poison.into_inner()).get(name).cloned()
+        self.queues
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Every queue, for reports.
     pub fn all(&self) -> Vec<Arc<Queue>> {
-        self.queues.lock().unwrap_or_else(|poison| poison.into_inner()).values().cloned().collect()
+        self.queues
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }

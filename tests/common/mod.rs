@@ -29,12 +29,13 @@ pub struct TestBroker {
 
 /// The configuration tests start from: loopback, port 0, short timeouts.
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.bind_addr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    config.tcp_port = 0;
-    config.http_port = 0;
-    config.shutdown_grace = Duration::from_secs(5);
-    config
+    Config {
+        bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tcp_port: 0,
+        http_port: 0,
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
 }
 
 impl TestBroker {
@@ -54,7 +55,13 @@ impl TestBroker {
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone()));
         wait_until("broker ready", || broker.is_ready()).await;
-        TestBroker { tcp, http, broker, stop, task: Some(task) }
+        TestBroker {
+            tcp,
+            http,
+            broker,
+            stop,
+            task: Some(task),
+        }
     }
 
     pub fn address(&self) -> String {
@@ -79,7 +86,9 @@ impl TestBroker {
     }
 
     pub async fn client(&self) -> tern_client::Client {
-        tern_client::Client::connect(self.address()).await.expect("client connects")
+        tern_client::Client::connect(self.address())
+            .await
+            .expect("client connects")
     }
 }
 
@@ -93,7 +102,10 @@ impl Drop for TestBroker {
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -114,14 +126,22 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(broker: &TestBroker) -> RawClient {
         let stream = TcpStream::connect(broker.tcp).await.expect("tcp connect");
-        RawClient { stream, buffer: BytesMut::new() }
+        RawClient {
+            stream,
+            buffer: BytesMut::new(),
+        }
     }
 
     /// Connects and completes the handshake with `role`.
     pub async fn hello(broker: &TestBroker, role: Role) -> (RawClient, Welcome) {
         let mut client = RawClient::connect(broker).await;
         client
-            .send(&Frame::Hello(Hello { version: 1, role, client_name: "raw".into(), auth_token: "".into() }))
+            .send(&Frame::Hello(Hello {
+                version: 1,
+                role,
+                client_name: "raw".into(),
+                auth_token: "".into(),
+            }))
             .await;
         match client.next().await {
             Frame::Welcome(welcome) => (client, welcome),
@@ -142,7 +162,9 @@ impl RawClient {
     pub async fn try_next(&mut self) -> Option<Frame> {
         within("a frame from the broker", async {
             loop {
-                if let Some(frame) = codec::decode(&mut self.buffer, 64 << 20).expect("broker sends valid frames") {
+                if let Some(frame) =
+                    codec::decode(&mut self.buffer, 64 << 20).expect("broker sends valid frames")
+                {
                     return Some(frame);
                 }
                 match self.stream.read_buf(&mut self.buffer).await {
@@ -171,7 +193,9 @@ impl RawClient {
     /// Expects an ERROR with `code`; returns its context and message.
     pub async fn expect_error(&mut self, code: ErrorCode) -> (u64, String) {
         match self.next().await {
-            Frame::Error(error) if error.code == code.as_u16() => (error.context, error.message.to_string()),
+            Frame::Error(error) if error.code == code.as_u16() => {
+                (error.context, error.message.to_string())
+            }
             other => panic!("expected ERROR {code}, got {other:?}"),
         }
     }
@@ -198,15 +222,23 @@ impl RawClient {
 pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).await.expect("http connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("http write");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("http write");
     let mut response = Vec::new();
-    within("http response", stream.read_to_end(&mut response)).await.expect("http read");
+    within("http response", stream.read_to_end(&mut response))
+        .await
+        .expect("http read");
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

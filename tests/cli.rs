@@ -1,0 +1,182 @@
+//! The CLI end to end, with the built binary against a broker on port 0, as the
+//! README shows it.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{wait_until, within, TestBroker};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+fn tern(broker: &TestBroker) -> Command {
+    let mut command = Command::new(TERN);
+    command
+        .env("TERN_SERVER", broker.address())
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn run(mut command: Command) -> std::process::Output {
+    command.output().expect("run tern")
+}
+
+async fn finish(child: std::process::Child) -> std::process::Output {
+    within(
+        "the command to finish",
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("join")
+    .expect("output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_and_sub_print_messages_one_per_line() {
+    let broker = TestBroker::start().await;
+    let subscriber = tern(&broker)
+        .args(["sub", "greetings.*", "--count", "3", "--headers"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sub");
+    wait_until("sub subscribed", || broker.broker.subscription_count() == 1).await;
+    let output = run({
+        let mut command = tern(&broker);
+        command.args(["pub", "greetings.en", "hello", "--header", "lang=en"]);
+        command
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut publisher = tern(&broker)
+        .args(["pub", "greetings.fr"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("pub");
+    publisher
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"bonjour\nsalut\n")
+        .expect("write stdin");
+    assert!(finish(publisher).await.status.success());
+    let output = finish(subscriber).await;
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "lang: en\nhello\nbonjour\nsalut\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_with_a_queue_acks_what_it_prints() {
+    let broker = TestBroker::start().await;
+    let subscriber = tern(&broker)
+        .args(["sub", "jobs", "--queue", "jobs", "--count", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sub");
+    wait_until("queue consumer attached", || {
+        broker.broker.subscription_count() == 1
+    })
+    .await;
+    for job in ["resize", "crop"] {
+        let output = run({
+            let mut command = tern(&broker);
+            command.args(["pub", "jobs", job, "--confirm"]);
+            command
+        });
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let output = finish(subscriber).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "resize\ncrop\n");
+    let queue = broker.broker.queue("jobs").expect("queue");
+    wait_until("acked", || {
+        queue.depth().unacked == 0 && queue.depth().ready == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_prints_the_reply_of_tern_reply() {
+    let broker = TestBroker::start().await;
+    let responder = tern(&broker)
+        .args(["reply", "svc.time", "noon", "--count", "1"])
+        .spawn()
+        .expect("reply");
+    wait_until("responder subscribed", || {
+        broker.broker.subscription_count() == 1
+    })
+    .await;
+    let output = run({
+        let mut command = tern(&broker);
+        command.args(["req", "svc.time", "what time is it?"]);
+        command
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "noon\n");
+    assert!(finish(responder).await.status.success());
+
+    let echo = tern(&broker)
+        .args(["reply", "svc.echo", "--count", "1"])
+        .spawn()
+        .expect("reply");
+    wait_until("echo subscribed", || {
+        broker.broker.subscription_count() == 1
+    })
+    .await;
+    let output = run({
+        let mut command = tern(&broker);
+        command.args(["req", "svc.echo", "ping"]);
+        command
+    });
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ping\n");
+    assert!(finish(echo).await.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_print_one_line_and_exit_non_zero() {
+    let broker = TestBroker::with(|config| config.queue_max_messages = 1).await;
+    let expect_failure = |args: &[&str], needle: &str| {
+        let output = run({
+            let mut command = tern(&broker);
+            command.args(args);
+            command
+        });
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: one line, got {stderr}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    };
+    expect_failure(&["req", "svc.nobody", "hi"], "no responders");
+    expect_failure(&["pub", "-s", "127.0.0.1:1", "x", "y"], "cannot connect");
+    expect_failure(&["pub", "bad.*", "y"], "wildcard");
+    // A refused publish: the queue holds one message.
+    broker.broker.bind_queue("tiny", "tiny").expect("queue");
+    let ok = run({
+        let mut command = tern(&broker);
+        command.args(["pub", "tiny", "one", "--confirm"]);
+        command
+    });
+    assert!(ok.status.success());
+    expect_failure(&["pub", "tiny", "two", "--confirm"], "QUEUE_FULL");
+    // A request with a silent responder times out.
+    let client = broker.client().await;
+    let _silent = client.subscribe("svc.silent").await.expect("subscribe");
+    expect_failure(&["req", "svc.silent", "hi", "--timeout", "0.2"], "no reply");
+}

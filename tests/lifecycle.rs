@@ -1,0 +1,289 @@
+//! Health and readiness probes, the shutdown sequence, and configuration errors
+//! of the real binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{http_get, wait_until, within, RawClient, TestBroker};
+use tern_proto::{DeliveryMode, ErrorCode, Frame, Role, Subscribe};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+#[tokio::test]
+async fn healthz_answers_json_and_ready_is_200_while_serving() {
+    let broker = TestBroker::start().await;
+    let (status, body) = http_get(broker.http, "/healthz").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["status"], "ok");
+    assert!(json["stats"]["published"].is_u64());
+    let (status, body) = http_get(broker.http, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_get(broker.http, "/nope").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn ready_is_503_before_the_listener_runs() {
+    let server = tern::Server::bind(common::test_config())
+        .await
+        .expect("bind");
+    let http = server.http_addr();
+    let broker = server.broker();
+    // Serve only HTTP, as during startup, to observe the state before `run`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let probe_address = listener.local_addr().expect("address");
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(tern::http::serve(listener, broker.clone(), stop.clone()));
+    let (status, body) = http_get(probe_address, "/ready").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("starting"), "{body}");
+    let (status, _) = http_get(probe_address, "/healthz").await;
+    assert_eq!(status, 200, "liveness does not wait for readiness");
+    stop.cancel();
+    let running = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(server.run(running.clone()));
+    wait_until("ready after run starts", || broker.is_ready()).await;
+    assert_eq!(http_get(http, "/ready").await.0, 200);
+    running.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_turns_ready_503_sends_goodbye_and_accepts_acks_during_grace() {
+    let mut broker =
+        TestBroker::with(|config| config.shutdown_grace = Duration::from_secs(20)).await;
+    let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
+    consumer
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 1,
+            mode: Some(DeliveryMode::Queue),
+            prefetch: 5,
+            pattern: "".into(),
+            queue: Some("work".into()),
+        }))
+        .await;
+    assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
+    let producer = broker.client().await;
+    producer
+        .publish_confirmed("work", "job")
+        .await
+        .expect("queued");
+    let delivery_id = match consumer.next().await {
+        Frame::Deliver(deliver) => deliver.delivery_id,
+        other => panic!("{other:?}"),
+    };
+    let http = broker.http;
+    let tcp = broker.tcp;
+    let server = broker.take_task();
+    broker.stop.cancel();
+
+    // Readiness drops at once; liveness stays.
+    wait_until("ready turns 503", || !broker.broker.is_ready()).await;
+    assert_eq!(http_get(http, "/ready").await.0, 503);
+    assert_eq!(http_get(http, "/healthz").await.0, 200);
+    // The consumer is told, and may still settle what it holds.
+    match consumer.next_non_ping().await {
+        Frame::Goodbye(goodbye) => assert_eq!(goodbye.code, ErrorCode::ShuttingDown.as_u16()),
+        other => panic!("expected GOODBYE, got {other:?}"),
+    }
+    // New connections are not accepted any more.
+    wait_until("listener closed", || {
+        std::net::TcpStream::connect(tcp).is_err()
+    })
+    .await;
+    assert!(!server.is_finished(), "waits for the unacked delivery");
+    consumer.send(&Frame::Ack { delivery_id }).await;
+    // Holding nothing more, the consumer is disconnected and the server finishes.
+    consumer.expect_closed().await;
+    within("server finishes", server)
+        .await
+        .expect("task")
+        .expect("clean");
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_longer_than_the_grace_period() {
+    let mut broker =
+        TestBroker::with(|config| config.shutdown_grace = Duration::from_millis(300)).await;
+    let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
+    consumer
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 1,
+            mode: Some(DeliveryMode::Queue),
+            prefetch: 5,
+            pattern: "".into(),
+            queue: Some("q".into()),
+        }))
+        .await;
+    assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
+    broker
+        .client()
+        .await
+        .publish_confirmed("q", "held")
+        .await
+        .expect("queued");
+    assert!(matches!(consumer.next().await, Frame::Deliver(_)));
+    let server = broker.take_task();
+    broker.stop.cancel();
+    assert!(matches!(consumer.next_non_ping().await, Frame::Goodbye(_)));
+    // Never acks: closed when the grace period ends.
+    consumer.expect_closed().await;
+    within("server finishes", server)
+        .await
+        .expect("task")
+        .expect("clean");
+}
+
+fn spawn_server(envs: &[(&str, &str)]) -> std::process::Child {
+    let mut command = Command::new(TERN);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("TCP_PORT", "0")
+        .env("HTTP_PORT", "0")
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.spawn().expect("start tern serve")
+}
+
+/// Reads the JSON log until the "ready" line; returns the TCP and HTTP addresses.
+fn wait_for_ready_line(
+    child: &mut std::process::Child,
+) -> (String, String, BufReader<std::process::ChildStderr>) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read log") > 0,
+            "server exited before ready"
+        );
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if entry["fields"]["message"] == "tern is ready" {
+            let field = |name: &str| {
+                entry["fields"][name]
+                    .as_str()
+                    .expect("address field")
+                    .trim_start_matches("Some(")
+                    .trim_end_matches(')')
+                    .to_owned()
+            };
+            return (field("tcp"), field("http"), stderr);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_zero_on_sigterm_after_saying_goodbye() {
+    let mut child = spawn_server(&[("SHUTDOWN_GRACE_SECS", "5")]);
+    let (tcp, http, _log) = wait_for_ready_line(&mut child);
+    let http: std::net::SocketAddr = http.parse().expect("http address");
+    assert_eq!(http_get(http, "/ready").await.0, 200);
+    let client = tern_client::Client::connect(tcp)
+        .await
+        .expect("connect to the binary");
+    client.publish_confirmed("x", "y").await.expect("works");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exit = within(
+        "exit after SIGTERM",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("join")
+    .expect("wait");
+    assert_eq!(exit.code(), Some(0), "clean exit");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle clients do not hold the shutdown"
+    );
+}
+
+#[test]
+fn a_bad_environment_variable_stops_startup_with_exit_code_2_naming_it() {
+    for (name, value, accepted) in [
+        ("DELIVERY_MODE", "fanout", "broadcast, queue"),
+        ("TCP_PORT", "abc", "port number"),
+        ("MAX_CONSUMERS", "-1", "whole number"),
+        ("LOG_FORMAT", "xml", "text, json"),
+    ] {
+        let output = Command::new(TERN)
+            .arg("serve")
+            .env_clear()
+            .env(name, value)
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(name) && stderr.contains(value) && stderr.contains(accepted),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_flag_stops_startup_with_exit_code_2_naming_it() {
+    let output = Command::new(TERN)
+        .args(["serve", "--delivery-mode", "fanout"])
+        .env_clear()
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--delivery-mode"));
+}
+
+#[test]
+fn serve_help_names_every_variable_and_default() {
+    let output = Command::new(TERN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&output.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for setting in tern::config::SETTINGS {
+        assert!(
+            help.contains(&format!("[env: {}]", setting.env)),
+            "--help lacks {}",
+            setting.env
+        );
+        assert!(
+            help.contains(&format!("[default: {}]", setting.default)),
+            "--help lacks default of {}",
+            setting.env
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_is_reported_naming_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port().to_string();
+    let output = Command::new(TERN)
+        .arg("serve")
+        .env_clear()
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("TCP_PORT", &port)
+        .env("HTTP_PORT", "0")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TCP_PORT"));
+}
