@@ -108,6 +108,12 @@ pub const SETTINGS: &[Setting] = &[
         "Idle time before the server pings a client; twice this without traffic closes it",
     ),
     Setting::new(
+        "WRITE_DEADLINE_MS",
+        "write-deadline-ms",
+        "10000",
+        "Longest a write to a client may block before it is closed as a slow consumer",
+    ),
+    Setting::new(
         "SHUTDOWN_GRACE_SECS",
         "shutdown-grace-secs",
         "10",
@@ -231,6 +237,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// `PING_INTERVAL_SECS`.
     pub ping_interval: Duration,
+    /// `WRITE_DEADLINE_MS`.
+    pub write_deadline: Duration,
     /// `SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace: Duration,
     /// `LOG_FORMAT`.
@@ -292,6 +300,9 @@ pub struct ServeArgs {
     /// Idle time before the server pings a client [env: PING_INTERVAL_SECS] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub ping_interval_secs: Option<String>,
+    /// Longest a write to a client may block before it is closed as a slow consumer [env: WRITE_DEADLINE_MS] [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub write_deadline_ms: Option<String>,
     /// Time clients get to settle acks after GOODBYE [env: SHUTDOWN_GRACE_SECS] [default: 10]
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace_secs: Option<String>,
@@ -321,6 +332,7 @@ struct RawEnvironment {
     default_prefetch: Option<String>,
     handshake_timeout_ms: Option<String>,
     ping_interval_secs: Option<String>,
+    write_deadline_ms: Option<String>,
     shutdown_grace_secs: Option<String>,
     log_format: Option<String>,
     rust_log: Option<String>,
@@ -418,6 +430,7 @@ impl Config {
                 ("DEFAULT_PREFETCH", raw.default_prefetch),
                 ("HANDSHAKE_TIMEOUT_MS", raw.handshake_timeout_ms),
                 ("PING_INTERVAL_SECS", raw.ping_interval_secs),
+                ("WRITE_DEADLINE_MS", raw.write_deadline_ms),
                 ("SHUTDOWN_GRACE_SECS", raw.shutdown_grace_secs),
                 ("LOG_FORMAT", raw.log_format),
                 ("RUST_LOG", raw.rust_log),
@@ -440,6 +453,7 @@ impl Config {
                 ("DEFAULT_PREFETCH", &flags.default_prefetch),
                 ("HANDSHAKE_TIMEOUT_MS", &flags.handshake_timeout_ms),
                 ("PING_INTERVAL_SECS", &flags.ping_interval_secs),
+                ("WRITE_DEADLINE_MS", &flags.write_deadline_ms),
                 ("SHUTDOWN_GRACE_SECS", &flags.shutdown_grace_secs),
                 ("LOG_FORMAT", &flags.log_format),
                 ("RUST_LOG", &flags.log),
@@ -488,6 +502,12 @@ impl Config {
                 1,
                 86_400,
                 "seconds",
+            )?),
+            write_deadline: Duration::from_millis(resolver.at_least(
+                "WRITE_DEADLINE_MS",
+                1,
+                3_600_000,
+                "milliseconds",
             )?),
             shutdown_grace: Duration::from_secs(resolver.at_least(
                 "SHUTDOWN_GRACE_SECS",

@@ -69,7 +69,13 @@ pub enum Outbound {
         message: Arc<Message>,
     },
     /// A control frame answering the client.
-    Control(Frame),
+    Control {
+        /// The frame.
+        frame: Frame,
+        /// Whether it holds one of the [`CONTROL_FRAME_LIMIT`] permits, returned
+        /// once it is written.
+        holds_permit: bool,
+    },
     /// Wakes the writer so it reports dropped messages.
     LagNotice,
     /// Write what came before, then close the socket.
@@ -168,11 +174,24 @@ impl Outbox {
     /// Queues a control frame for this connection's own client.
     pub fn push_control(&self, frame: Frame) {
         // Taking a permit may fail by a frame or two past the limit (one request can
-        // produce an error and a close); the session waits for room before reading on.
-        if let Ok(permit) = self.control_room.try_acquire() {
-            permit.forget();
-        }
-        let _ = self.sender.send(Outbound::Control(frame));
+        // produce an error and a close); the session stops reading before that
+        // matters. Only frames that took a permit give one back.
+        let holds_permit = match self.control_room.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        };
+        let _ = self.sender.send(Outbound::Control {
+            frame,
+            holds_permit,
+        });
+    }
+
+    /// Whether more control frames may be queued without waiting.
+    pub fn has_control_room(&self) -> bool {
+        self.control_room.available_permits() > 0
     }
 
     /// Waits until the writer has room for more control frames.
@@ -240,13 +259,18 @@ pub enum WriterExit {
     Closed,
     /// Writing to the socket failed (the client went away).
     Failed(std::io::Error),
+    /// A write did not complete within the write deadline (`WRITE_DEADLINE_MS`).
+    TimedOut,
 }
 
-/// Drains an outbox into the socket until closed. One `write_all` per batch.
+/// Drains an outbox into the socket until closed. One `write_all` per batch. A
+/// write that takes longer than `write_deadline` ends the connection: a client that
+/// reads nothing cannot pin its resources forever (nats-server's default is 10 s too).
 pub async fn run_writer(
     mut socket: OwnedWriteHalf,
     mut receiver: OutboxReceiver,
     outbox: Arc<Outbox>,
+    write_deadline: Duration,
 ) -> WriterExit {
     let mut batch: Vec<Outbound> = Vec::new();
     let mut buffer = BytesMut::new();
@@ -278,8 +302,11 @@ pub async fn run_writer(
                     redelivered_written += u64::from(redelivered);
                     encode_delivery(&mut buffer, sid, delivery_id, redelivered, &message)
                 }
-                Outbound::Control(frame) => {
-                    control_written += 1;
+                Outbound::Control {
+                    frame,
+                    holds_permit,
+                } => {
+                    control_written += usize::from(holds_permit);
                     frame.encode(&mut buffer)
                 }
                 Outbound::LagNotice => Ok(()),
@@ -293,16 +320,16 @@ pub async fn run_writer(
                 warn!(connection = outbox.connection_id, %error, "could not encode an outbound frame; skipped");
             }
             if buffer.len() >= WRITE_CHUNK_BYTES {
-                if let Err(error) = flush(&mut socket, &mut buffer, &outbox).await {
-                    return WriterExit::Failed(error);
+                if let Some(exit) = flush(&mut socket, &mut buffer, &outbox, write_deadline).await {
+                    return exit;
                 }
             }
         }
         for (sid, missed) in outbox.take_lag_reports() {
             encode(&mut buffer, &Frame::Lagged { sid, missed });
         }
-        if let Err(error) = flush(&mut socket, &mut buffer, &outbox).await {
-            return WriterExit::Failed(error);
+        if let Some(exit) = flush(&mut socket, &mut buffer, &outbox, write_deadline).await {
+            return exit;
         }
         outbox
             .broadcast_pending
@@ -351,19 +378,32 @@ fn encode(buffer: &mut BytesMut, frame: &Frame) {
     }
 }
 
+/// Writes the buffer; `Some` says why the writer must stop.
 async fn flush(
     socket: &mut OwnedWriteHalf,
     buffer: &mut BytesMut,
     outbox: &Outbox,
-) -> std::io::Result<()> {
+    write_deadline: Duration,
+) -> Option<WriterExit> {
     if buffer.is_empty() {
-        return Ok(());
+        return None;
     }
-    let result = socket.write_all(buffer).await;
-    if let Err(error) = &result {
-        debug!(connection = outbox.connection_id, %error, "write failed");
-    }
+    let exit = match tokio::time::timeout(write_deadline, socket.write_all(buffer)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => {
+            debug!(connection = outbox.connection_id, %error, "write failed");
+            Some(WriterExit::Failed(error))
+        }
+        Err(_) => {
+            warn!(
+                connection = outbox.connection_id,
+                deadline_ms = write_deadline.as_millis() as u64,
+                "slow consumer: write deadline exceeded, closing"
+            );
+            Some(WriterExit::TimedOut)
+        }
+    };
     Stats::add(&outbox.stats.bytes_out, buffer.len() as u64);
     buffer.clear();
-    result
+    exit
 }

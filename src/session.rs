@@ -59,6 +59,8 @@ pub enum CloseReason {
     ReadFailed,
     /// Writing the socket failed.
     WriteFailed,
+    /// The client did not read for longer than the write deadline.
+    SlowConsumer,
 }
 
 impl CloseReason {
@@ -72,6 +74,7 @@ impl CloseReason {
             CloseReason::ShutDown => "shutdown",
             CloseReason::ReadFailed => "read_failed",
             CloseReason::WriteFailed => "write_failed",
+            CloseReason::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -96,7 +99,12 @@ pub async fn serve_connection(
         config.consumer_channel_buffer_size,
         broker.stats().clone(),
     );
-    let mut writer = tokio::spawn(run_writer(write_half, receiver, outbox.clone()));
+    let mut writer = tokio::spawn(run_writer(
+        write_half,
+        receiver,
+        outbox.clone(),
+        config.write_deadline,
+    ));
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
 
     let reason = match handshake(&mut reader, &outbox, &broker, connection_id).await {
@@ -221,6 +229,16 @@ async fn handshake(
     Ok((hello.role, hello.client_name))
 }
 
+/// What handling the buffered frames ended with.
+enum Processed {
+    /// Every complete frame was handled.
+    Drained,
+    /// Stopped: too many answers wait for the client to read them.
+    Blocked,
+    /// The connection must close.
+    Close(CloseReason),
+}
+
 /// An active subscription of this connection.
 #[derive(Debug)]
 enum Subscription {
@@ -283,11 +301,15 @@ impl Session {
         let mut ping_outstanding = false;
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            let outcome = self.process_buffered(reader).await;
+            let blocked = match self.process_buffered(reader) {
+                Processed::Drained => false,
+                Processed::Blocked => true,
+                Processed::Close(reason) => {
+                    self.flush_counters();
+                    return reason;
+                }
+            };
             self.flush_counters();
-            if let Some(reason) = outcome {
-                return reason;
-            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -303,9 +325,13 @@ impl Session {
                 exit = &mut *writer => {
                     return match exit {
                         Ok(WriterExit::Failed(_)) | Err(_) => CloseReason::WriteFailed,
+                        Ok(WriterExit::TimedOut) => CloseReason::SlowConsumer,
                         Ok(WriterExit::Closed) => CloseReason::ClientClosed,
                     };
                 }
+                // The client is not reading its answers: read nothing more from it
+                // until the writer makes room.
+                _ = self.outbox.wait_for_control_room(), if blocked => {}
                 _ = keepalive.tick() => {
                     if heard_from_client {
                         heard_from_client = false;
@@ -318,7 +344,7 @@ impl Session {
                         ping_outstanding = true;
                     }
                 }
-                read = reader.fill() => match read {
+                read = reader.fill(), if !blocked => match read {
                     Ok(0) => {
                         if reader.buffered_len() > 0 {
                             self.send_error(ErrorCode::MalformedFrame, 0, format!(
@@ -338,24 +364,27 @@ impl Session {
         }
     }
 
-    /// Handles every complete frame already buffered.
-    async fn process_buffered(&mut self, reader: &mut FrameReader) -> Option<CloseReason> {
+    /// Handles the complete frames already buffered, stopping early when the
+    /// client's unread answers reach the limit.
+    fn process_buffered(&mut self, reader: &mut FrameReader) -> Processed {
         loop {
-            self.outbox.wait_for_control_room().await;
+            if !self.outbox.has_control_room() {
+                return Processed::Blocked;
+            }
             match reader.next_buffered() {
                 Ok(Some(frame)) => self.handle(frame),
-                Ok(None) => return None,
+                Ok(None) => return Processed::Drained,
                 Err(error) if error.is_recoverable() => {
                     self.send_error(error.error_code(), 0, error.to_string())
                 }
                 Err(error) => {
                     let code = error.error_code();
                     self.send_error(code, 0, error.to_string());
-                    return Some(CloseReason::ProtocolViolation(code));
+                    return Processed::Close(CloseReason::ProtocolViolation(code));
                 }
             }
             if self.draining && self.nothing_to_settle() {
-                return Some(CloseReason::ShutDown);
+                return Processed::Close(CloseReason::ShutDown);
             }
         }
     }

@@ -468,3 +468,128 @@ async fn a_publish_to_nobody_in_broadcast_mode_is_accepted_and_counted_as_droppe
     assert_eq!(client.next().await, Frame::PublishOk { sequence: 1 });
     assert_eq!(broker.broker.stats().snapshot().dropped_no_interest, 1);
 }
+
+/// 200,000 invalid publishes, each answered by an ERROR of about 90 bytes: far more
+/// answer bytes than loopback socket buffers hold, so the broker must stop reading
+/// this client while its answers wait.
+fn flood_of_invalid_publishes() -> (Vec<u8>, u64) {
+    const COUNT: u64 = 200_000;
+    let mut bytes = Vec::new();
+    let frame = publish(0, "a..b").to_bytes().expect("encode");
+    for _ in 0..COUNT {
+        bytes.extend_from_slice(&frame);
+    }
+    (bytes, COUNT)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_answers_is_throttled_and_loses_none() {
+    let broker = TestBroker::start().await;
+    let (client, _) = RawClient::hello(&broker, Role::Producer).await;
+    let (mut read_half, mut write_half) = client.stream.into_split();
+    let (flood, count) = flood_of_invalid_publishes();
+    let writer = tokio::spawn(async move {
+        write_half
+            .write_all(&flood)
+            .await
+            .expect("the broker reads everything eventually");
+        write_half
+    });
+    // Only start reading once the broker has had to stop reading us.
+    wait_until("broker processed a first part", || {
+        broker.broker.stats().snapshot().publish_refused > 10_000
+    })
+    .await;
+    let mut buffer = bytes::BytesMut::new();
+    let mut errors = 0u64;
+    while errors < count {
+        while let Some(frame) =
+            tern_proto::codec::decode(&mut buffer, 1 << 20).expect("valid frames")
+        {
+            match frame {
+                Frame::Error(error) => {
+                    assert_eq!(error.code, ErrorCode::InvalidSubject.as_u16());
+                    errors += 1;
+                }
+                Frame::Ping => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        if errors == count {
+            break;
+        }
+        let read = common::within(
+            "answers",
+            tokio::io::AsyncReadExt::read_buf(&mut read_half, &mut buffer),
+        )
+        .await
+        .expect("read");
+        assert!(read > 0, "connection closed after {errors} answers");
+    }
+    assert_eq!(errors, count, "every request answered exactly once");
+    drop(
+        common::within("flood written", writer)
+            .await
+            .expect("writer"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_client_that_disconnects_releases_its_connection() {
+    let broker = TestBroker::start().await;
+    let (client, _) = RawClient::hello(&broker, Role::Producer).await;
+    let (read_half, mut write_half) = client.stream.into_split();
+    let (flood, _) = flood_of_invalid_publishes();
+    let writer = tokio::spawn(async move {
+        let _ = write_half.write_all(&flood).await;
+    });
+    wait_until("broker processed a first part", || {
+        broker.broker.stats().snapshot().publish_refused > 10_000
+    })
+    .await;
+    assert_eq!(broker.broker.connection_count(), 1);
+    writer.abort();
+    let _ = writer.await;
+    drop(read_half);
+    wait_until("the session ends and frees its slot", || {
+        broker.broker.connection_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_reads_nothing_is_closed_after_the_write_deadline() {
+    let broker = TestBroker::with(|config| {
+        config.write_deadline = Duration::from_millis(300);
+        config.consumer_channel_buffer_size = 100_000;
+    })
+    .await;
+    let (mut stuck, _) = RawClient::hello(&broker, Role::Consumer).await;
+    stuck.send(&subscribe(1, "firehose")).await;
+    assert_eq!(stuck.next().await, Frame::SubscribeOk { sid: 1 });
+    let publisher = broker.client().await;
+    let payload = vec![0u8; 16 * 1024];
+    // 64 MiB: more than the kernel buffers of a reader that reads nothing.
+    for _ in 0..4096 {
+        publisher
+            .publish("firehose", payload.clone())
+            .await
+            .expect("publish");
+    }
+    publisher
+        .flush()
+        .await
+        .expect("the publisher is not held up");
+    wait_until("the stuck subscriber is disconnected", || {
+        broker.broker.connection_count() == 1
+    })
+    .await;
+    wait_until("its subscription is released", || {
+        broker.broker.subscription_count() == 0
+    })
+    .await;
+    publisher
+        .publish_confirmed("firehose", "still serving")
+        .await
+        .expect("publisher unaffected");
+}
