@@ -14,7 +14,6 @@
 //! The writer drains everything waiting into one buffer and writes it with one
 //! `write_all`: under load, one syscall carries a whole batch of frames.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,8 +69,9 @@ pub enum Outbound {
     },
     /// A control frame answering the client.
     Control {
-        /// The frame.
-        frame: Frame,
+        /// The frame, boxed: control frames are rare and large, deliveries are
+        /// frequent and small, and every item is moved several times.
+        frame: Box<Frame>,
         /// Whether it holds one of the [`CONTROL_FRAME_LIMIT`] permits, returned
         /// once it is written.
         holds_permit: bool,
@@ -81,6 +81,9 @@ pub enum Outbound {
     /// Write what came before, then close the socket.
     Close,
 }
+
+/// Messages dropped for one broadcast subscription since its last LAGGED report.
+pub type MissedCounter = Arc<AtomicU64>;
 
 /// The receiving end of an outbox, owned by the writer task.
 pub type OutboxReceiver = mpsc::UnboundedReceiver<Outbound>;
@@ -94,7 +97,7 @@ pub struct Outbox {
     broadcast_pending: AtomicUsize,
     broadcast_capacity: usize,
     control_room: Semaphore,
-    lagged: Mutex<HashMap<u32, u64>>,
+    lag_watch: Mutex<Vec<(u32, MissedCounter)>>,
     has_lagged: AtomicBool,
     created: Instant,
     last_lag_warning_ms: AtomicU64,
@@ -115,7 +118,7 @@ impl Outbox {
             broadcast_pending: AtomicUsize::new(0),
             broadcast_capacity,
             control_room: Semaphore::new(CONTROL_FRAME_LIMIT),
-            lagged: Mutex::new(HashMap::new()),
+            lag_watch: Mutex::new(Vec::new()),
             has_lagged: AtomicBool::new(false),
             created: Instant::now(),
             last_lag_warning_ms: AtomicU64::new(0),
@@ -131,10 +134,10 @@ impl Outbox {
 
     /// Queues a broadcast delivery, or drops and counts it when the buffer is full.
     /// Returns whether it was queued. Never waits.
-    pub fn push_broadcast(&self, sid: u32, message: Arc<Message>) -> bool {
+    pub fn push_broadcast(&self, sid: u32, missed: &AtomicU64, message: Arc<Message>) -> bool {
         if self.broadcast_pending.fetch_add(1, Ordering::AcqRel) >= self.broadcast_capacity {
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
-            self.record_drop(sid);
+            self.record_drop(sid, missed);
             return false;
         }
         if self
@@ -184,7 +187,7 @@ impl Outbox {
             Err(_) => false,
         };
         let _ = self.sender.send(Outbound::Control {
-            frame,
+            frame: Box::new(frame),
             holds_permit,
         });
     }
@@ -207,20 +210,41 @@ impl Outbox {
         let _ = self.sender.send(Outbound::Close);
     }
 
-    fn record_drop(&self, sid: u32) {
-        let first = {
-            let mut lagged = self
-                .lagged
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            *lagged.entry(sid).or_insert(0) += 1;
-            !self.has_lagged.swap(true, Ordering::AcqRel)
-        };
-        if first {
-            // Make sure an idle writer wakes up to report the gap.
-            let _ = self.sender.send(Outbound::LagNotice);
+    /// Registers a broadcast subscription's missed-message counter, so the writer
+    /// can report its gaps.
+    pub fn watch_lag(&self, sid: u32, missed: MissedCounter) {
+        self.lock_lag_watch().push((sid, missed));
+    }
+
+    /// Forgets a subscription's counter (it ended). Drops not reported yet are
+    /// still counted in the broker's statistics.
+    pub fn unwatch_lag(&self, sid: u32) {
+        let mut watch = self.lock_lag_watch();
+        if let Some(index) = watch.iter().position(|(watched, _)| *watched == sid) {
+            let (_, missed) = watch.swap_remove(index);
+            Stats::add(
+                &self.stats.dropped_slow_consumer,
+                missed.swap(0, Ordering::AcqRel),
+            );
         }
-        Stats::add(&self.stats.dropped_slow_consumer, 1);
+    }
+
+    fn lock_lag_watch(&self) -> std::sync::MutexGuard<'_, Vec<(u32, MissedCounter)>> {
+        self.lag_watch
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Counts a dropped message. Costs two atomics; the clock is read and the writer
+    /// woken only when a new gap starts, so an overloaded broker spends its time on
+    /// deliveries, not on bookkeeping for drops.
+    fn record_drop(&self, sid: u32, missed: &AtomicU64) {
+        missed.fetch_add(1, Ordering::AcqRel);
+        if self.has_lagged.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Make sure an idle writer wakes up to report the gap.
+        let _ = self.sender.send(Outbound::LagNotice);
         let now_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_lag_warning_ms.load(Ordering::Relaxed);
         let interval = LAG_WARNING_INTERVAL.as_millis() as u64;
@@ -239,16 +263,22 @@ impl Outbox {
         }
     }
 
+    /// Takes the counts of messages dropped per subscription since the last report.
     fn take_lag_reports(&self) -> Vec<(u32, u64)> {
-        if !self.has_lagged.load(Ordering::Acquire) {
+        if !self.has_lagged.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
-        let mut lagged = self
-            .lagged
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        self.has_lagged.store(false, Ordering::Release);
-        lagged.drain().collect()
+        let reports: Vec<(u32, u64)> = self
+            .lock_lag_watch()
+            .iter()
+            .filter_map(|(sid, missed)| {
+                let count = missed.swap(0, Ordering::AcqRel);
+                (count > 0).then_some((*sid, count))
+            })
+            .collect();
+        let total: u64 = reports.iter().map(|(_, count)| count).sum();
+        Stats::add(&self.stats.dropped_slow_consumer, total);
+        reports
     }
 }
 
@@ -406,4 +436,50 @@ async fn flush(
     Stats::add(&outbox.stats.bytes_out, buffer.len() as u64);
     buffer.clear();
     exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_items_stay_small_because_each_is_moved_several_times_per_delivery() {
+        assert!(
+            std::mem::size_of::<Outbound>() <= 40,
+            "{} bytes",
+            std::mem::size_of::<Outbound>()
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_drops_counts_and_reports_per_subscription() {
+        let stats = Arc::new(Stats::default());
+        let (outbox, mut receiver) = Outbox::new(1, 2, stats.clone());
+        let (first, second) = (MissedCounter::default(), MissedCounter::default());
+        outbox.watch_lag(1, first.clone());
+        outbox.watch_lag(2, second.clone());
+        let message = Arc::new(Message {
+            subject: "s".into(),
+            reply_to: None,
+            headers: Vec::new(),
+            payload: bytes::Bytes::new(),
+        });
+        assert!(outbox.push_broadcast(1, &first, message.clone()));
+        assert!(outbox.push_broadcast(2, &second, message.clone()));
+        for _ in 0..3 {
+            assert!(!outbox.push_broadcast(1, &first, message.clone()));
+        }
+        assert!(!outbox.push_broadcast(2, &second, message.clone()));
+        let mut reports = outbox.take_lag_reports();
+        reports.sort_unstable();
+        assert_eq!(reports, vec![(1, 3), (2, 1)]);
+        assert_eq!(stats.snapshot().dropped_slow_consumer, 4);
+        assert!(outbox.take_lag_reports().is_empty(), "reported once");
+        // Two deliveries and one wake-up notice were queued.
+        let mut queued = 0;
+        while receiver.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, 3);
+    }
 }

@@ -27,7 +27,7 @@ use crate::broker::{Broker, Refusal, Routes};
 use crate::config::MAX_PREFETCH;
 use crate::connection::{FrameReader, ReadError};
 use crate::message::Message;
-use crate::outbox::{run_writer, Outbox, WriterExit};
+use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
 use crate::queue::{count_rejected, delivery_sid, Queue};
 use crate::stats::Stats;
 use crate::topic::BroadcastTarget;
@@ -255,21 +255,24 @@ struct RouteCache {
 }
 
 impl RouteCache {
-    fn lookup(&mut self, subject: &str, broker: &Broker) -> Arc<Routes> {
+    /// The routes of a publish subject. Only subjects that passed validation are
+    /// cached, so a hit needs no validation: the common case costs one hash lookup.
+    fn lookup(&mut self, subject: &str, broker: &Broker) -> Result<Arc<Routes>, SubjectError> {
         let generation = broker.routing_generation();
         if generation != self.generation {
             self.entries.clear();
             self.generation = generation;
         }
         if let Some(routes) = self.entries.get(subject) {
-            return routes.clone();
+            return Ok(routes.clone());
         }
+        validate_subject(subject)?;
         let routes = Arc::new(broker.routes_for(subject));
         if self.entries.len() >= ROUTE_CACHE_ENTRIES {
             self.entries.clear();
         }
         self.entries.insert(subject.into(), routes.clone());
-        routes
+        Ok(routes)
     }
 }
 
@@ -449,19 +452,25 @@ impl Session {
             headers,
             payload,
         } = publish;
-        let outcome = self
-            .check_publish(&subject, reply_to.as_deref())
-            .and_then(|()| {
-                let routes = self.routes.lookup(&subject, &self.broker);
-                let is_request = reply_to.is_some();
-                let message = Message {
-                    subject,
-                    reply_to,
-                    headers,
-                    payload,
-                };
-                self.broker.publish(&routes, message, is_request)
-            });
+        let outcome = self.check_publish_allowed().and_then(|()| {
+            let routes = self
+                .routes
+                .lookup(&subject, &self.broker)
+                .map_err(subject_refusal)?;
+            if let Some(reply_to) = reply_to.as_deref() {
+                validate_subject(reply_to).map_err(|error| {
+                    Refusal::new(error.error_code(), format!("reply-to: {error}"))
+                })?;
+            }
+            let is_request = reply_to.is_some();
+            let message = Message {
+                subject,
+                reply_to,
+                headers,
+                payload,
+            };
+            self.broker.publish(&routes, message, is_request)
+        });
         match outcome {
             Ok(()) => {
                 self.published += 1;
@@ -485,18 +494,13 @@ impl Session {
         }
     }
 
-    fn check_publish(&self, subject: &str, reply_to: Option<&str>) -> Result<(), Refusal> {
+    fn check_publish_allowed(&self) -> Result<(), Refusal> {
         self.require_role(self.role.can_publish(), "publish")?;
         if self.draining {
             return Err(Refusal::new(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down",
             ));
-        }
-        validate_subject(subject).map_err(subject_refusal)?;
-        if let Some(reply_to) = reply_to {
-            validate_subject(reply_to)
-                .map_err(|error| Refusal::new(error.error_code(), format!("reply-to: {error}")))?;
         }
         Ok(())
     }
@@ -541,9 +545,12 @@ impl Session {
                 self.broker.reserve_subscription()?;
                 // SUBSCRIBE_OK goes out before anything can be delivered for it.
                 self.outbox.push_control(Frame::SubscribeOk { sid });
+                let missed = MissedCounter::default();
+                self.outbox.watch_lag(sid, missed.clone());
                 let target = BroadcastTarget {
                     sid,
                     outbox: self.outbox.clone(),
+                    missed,
                 };
                 self.broker.add_subscriber(&pattern, target);
                 self.subscriptions
@@ -601,7 +608,8 @@ impl Session {
     fn detach(&self, sid: u32, subscription: Subscription) {
         match subscription {
             Subscription::Broadcast { pattern } => {
-                self.broker.remove_subscriber(&pattern, self.id, sid)
+                self.broker.remove_subscriber(&pattern, self.id, sid);
+                self.outbox.unwatch_lag(sid);
             }
             Subscription::Queue { queue } => queue.remove_consumer(self.id, sid),
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::message::Message;
-use crate::outbox::Outbox;
+use crate::outbox::{MissedCounter, Outbox};
 
 /// A broadcast subscription as the router sees it: where to push, under which id.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub struct BroadcastTarget {
     pub sid: u32,
     /// The connection's outbox.
     pub outbox: Arc<Outbox>,
+    /// Messages dropped for this subscription since its last LAGGED report.
+    pub missed: MissedCounter,
 }
 
 impl BroadcastTarget {
@@ -27,6 +29,10 @@ impl BroadcastTarget {
 pub fn fan_out(targets: &[BroadcastTarget], message: &Arc<Message>) -> usize {
     targets
         .iter()
-        .filter(|target| target.outbox.push_broadcast(target.sid, message.clone()))
+        .filter(|target| {
+            target
+                .outbox
+                .push_broadcast(target.sid, &target.missed, message.clone())
+        })
         .count()
 }
