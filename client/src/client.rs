@@ -186,6 +186,14 @@ impl Client {
     }
 
     /// What the broker announced in WELCOME on the current connection.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) {
+    /// if let Some(server) = client.server_info() {
+    ///     println!("{} accepts frames up to {} bytes", server.server_name, server.max_frame_bytes);
+    /// }
+    /// # }
+    /// ```
     pub fn server_info(&self) -> Option<ServerInfo> {
         self.inner.lock_state().server.clone()
     }
@@ -475,6 +483,13 @@ impl Client {
     }
 
     /// Whether the client has been closed or has given up reconnecting.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) {
+    /// client.close().await;
+    /// assert!(client.is_closed());
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
     }

@@ -19,6 +19,18 @@ pub struct Message {
 
 impl Message {
     /// The first header called `name`.
+    ///
+    /// ```
+    /// use tern_client::{Header, Message};
+    /// let message = Message {
+    ///     subject: "orders.eu".into(),
+    ///     reply_to: None,
+    ///     headers: vec![Header::new("trace-id", "abc")],
+    ///     payload: "order 42".into(),
+    /// };
+    /// assert_eq!(message.header("trace-id"), Some("abc"));
+    /// assert_eq!(message.header("missing"), None);
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -53,16 +53,42 @@ impl Subscription {
 
     /// How many messages the broker dropped for this subscription because it fell
     /// behind (reported with LAGGED frames). A non-zero value means a gap.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let mut ticks = client.subscribe("ticks").await?;
+    /// while let Some(_tick) = ticks.next().await {
+    ///     if ticks.missed() > 0 {
+    ///         eprintln!("fell behind: {} ticks missed so far", ticks.missed());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn missed(&self) -> u64 {
         self.missed.load(Ordering::Relaxed)
     }
 
-    /// The subscription id on this connection.
+    /// The subscription id on this connection (as in the broker's logs).
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let subscription = client.subscribe("orders.>").await?;
+    /// println!("subscription {}", subscription.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u32 {
         self.sid
     }
 
-    /// Ends the subscription. Messages already buffered are discarded.
+    /// Ends the subscription (dropping it does the same). Messages already
+    /// buffered are discarded.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let subscription = client.subscribe("orders.>").await?;
+    /// subscription.unsubscribe();
+    /// # Ok(()) }
+    /// ```
     pub fn unsubscribe(self) {
         // Drop does the work.
     }
@@ -134,7 +160,14 @@ impl QueueSubscription {
         }
     }
 
-    /// The subscription id on this connection.
+    /// The subscription id on this connection (as in the broker's logs).
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let jobs = client.queue_subscribe("jobs", 8).await?;
+    /// println!("consumer {}", jobs.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u32 {
         self.sid
     }
@@ -185,22 +218,51 @@ impl Delivery {
         }
     }
 
-    /// The broker's id for this delivery.
+    /// The broker's id for this delivery (what ACK and NACK carry).
+    ///
+    /// ```no_run
+    /// # fn example(delivery: tern_client::Delivery) {
+    /// println!("delivery {:#x}", delivery.id());
+    /// # }
+    /// ```
     pub fn id(&self) -> u64 {
         self.delivery_id
     }
 
-    /// Whether this message was delivered before (to this or another consumer).
+    /// Whether this message was delivered before (to this or another consumer) and
+    /// not acked: work on it may have been done already.
+    ///
+    /// ```no_run
+    /// # async fn example(delivery: tern_client::Delivery) -> Result<(), tern_client::ClientError> {
+    /// if delivery.is_redelivered() {
+    ///     // check whether the side effect already happened
+    /// }
+    /// delivery.ack().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn is_redelivered(&self) -> bool {
         self.redelivered
     }
 
     /// The message.
+    ///
+    /// ```no_run
+    /// # fn example(delivery: tern_client::Delivery) {
+    /// println!("{} bytes on {}", delivery.message().payload.len(), delivery.message().subject);
+    /// # }
+    /// ```
     pub fn message(&self) -> &Message {
         &self.message
     }
 
-    /// Takes the message out.
+    /// Takes the message out (after which it can no longer be acked; the broker
+    /// requeues it when this consumer goes away).
+    ///
+    /// ```no_run
+    /// # fn example(delivery: tern_client::Delivery) {
+    /// let message = delivery.into_message();
+    /// # }
+    /// ```
     pub fn into_message(self) -> Message {
         self.message
     }
