@@ -188,7 +188,7 @@ fn wait_for_ready_line(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exits_zero_on_sigterm_after_saying_goodbye() {
-    let mut child = spawn_server(&[("SHUTDOWN_GRACE_SECS", "5")]);
+    let mut child = spawn_server(&[("SHUTDOWN_GRACE_SECS", "20")]);
     let (tcp, http, _log) = wait_for_ready_line(&mut child);
     let http: std::net::SocketAddr = http.parse().expect("http address");
     assert_eq!(http_get(http, "/ready").await.0, 200);

@@ -482,6 +482,21 @@ impl Client {
         self.inner.request_close();
     }
 
+    /// Whether the client currently has a handshaken connection to the broker.
+    /// While it is `false` (and the client is not closed), the client is
+    /// reconnecting: publishes are buffered, acks and flushes fail.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) {
+    /// if !client.is_connected() {
+    ///     eprintln!("broker unreachable; publishes are being buffered");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_connected(&self) -> bool {
+        self.inner.lock_state().connected
+    }
+
     /// Whether the client has been closed or has given up reconnecting.
     ///
     /// ```no_run
