@@ -2,7 +2,6 @@
 //! (readiness). Handlers are thin wrappers over plain functions ([`health`],
 //! [`readiness`]) so the logic is testable without a socket.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::queue::QueueDepth;
 use crate::stats::StatsSnapshot;
 
 /// Body of `GET /healthz`.
@@ -28,8 +26,9 @@ pub struct Health {
     pub connections: usize,
     /// Active subscriptions.
     pub subscriptions: usize,
-    /// Queues by name.
-    pub queues: HashMap<String, QueueDepth>,
+    /// Queues that exist (per-queue depths are not computed here: a liveness probe
+    /// must stay cheap however many queues there are).
+    pub queues: usize,
     /// Counters.
     pub stats: StatsSnapshot,
 }
@@ -50,7 +49,7 @@ pub fn health(broker: &Broker) -> Health {
         uptime_seconds: broker.started().elapsed().as_secs(),
         connections: broker.connection_count(),
         subscriptions: broker.subscription_count(),
-        queues: broker.queue_depths(),
+        queues: broker.queue_count(),
         stats: broker.stats().snapshot(),
     }
 }

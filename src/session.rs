@@ -28,7 +28,7 @@ use crate::config::MAX_PREFETCH;
 use crate::connection::{FrameReader, ReadError};
 use crate::message::Message;
 use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
-use crate::queue::{count_rejected, delivery_sid, Queue};
+use crate::queue::{delivery_sid, Queue};
 use crate::stats::Stats;
 use crate::topic::BroadcastTarget;
 
@@ -64,18 +64,38 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// A stable label for logs.
-    pub fn as_str(self) -> &'static str {
+    /// Number of distinct labels (for counters indexed by [`CloseReason::index`]).
+    pub const COUNT: usize = 8;
+
+    /// Every label, in index order.
+    pub const LABELS: [&'static str; CloseReason::COUNT] = [
+        "client_closed",
+        "protocol_violation",
+        "handshake_timeout",
+        "stale",
+        "shutdown",
+        "read_failed",
+        "write_failed",
+        "slow_consumer",
+    ];
+
+    /// Position of this reason's label in [`CloseReason::LABELS`].
+    pub fn index(self) -> usize {
         match self {
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::ProtocolViolation(_) => "protocol_violation",
-            CloseReason::HandshakeTimeout => "handshake_timeout",
-            CloseReason::Stale => "stale",
-            CloseReason::ShutDown => "shutdown",
-            CloseReason::ReadFailed => "read_failed",
-            CloseReason::WriteFailed => "write_failed",
-            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ClientClosed => 0,
+            CloseReason::ProtocolViolation(_) => 1,
+            CloseReason::HandshakeTimeout => 2,
+            CloseReason::Stale => 3,
+            CloseReason::ShutDown => 4,
+            CloseReason::ReadFailed => 5,
+            CloseReason::WriteFailed => 6,
+            CloseReason::SlowConsumer => 7,
         }
+    }
+
+    /// A stable label for logs and counters.
+    pub fn as_str(self) -> &'static str {
+        CloseReason::LABELS[self.index()]
     }
 }
 
@@ -132,6 +152,7 @@ pub async fn serve_connection(
         writer.abort();
     }
     broker.close_connection();
+    broker.stats().count_close(reason);
     match reason {
         CloseReason::ClientClosed | CloseReason::ShutDown => {
             debug!(connection = connection_id, %peer, reason = reason.as_str(), "connection closed")
@@ -635,7 +656,7 @@ impl Session {
             _ => Err(crate::queue::QueueError::UnknownDelivery(delivery_id)),
         };
         match result {
-            Ok(true) => count_rejected(self.broker.stats()),
+            Ok(true) => Stats::add(&self.broker.stats().dropped_rejected, 1),
             Ok(false) => {}
             Err(error) => {
                 self.send_error(ErrorCode::UnknownDelivery, delivery_id, error.to_string())

@@ -3,9 +3,12 @@
 //! Plain relaxed atomics; hot paths add to them once per batch rather than once
 //! per message where they can. `/healthz` shows a snapshot; `/metrics` will export them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+
+use crate::session::CloseReason;
 
 /// Monotonic counters, shared by every connection.
 #[derive(Debug, Default)]
@@ -34,10 +37,12 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     /// Connections refused at the connection limit.
     pub connections_refused: AtomicU64,
+    /// Connections closed, by [`CloseReason::index`].
+    pub connections_closed: [AtomicU64; CloseReason::COUNT],
 }
 
 /// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct StatsSnapshot {
     pub published: u64,
@@ -52,6 +57,8 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    /// Closed connections by reason label.
+    pub connections_closed: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -60,6 +67,11 @@ impl Stats {
         if amount != 0 {
             counter.fetch_add(amount, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a closed connection under its reason.
+    pub fn count_close(&self, reason: CloseReason) {
+        Stats::add(&self.connections_closed[reason.index()], 1);
     }
 
     /// Copies every counter.
@@ -78,6 +90,11 @@ impl Stats {
             bytes_out: read(&self.bytes_out),
             connections_accepted: read(&self.connections_accepted),
             connections_refused: read(&self.connections_refused),
+            connections_closed: CloseReason::LABELS
+                .iter()
+                .zip(&self.connections_closed)
+                .map(|(label, counter)| (*label, read(counter)))
+                .collect(),
         }
     }
 }

@@ -20,6 +20,8 @@ async fn healthz_answers_json_and_ready_is_200_while_serving() {
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["status"], "ok");
     assert!(json["stats"]["published"].is_u64());
+    assert_eq!(json["queues"], 0);
+    assert!(json["stats"]["connections_closed"]["slow_consumer"].is_u64());
     let (status, body) = http_get(broker.http, "/ready").await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = http_get(broker.http, "/nope").await;

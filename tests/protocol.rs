@@ -419,6 +419,10 @@ async fn a_client_silent_after_connect_is_closed_with_handshake_timeout() {
     client.expect_error(ErrorCode::HandshakeTimeout).await;
     client.expect_closed().await;
     assert_bystander_still_served(&broker, &mut canary).await;
+    wait_until("the close is counted under its reason", || {
+        broker.broker.stats().snapshot().connections_closed["handshake_timeout"] == 1
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -23,7 +23,6 @@ use tracing::error;
 
 use crate::message::Message;
 use crate::outbox::Outbox;
-use crate::stats::Stats;
 
 /// Capacity limits of every queue.
 #[derive(Debug, Clone, Copy)]
@@ -420,11 +419,6 @@ fn take_unacked(
     Ok(queued)
 }
 
-/// Counts a NACK without requeue.
-pub fn count_rejected(stats: &Stats) {
-    Stats::add(&stats.dropped_rejected, 1);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,7 +447,7 @@ mod tests {
     }
 
     fn consumer(id: u64) -> (Arc<Outbox>, crate::outbox::OutboxReceiver) {
-        Outbox::new(id, 100, Arc::new(Stats::default()))
+        Outbox::new(id, 100, Arc::new(crate::stats::Stats::default()))
     }
 
     fn received(receiver: &mut crate::outbox::OutboxReceiver) -> Vec<(u64, bool, Bytes)> {

@@ -98,6 +98,19 @@ impl QueueRegistry {
             .cloned()
     }
 
+    /// Number of queues.
+    pub fn len(&self) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
+    }
+
+    /// True when no queue exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every queue, for reports.
     pub fn all(&self) -> Vec<Arc<Queue>> {
         self.queues
