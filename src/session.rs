@@ -36,8 +36,9 @@ use crate::topic::BroadcastTarget;
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Subjects whose routes a session remembers. Past this the cache starts over, so a
-/// publisher cycling through unique subjects costs bounded memory.
-const ROUTE_CACHE_ENTRIES: usize = 1024;
+/// publisher cycling through unique subjects costs bounded memory (at most ~128 KiB
+/// of subjects per connection). nats-server caps its per-client cache at 512 too.
+const ROUTE_CACHE_ENTRIES: usize = 512;
 
 /// The server software name sent in WELCOME.
 pub const SERVER_NAME: &str = concat!("tern/", env!("CARGO_PKG_VERSION"));
@@ -560,7 +561,19 @@ impl Session {
                 format!("prefetch {prefetch} is above the maximum of {MAX_PREFETCH}"),
             ));
         }
-        match mode.unwrap_or(self.broker.config().delivery_mode) {
+        // Naming a queue asks for queue delivery; only an explicit broadcast mode
+        // contradicts it.
+        let mode = match (mode, &queue) {
+            (Some(DeliveryMode::Broadcast), Some(_)) => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "a broadcast subscription cannot name a queue; use mode queue (2)",
+                ))
+            }
+            (None, Some(_)) => DeliveryMode::Queue,
+            (mode, _) => mode.unwrap_or(self.broker.config().delivery_mode),
+        };
+        match mode {
             DeliveryMode::Broadcast => {
                 validate_pattern(&pattern).map_err(subject_refusal)?;
                 self.broker.reserve_subscription()?;

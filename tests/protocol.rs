@@ -383,7 +383,35 @@ async fn subscription_id_errors_are_specific() {
         }))
         .await;
     assert_eq!(client.expect_error(ErrorCode::InvalidQueueName).await.0, 3);
+    client
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 4,
+            mode: Some(DeliveryMode::Broadcast),
+            prefetch: 0,
+            pattern: "a".into(),
+            queue: Some("q".into()),
+        }))
+        .await;
+    assert_eq!(client.expect_error(ErrorCode::InvalidArgument).await.0, 4);
     client.expect_alive().await;
+}
+
+#[tokio::test]
+async fn naming_a_queue_without_a_mode_joins_the_queue_even_in_broadcast_mode() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 1,
+            mode: None,
+            prefetch: 0,
+            pattern: "".into(),
+            queue: Some("named".into()),
+        }))
+        .await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
+    let queue = broker.broker.queue("named").expect("a queue was created");
+    assert_eq!(queue.depth().consumers, 1);
 }
 
 #[tokio::test]
