@@ -8,9 +8,11 @@ use tern_proto::codec::{self, ProtocolError};
 use tern_proto::Frame;
 use tokio::net::tcp::OwnedReadHalf;
 
-/// Bytes asked of the kernel per read: large enough that a busy publisher's frames
-/// arrive in few syscalls.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Smallest read: what a quiet connection (handshake, a subscribe, acks) needs.
+const MIN_READ_BYTES: usize = 4 * 1024;
+
+/// Largest read: a busy publisher's frames arrive in few syscalls.
+const MAX_READ_BYTES: usize = 64 * 1024;
 
 /// Reads frames from one client.
 #[derive(Debug)]
@@ -18,6 +20,9 @@ pub struct FrameReader {
     socket: OwnedReadHalf,
     buffer: BytesMut,
     max_frame_bytes: u32,
+    /// Adapts to the traffic, as nats-server's read buffer does: doubles while reads
+    /// fill it, halves when they use little of it.
+    read_size: usize,
 }
 
 /// Why reading stopped.
@@ -38,6 +43,7 @@ impl FrameReader {
             socket,
             buffer: BytesMut::new(),
             max_frame_bytes,
+            read_size: MIN_READ_BYTES,
         }
     }
 
@@ -56,11 +62,18 @@ impl FrameReader {
     pub async fn fill(&mut self) -> std::io::Result<usize> {
         loop {
             self.socket.readable().await?;
-            // Grow by a fixed chunk per read rather than by the announced frame size, so
-            // a client that announces a large frame and sends nothing pins no memory.
-            self.buffer.reserve(READ_CHUNK_BYTES);
+            // Grow by the read size rather than by the announced frame size, so a
+            // client that announces a large frame and sends nothing pins no memory.
+            self.buffer.reserve(self.read_size);
             match self.socket.try_read_buf(&mut self.buffer) {
-                Ok(read) => return Ok(read),
+                Ok(read) => {
+                    if read >= self.read_size {
+                        self.read_size = (self.read_size * 2).min(MAX_READ_BYTES);
+                    } else if read < self.read_size / 4 {
+                        self.read_size = (self.read_size / 2).max(MIN_READ_BYTES);
+                    }
+                    return Ok(read);
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(error) => return Err(error),
             }

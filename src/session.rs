@@ -128,9 +128,8 @@ pub async fn serve_connection(
     ));
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
 
-    let reason = match handshake(&mut reader, &outbox, &broker, connection_id).await {
-        Ok((role, name)) => {
-            debug!(connection = connection_id, %peer, client = %name, ?role, "client connected");
+    let reason = match handshake(&mut reader, &outbox, &broker, connection_id, peer).await {
+        Ok(role) => {
             let mut session = Session {
                 id: connection_id,
                 broker: broker.clone(),
@@ -186,12 +185,16 @@ async fn refuse_connection(mut stream: TcpStream, broker: &Broker) {
 }
 
 /// Waits for HELLO and answers WELCOME, or explains what went wrong.
+/// Returns only the role: the client's name is logged here and not kept, since it is
+/// a slice of the read buffer and holding it would pin that buffer for the
+/// connection's whole life.
 async fn handshake(
     reader: &mut FrameReader,
     outbox: &Outbox,
     broker: &Broker,
     connection_id: u64,
-) -> Result<(Role, ByteString), CloseReason> {
+    peer: SocketAddr,
+) -> Result<Role, CloseReason> {
     let config = broker.config();
     let reject = |code: ErrorCode, message: String| {
         outbox.push_control(Frame::error(code, 0, message));
@@ -248,7 +251,8 @@ async fn handshake(
         default_prefetch: config.default_prefetch,
         server_name: SERVER_NAME.into(),
     }));
-    Ok((hello.role, hello.client_name))
+    debug!(connection = connection_id, %peer, client = %hello.client_name, role = ?hello.role, "client connected");
+    Ok(hello.role)
 }
 
 /// What handling the buffered frames ended with.
@@ -542,6 +546,10 @@ impl Session {
             pattern,
             queue,
         } = subscribe;
+        // These outlive the frame: give them their own allocation rather than keep the
+        // connection's whole read buffer alive for as long as the subscription lasts.
+        let pattern = ByteString::from(&*pattern);
+        let queue = queue.map(|name| ByteString::from(&*name));
         self.require_role(self.role.can_subscribe(), "subscribe")?;
         if self.draining {
             return Err(Refusal::new(
