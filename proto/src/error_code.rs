@@ -37,7 +37,8 @@ pub enum ErrorCode {
     WildcardInSubject = 101,
     /// A queue name is empty, too long or contains a wildcard. Stays open.
     InvalidQueueName = 102,
-    /// A numeric argument is out of range (for example a prefetch above the maximum). Stays open.
+    /// A field is out of range or contradicts another (a prefetch above the maximum, a
+    /// broadcast subscription naming a queue). Stays open.
     InvalidArgument = 103,
     /// The connection's role does not allow this (a PRODUCER subscribing, a CONSUMER publishing). Stays open.
     PermissionDenied = 200,
