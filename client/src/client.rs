@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 use tern_proto::subject::{validate_pattern, validate_subject};
 use tern_proto::{
@@ -109,6 +109,35 @@ enum Sink {
     Broadcast(mpsc::Sender<Message>),
     Queue(mpsc::Sender<Delivery>),
     Inbox,
+}
+
+/// The fields of a PUBLISH, borrowed: encoded straight into the write buffer.
+#[derive(Debug, Clone, Copy)]
+struct PublishParts<'a> {
+    subject: &'a str,
+    reply_to: Option<&'a str>,
+    headers: &'a [tern_proto::Header],
+    payload: &'a [u8],
+}
+
+impl<'a> PublishParts<'a> {
+    fn new(subject: &'a str, payload: &'a [u8]) -> Self {
+        PublishParts {
+            subject,
+            reply_to: None,
+            headers: &[],
+            payload,
+        }
+    }
+
+    fn of(message: &'a OutgoingMessage) -> Self {
+        PublishParts {
+            subject: &message.subject,
+            reply_to: message.reply_to.as_deref(),
+            headers: &message.headers,
+            payload: &message.payload,
+        }
+    }
 }
 
 /// A connected, handshaken socket.
@@ -210,9 +239,12 @@ impl Client {
     pub async fn publish(
         &self,
         subject: &str,
-        payload: impl Into<Bytes>,
+        payload: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
-        self.send(OutgoingMessage::new(subject, payload)).await
+        // Borrowed all the way into the write buffer: no allocation per message.
+        self.inner
+            .write_publish(PublishParts::new(subject, payload.as_ref()), None)
+            .await
     }
 
     /// Publishes a message with headers and/or reply-to without waiting for the broker.
@@ -224,7 +256,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, message: OutgoingMessage) -> Result<(), ClientError> {
-        self.inner.write_publish(&message, None).await
+        self.inner
+            .write_publish(PublishParts::of(&message), None)
+            .await
     }
 
     /// Publishes and waits until the broker accepted the message (stored in every
@@ -241,9 +275,9 @@ impl Client {
     pub async fn publish_confirmed(
         &self,
         subject: &str,
-        payload: impl Into<Bytes>,
+        payload: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
-        self.send_confirmed(OutgoingMessage::new(subject, payload))
+        self.confirm(PublishParts::new(subject, payload.as_ref()))
             .await
     }
 
@@ -256,9 +290,13 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn send_confirmed(&self, message: OutgoingMessage) -> Result<(), ClientError> {
+        self.confirm(PublishParts::of(&message)).await
+    }
+
+    async fn confirm(&self, parts: PublishParts<'_>) -> Result<(), ClientError> {
         let (sender, receiver) = oneshot::channel();
         self.inner
-            .write_publish(&message, Some(Pending::Publish(sender)))
+            .write_publish(parts, Some(Pending::Publish(sender)))
             .await?;
         match timeout(self.inner.options.operation_timeout, receiver).await {
             Ok(Ok(result)) => result,
@@ -371,10 +409,10 @@ impl Client {
     pub async fn request(
         &self,
         subject: &str,
-        payload: impl Into<Bytes>,
+        payload: impl AsRef<[u8]>,
         wait: Duration,
     ) -> Result<Message, ClientError> {
-        self.request_message(OutgoingMessage::new(subject, payload), wait)
+        self.request_parts(PublishParts::new(subject, payload.as_ref()), wait)
             .await
     }
 
@@ -390,20 +428,32 @@ impl Client {
     /// ```
     pub async fn request_message(
         &self,
-        mut message: OutgoingMessage,
+        message: OutgoingMessage,
         wait: Duration,
     ) -> Result<Message, ClientError> {
-        validate_subject(&message.subject)?;
+        self.request_parts(PublishParts::of(&message), wait).await
+    }
+
+    async fn request_parts(
+        &self,
+        parts: PublishParts<'_>,
+        wait: Duration,
+    ) -> Result<Message, ClientError> {
+        validate_subject(parts.subject)?;
         self.ensure_inbox().await?;
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-        message.reply_to = Some(format!("{}.{id}", self.inner.inbox_prefix));
+        let reply_to = format!("{}.{id}", self.inner.inbox_prefix);
+        let parts = PublishParts {
+            reply_to: Some(&reply_to),
+            ..parts
+        };
         let (sender, receiver) = oneshot::channel();
         self.inner.lock_state().requests.insert(id, sender);
         let pending = Pending::Request {
             id,
-            subject: message.subject.clone(),
+            subject: parts.subject.to_owned(),
         };
-        if let Err(error) = self.inner.write_publish(&message, Some(pending)).await {
+        if let Err(error) = self.inner.write_publish(parts, Some(pending)).await {
             self.inner.lock_state().requests.remove(&id);
             return Err(error);
         }
@@ -430,7 +480,7 @@ impl Client {
     pub async fn respond(
         &self,
         request: &Message,
-        payload: impl Into<Bytes>,
+        payload: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
         let reply_to = request.reply_to.as_ref().ok_or(ClientError::NoReplyTo)?;
         self.publish(reply_to, payload).await
@@ -560,11 +610,11 @@ impl Inner {
     /// Encodes a PUBLISH into the outgoing buffer, waiting for room if it is full.
     async fn write_publish(
         &self,
-        message: &OutgoingMessage,
+        message: PublishParts<'_>,
         pending: Option<Pending>,
     ) -> Result<(), ClientError> {
-        validate_subject(&message.subject)?;
-        if let Some(reply_to) = &message.reply_to {
+        validate_subject(message.subject)?;
+        if let Some(reply_to) = message.reply_to {
             validate_subject(reply_to)?;
         }
         let mut pending = pending;
@@ -595,10 +645,10 @@ impl Inner {
                     codec::encode_publish(
                         &mut state.buffer,
                         sequence,
-                        &message.subject,
-                        message.reply_to.as_deref(),
-                        &message.headers,
-                        &message.payload,
+                        message.subject,
+                        message.reply_to,
+                        message.headers,
+                        message.payload,
                     )?;
                     let size = state.buffer.len() - start;
                     if size - LENGTH_PREFIX_BYTES > max as usize {
