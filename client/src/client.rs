@@ -619,52 +619,68 @@ impl Inner {
         }
         let mut pending = pending;
         loop {
+            // Fast path: room in the buffer (the common case) costs one lock.
+            if self.try_encode_publish(&message, &mut pending)? {
+                return Ok(());
+            }
+            // Full: register for the writer's wake-up before checking again, so a
+            // wake-up between the check and the wait is not lost.
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut state = self.lock_state();
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(ClientError::Closed);
-                }
-                if state.buffer.len() < self.options.max_pending_bytes {
-                    let sequence = if pending.is_some() {
-                        let sequence = state.next_sequence;
-                        state.next_sequence += 1;
-                        sequence
-                    } else {
-                        0
-                    };
-                    let max = state
-                        .server
-                        .as_ref()
-                        .map_or(tern_proto::DEFAULT_MAX_FRAME_BYTES, |server| {
-                            server.max_frame_bytes
-                        });
-                    let start = state.buffer.len();
-                    codec::encode_publish(
-                        &mut state.buffer,
-                        sequence,
-                        message.subject,
-                        message.reply_to,
-                        message.headers,
-                        message.payload,
-                    )?;
-                    let size = state.buffer.len() - start;
-                    if size - LENGTH_PREFIX_BYTES > max as usize {
-                        state.buffer.truncate(start);
-                        return Err(ClientError::TooLarge { size, max });
-                    }
-                    if let Some(pending) = pending.take() {
-                        state.pending.insert(sequence, pending);
-                    }
-                    drop(state);
-                    self.wake_writer.notify_one();
-                    return Ok(());
-                }
+            if self.try_encode_publish(&message, &mut pending)? {
+                return Ok(());
             }
             room.await;
         }
+    }
+
+    /// Encodes the publish if the buffer has room; `Ok(false)` when it is full.
+    fn try_encode_publish(
+        &self,
+        message: &PublishParts<'_>,
+        pending: &mut Option<Pending>,
+    ) -> Result<bool, ClientError> {
+        let mut state = self.lock_state();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        if state.buffer.len() >= self.options.max_pending_bytes {
+            return Ok(false);
+        }
+        let sequence = if pending.is_some() {
+            let sequence = state.next_sequence;
+            state.next_sequence += 1;
+            sequence
+        } else {
+            0
+        };
+        let max = state
+            .server
+            .as_ref()
+            .map_or(tern_proto::DEFAULT_MAX_FRAME_BYTES, |server| {
+                server.max_frame_bytes
+            });
+        let start = state.buffer.len();
+        codec::encode_publish(
+            &mut state.buffer,
+            sequence,
+            message.subject,
+            message.reply_to,
+            message.headers,
+            message.payload,
+        )?;
+        let size = state.buffer.len() - start;
+        if size - LENGTH_PREFIX_BYTES > max as usize {
+            state.buffer.truncate(start);
+            return Err(ClientError::TooLarge { size, max });
+        }
+        if let Some(pending) = pending.take() {
+            state.pending.insert(sequence, pending);
+        }
+        drop(state);
+        self.wake_writer.notify_one();
+        Ok(true)
     }
 
     /// Writes a control frame if connected. Returns whether it was written.
