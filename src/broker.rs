@@ -13,11 +13,11 @@ use std::time::Instant;
 use tern_proto::{DeliveryMode, ErrorCode};
 
 use crate::config::Config;
-use crate::message::Message;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
 use crate::stats::Stats;
 use crate::subject::SubjectIndex;
 use crate::topic::{fan_out, BroadcastTarget};
+use tern_proto::Message;
 
 /// Something a subject can route to.
 #[derive(Debug, Clone)]

@@ -9,7 +9,6 @@
 //! - [`subject`] — the subscription index (token trie with wildcards).
 //! - [`topic`] — broadcast fan-out.
 //! - [`queue`] — named FIFO queues, competing consumers, acks; storage behind a trait.
-//! - [`message`] — a published message as the broker holds it.
 //! - [`stats`] — counters.
 //! - [`http`] — `/healthz` and `/ready`.
 //! - [`config`] — settings from defaults, environment and flags.
@@ -21,7 +20,6 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod http;
-pub mod message;
 pub mod outbox;
 pub mod queue;
 pub mod server;

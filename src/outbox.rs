@@ -25,8 +25,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use crate::message::Message;
 use crate::stats::Stats;
+use tern_proto::Message;
 
 /// Control frames that may wait for the writer before the session stops reading
 /// the client's requests.

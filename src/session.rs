@@ -26,11 +26,11 @@ use tracing::{debug, info};
 use crate::broker::{Broker, Refusal, Routes};
 use crate::config::MAX_PREFETCH;
 use crate::connection::{FrameReader, ReadError};
-use crate::message::Message;
 use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
 use crate::queue::{delivery_sid, Queue};
 use crate::stats::Stats;
 use crate::topic::BroadcastTarget;
+use tern_proto::Message;
 
 /// How long a closing connection's writer gets to flush its last frames.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::message::Message;
 use crate::outbox::{MissedCounter, Outbox};
+use tern_proto::Message;
 
 /// A broadcast subscription as the router sees it: where to push, under which id.
 #[derive(Debug, Clone)]

@@ -55,11 +55,9 @@ async fn ready_is_503_before_the_listener_runs() {
     running.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_turns_ready_503_sends_goodbye_and_accepts_acks_during_grace() {
-    let mut broker =
-        TestBroker::with(|config| config.shutdown_grace = Duration::from_secs(20)).await;
-    let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
+/// A queue consumer that has received one message and not acked it.
+async fn consumer_holding_one_delivery(broker: &TestBroker) -> (RawClient, u64) {
+    let (mut consumer, _) = RawClient::hello(broker, Role::Consumer).await;
     consumer
         .send(&Frame::Subscribe(Subscribe {
             sid: 1,
@@ -75,10 +73,17 @@ async fn shutdown_turns_ready_503_sends_goodbye_and_accepts_acks_during_grace() 
         .publish_confirmed("work", "job")
         .await
         .expect("queued");
-    let delivery_id = match consumer.next().await {
-        Frame::Deliver(deliver) => deliver.delivery_id,
-        other => panic!("{other:?}"),
-    };
+    match consumer.next().await {
+        Frame::Deliver(deliver) => (consumer, deliver.delivery_id),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_turns_ready_503_sends_goodbye_and_accepts_acks_during_grace() {
+    let mut broker =
+        TestBroker::with(|config| config.shutdown_grace = Duration::from_secs(20)).await;
+    let (mut consumer, delivery_id) = consumer_holding_one_delivery(&broker).await;
     let http = broker.http;
     let tcp = broker.tcp;
     let server = broker.take_task();
@@ -112,24 +117,7 @@ async fn shutdown_turns_ready_503_sends_goodbye_and_accepts_acks_during_grace() 
 async fn shutdown_does_not_wait_longer_than_the_grace_period() {
     let mut broker =
         TestBroker::with(|config| config.shutdown_grace = Duration::from_millis(300)).await;
-    let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
-    consumer
-        .send(&Frame::Subscribe(Subscribe {
-            sid: 1,
-            mode: Some(DeliveryMode::Queue),
-            prefetch: 5,
-            pattern: "".into(),
-            queue: Some("q".into()),
-        }))
-        .await;
-    assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
-    broker
-        .client()
-        .await
-        .publish_confirmed("q", "held")
-        .await
-        .expect("queued");
-    assert!(matches!(consumer.next().await, Frame::Deliver(_)));
+    let (mut consumer, _delivery_id) = consumer_holding_one_delivery(&broker).await;
     let server = broker.take_task();
     broker.stop.cancel();
     assert!(matches!(consumer.next_non_ping().await, Frame::Goodbye(_)));

@@ -4,40 +4,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tern_proto::Header;
 
-/// A message received from the broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The subject it was published to.
-    pub subject: ByteString,
-    /// Where the publisher wants replies, if it is a request.
-    pub reply_to: Option<ByteString>,
-    /// Headers, in the order published.
-    pub headers: Vec<Header>,
-    /// The payload.
-    pub payload: Bytes,
-}
-
-impl Message {
-    /// The first header called `name`.
-    ///
-    /// ```
-    /// use tern_client::{Header, Message};
-    /// let message = Message {
-    ///     subject: "orders.eu".into(),
-    ///     reply_to: None,
-    ///     headers: vec![Header::new("trace-id", "abc")],
-    ///     payload: "order 42".into(),
-    /// };
-    /// assert_eq!(message.header("trace-id"), Some("abc"));
-    /// assert_eq!(message.header("missing"), None);
-    /// ```
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|header| &*header.name == name)
-            .map(|header| &*header.value)
-    }
-}
+/// A message received from the broker (the protocol crate's type).
+pub use tern_proto::Message;
 
 /// A message to publish, with optional headers and reply-to.
 ///

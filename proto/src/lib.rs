@@ -7,6 +7,7 @@
 //!
 //! Modules:
 //! - [`frame`] — every frame type and its fields.
+//! - [`message`] — a published message, shared by broker and clients.
 //! - [`opcode`] — the one-byte frame type identifiers.
 //! - [`error_code`] — stable numeric error codes and whether each closes the connection.
 //! - [`codec`] — the sans-IO encoder and incremental decoder.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod error_code;
 pub mod frame;
+pub mod message;
 pub mod opcode;
 pub mod subject;
 #[cfg(feature = "tokio-codec")]
@@ -29,6 +31,7 @@ pub use frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
     Subscribe, Welcome,
 };
+pub use message::Message;
 pub use opcode::Opcode;
 pub use subject::SubjectError;
 

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytestring::ByteString;
 use tracing::error;
 
-use crate::message::Message;
 use crate::outbox::Outbox;
+use tern_proto::Message;
 
 /// Capacity limits of every queue.
 #[derive(Debug, Clone, Copy)]
