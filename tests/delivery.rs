@@ -10,7 +10,7 @@ use common::{wait_until, within, RawClient, TestBroker};
 use tern_client::{
     Client, ClientError, ClientOptions, ErrorCode, OutgoingMessage, ReconnectPolicy,
 };
-use tern_proto::{DeliveryMode, Frame, Publish, Role, Subscribe};
+use tern_proto::{Frame, Publish, Role, Subscribe};
 
 fn numbered(count: usize) -> Vec<String> {
     (0..count).map(|n| format!("message-{n}")).collect()
@@ -236,15 +236,7 @@ async fn a_single_queue_consumer_sees_fifo_order() {
 async fn prefetch_bounds_unacked_deliveries() {
     let broker = TestBroker::start().await;
     let (mut consumer, _) = RawClient::hello(&broker, Role::Consumer).await;
-    consumer
-        .send(&Frame::Subscribe(Subscribe {
-            sid: 1,
-            mode: Some(DeliveryMode::Queue),
-            prefetch: 3,
-            pattern: "".into(),
-            queue: Some("work".into()),
-        }))
-        .await;
+    consumer.send(&common::queue_subscribe(1, "work", 3)).await;
     assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
     let producer = broker.client().await;
     for payload in numbered(10) {
@@ -512,14 +504,7 @@ async fn a_slow_subscriber_is_told_its_gap_and_the_publisher_is_not_blocked() {
     let broker = TestBroker::with(|config| config.consumer_channel_buffer_size = BUFFER).await;
     // The slow subscriber subscribes and then reads nothing.
     let (mut slow, _) = RawClient::hello(&broker, Role::Consumer).await;
-    slow.send(&Frame::Subscribe(Subscribe {
-        sid: 1,
-        mode: Some(DeliveryMode::Broadcast),
-        prefetch: 0,
-        pattern: "ticks".into(),
-        queue: None,
-    }))
-    .await;
+    slow.send(&common::subscribe(1, "ticks")).await;
     assert_eq!(slow.next().await, Frame::SubscribeOk { sid: 1 });
     // A healthy subscriber on the same subject.
     let healthy_client = broker.client().await;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{http_get, wait_until, within, RawClient, TestBroker};
-use tern_proto::{DeliveryMode, ErrorCode, Frame, Role, Subscribe};
+use tern_proto::{ErrorCode, Frame, Role};
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
@@ -58,15 +58,7 @@ async fn ready_is_503_before_the_listener_runs() {
 /// A queue consumer that has received one message and not acked it.
 async fn consumer_holding_one_delivery(broker: &TestBroker) -> (RawClient, u64) {
     let (mut consumer, _) = RawClient::hello(broker, Role::Consumer).await;
-    consumer
-        .send(&Frame::Subscribe(Subscribe {
-            sid: 1,
-            mode: Some(DeliveryMode::Queue),
-            prefetch: 5,
-            pattern: "".into(),
-            queue: Some("work".into()),
-        }))
-        .await;
+    consumer.send(&common::queue_subscribe(1, "work", 5)).await;
     assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
     let producer = broker.client().await;
     producer

@@ -5,39 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, RawClient, TestBroker};
+use common::{publish, queue_subscribe, subscribe, wait_until, RawClient, TestBroker};
 use tern_proto::{DeliveryMode, ErrorCode, Frame, Hello, Publish, Role, Subscribe};
 use tokio::io::AsyncWriteExt;
-
-fn publish(sequence: u64, subject: &str) -> Frame {
-    Frame::Publish(Publish {
-        sequence,
-        subject: subject.into(),
-        reply_to: None,
-        headers: vec![],
-        payload: "x".into(),
-    })
-}
-
-fn subscribe(sid: u32, pattern: &str) -> Frame {
-    Frame::Subscribe(Subscribe {
-        sid,
-        mode: Some(DeliveryMode::Broadcast),
-        prefetch: 0,
-        pattern: pattern.into(),
-        queue: None,
-    })
-}
-
-fn queue_subscribe(sid: u32, queue: &str, prefetch: u32) -> Frame {
-    Frame::Subscribe(Subscribe {
-        sid,
-        mode: Some(DeliveryMode::Queue),
-        prefetch,
-        pattern: "".into(),
-        queue: Some(queue.into()),
-    })
-}
 
 /// A subscriber on `canary` that must keep receiving while others misbehave.
 async fn bystander(broker: &TestBroker) -> RawClient {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tern::broker::Broker;
 use tern::{Config, Server};
-use tern_proto::{codec, ErrorCode, Frame, Hello, Role, Welcome};
+use tern_proto::{codec, DeliveryMode, ErrorCode, Frame, Hello, Publish, Role, Subscribe, Welcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -241,4 +241,37 @@ pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A PUBLISH of `x` to `subject` (sequence 0 = fire and forget).
+pub fn publish(sequence: u64, subject: &str) -> Frame {
+    Frame::Publish(Publish {
+        sequence,
+        subject: subject.into(),
+        reply_to: None,
+        headers: vec![],
+        payload: "x".into(),
+    })
+}
+
+/// A broadcast SUBSCRIBE.
+pub fn subscribe(sid: u32, pattern: &str) -> Frame {
+    Frame::Subscribe(Subscribe {
+        sid,
+        mode: Some(DeliveryMode::Broadcast),
+        prefetch: 0,
+        pattern: pattern.into(),
+        queue: None,
+    })
+}
+
+/// A queue SUBSCRIBE joining `queue` by name.
+pub fn queue_subscribe(sid: u32, queue: &str, prefetch: u32) -> Frame {
+    Frame::Subscribe(Subscribe {
+        sid,
+        mode: Some(DeliveryMode::Queue),
+        prefetch,
+        pattern: "".into(),
+        queue: Some(queue.into()),
+    })
 }
