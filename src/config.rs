@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tern_proto::DeliveryMode;
 
 /// Largest prefetch a queue subscription may ask for. Bounds the unacked messages one
@@ -314,53 +313,55 @@ pub struct ServeArgs {
     pub log: Option<String>,
 }
 
-/// The environment as envy sees it: every setting as optional text, parsed below so
-/// that each error can name its variable.
-#[derive(Debug, Default, Deserialize)]
-struct RawEnvironment {
-    bind_addr: Option<String>,
-    tcp_port: Option<String>,
-    http_port: Option<String>,
-    delivery_mode: Option<String>,
-    max_consumers: Option<String>,
-    consumer_channel_buffer_size: Option<String>,
-    queue_max_messages: Option<String>,
-    queue_max_bytes: Option<String>,
-    max_queues: Option<String>,
-    max_frame_bytes: Option<String>,
-    max_connections: Option<String>,
-    default_prefetch: Option<String>,
-    handshake_timeout_ms: Option<String>,
-    ping_interval_secs: Option<String>,
-    write_deadline_ms: Option<String>,
-    shutdown_grace_secs: Option<String>,
-    log_format: Option<String>,
-    rust_log: Option<String>,
+impl ServeArgs {
+    /// Each flag's value under its environment variable's name.
+    fn by_variable(&self) -> HashMap<&'static str, &Option<String>> {
+        HashMap::from([
+            ("BIND_ADDR", &self.bind_addr),
+            ("TCP_PORT", &self.tcp_port),
+            ("HTTP_PORT", &self.http_port),
+            ("DELIVERY_MODE", &self.delivery_mode),
+            ("MAX_CONSUMERS", &self.max_consumers),
+            (
+                "CONSUMER_CHANNEL_BUFFER_SIZE",
+                &self.consumer_channel_buffer_size,
+            ),
+            ("QUEUE_MAX_MESSAGES", &self.queue_max_messages),
+            ("QUEUE_MAX_BYTES", &self.queue_max_bytes),
+            ("MAX_QUEUES", &self.max_queues),
+            ("MAX_FRAME_BYTES", &self.max_frame_bytes),
+            ("MAX_CONNECTIONS", &self.max_connections),
+            ("DEFAULT_PREFETCH", &self.default_prefetch),
+            ("HANDSHAKE_TIMEOUT_MS", &self.handshake_timeout_ms),
+            ("PING_INTERVAL_SECS", &self.ping_interval_secs),
+            ("WRITE_DEADLINE_MS", &self.write_deadline_ms),
+            ("SHUTDOWN_GRACE_SECS", &self.shutdown_grace_secs),
+            ("LOG_FORMAT", &self.log_format),
+            ("RUST_LOG", &self.log),
+        ])
+    }
 }
 
 /// Resolves one setting: flag, else environment, else default; then parses it.
 struct Resolver<'a> {
-    environment: HashMap<&'static str, Option<String>>,
+    /// Known variables as envy read them (envy lowercases the names).
+    environment: HashMap<String, String>,
     flags: HashMap<&'static str, &'a Option<String>>,
 }
 
 impl Resolver<'_> {
     fn get<T: FromStr>(&self, env: &'static str, expected: &str) -> Result<T, ConfigError> {
         let setting = Setting::named(env).expect("every resolved name is in SETTINGS");
-        let present = |value: &Option<String>| {
-            value
-                .as_ref()
-                .filter(|text| !text.trim().is_empty())
-                .cloned()
+        // An empty or blank value counts as unset.
+        let present =
+            |value: Option<&String>| value.filter(|text| !text.trim().is_empty()).cloned();
+        let from_flag = present(self.flags.get(env).and_then(|value| value.as_ref()));
+        let from_environment = present(self.environment.get(&env.to_ascii_lowercase()));
+        let (source_name, text) = match (from_flag, from_environment) {
+            (Some(text), _) => (format!("--{}", setting.flag), text),
+            (None, Some(text)) => (env.to_owned(), text),
+            (None, None) => (env.to_owned(), setting.default.to_owned()),
         };
-        let (source_name, text) =
-            if let Some(text) = self.flags.get(env).and_then(|value| present(value)) {
-                (format!("--{}", setting.flag), text)
-            } else if let Some(text) = self.environment.get(env).and_then(present) {
-                (env.to_owned(), text)
-            } else {
-                (env.to_owned(), setting.default.to_owned())
-            };
         text.trim().parse::<T>().map_err(|_| ConfigError::Invalid {
             source_name,
             value: text.clone(),
@@ -409,55 +410,11 @@ impl Config {
             .into_iter()
             .filter(|(name, _)| Setting::named(name).is_some())
             .collect();
-        let raw: RawEnvironment =
+        let environment: HashMap<String, String> =
             envy::from_iter(known).map_err(|error| ConfigError::Environment(error.to_string()))?;
         let resolver = Resolver {
-            environment: HashMap::from([
-                ("BIND_ADDR", raw.bind_addr),
-                ("TCP_PORT", raw.tcp_port),
-                ("HTTP_PORT", raw.http_port),
-                ("DELIVERY_MODE", raw.delivery_mode),
-                ("MAX_CONSUMERS", raw.max_consumers),
-                (
-                    "CONSUMER_CHANNEL_BUFFER_SIZE",
-                    raw.consumer_channel_buffer_size,
-                ),
-                ("QUEUE_MAX_MESSAGES", raw.queue_max_messages),
-                ("QUEUE_MAX_BYTES", raw.queue_max_bytes),
-                ("MAX_QUEUES", raw.max_queues),
-                ("MAX_FRAME_BYTES", raw.max_frame_bytes),
-                ("MAX_CONNECTIONS", raw.max_connections),
-                ("DEFAULT_PREFETCH", raw.default_prefetch),
-                ("HANDSHAKE_TIMEOUT_MS", raw.handshake_timeout_ms),
-                ("PING_INTERVAL_SECS", raw.ping_interval_secs),
-                ("WRITE_DEADLINE_MS", raw.write_deadline_ms),
-                ("SHUTDOWN_GRACE_SECS", raw.shutdown_grace_secs),
-                ("LOG_FORMAT", raw.log_format),
-                ("RUST_LOG", raw.rust_log),
-            ]),
-            flags: HashMap::from([
-                ("BIND_ADDR", &flags.bind_addr),
-                ("TCP_PORT", &flags.tcp_port),
-                ("HTTP_PORT", &flags.http_port),
-                ("DELIVERY_MODE", &flags.delivery_mode),
-                ("MAX_CONSUMERS", &flags.max_consumers),
-                (
-                    "CONSUMER_CHANNEL_BUFFER_SIZE",
-                    &flags.consumer_channel_buffer_size,
-                ),
-                ("QUEUE_MAX_MESSAGES", &flags.queue_max_messages),
-                ("QUEUE_MAX_BYTES", &flags.queue_max_bytes),
-                ("MAX_QUEUES", &flags.max_queues),
-                ("MAX_FRAME_BYTES", &flags.max_frame_bytes),
-                ("MAX_CONNECTIONS", &flags.max_connections),
-                ("DEFAULT_PREFETCH", &flags.default_prefetch),
-                ("HANDSHAKE_TIMEOUT_MS", &flags.handshake_timeout_ms),
-                ("PING_INTERVAL_SECS", &flags.ping_interval_secs),
-                ("WRITE_DEADLINE_MS", &flags.write_deadline_ms),
-                ("SHUTDOWN_GRACE_SECS", &flags.shutdown_grace_secs),
-                ("LOG_FORMAT", &flags.log_format),
-                ("RUST_LOG", &flags.log),
-            ]),
+            environment,
+            flags: flags.by_variable(),
         };
         let count = "a whole number";
         Ok(Config {

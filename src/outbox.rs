@@ -313,9 +313,6 @@ pub async fn run_writer(
         let mut queued_written = 0u64;
         let mut redelivered_written = 0u64;
         let mut control_written = 0usize;
-        for (sid, missed) in outbox.take_lag_reports() {
-            encode(&mut buffer, &Frame::Lagged { sid, missed });
-        }
         for item in batch.drain(..) {
             let result = match item {
                 Outbound::Broadcast { sid, message } => {
@@ -355,6 +352,8 @@ pub async fn run_writer(
                 }
             }
         }
+        // Once per batch, after the deliveries: a drop that happens later sets the
+        // flag again and wakes the writer with a LagNotice.
         for (sid, missed) in outbox.take_lag_reports() {
             encode(&mut buffer, &Frame::Lagged { sid, missed });
         }

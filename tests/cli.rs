@@ -18,8 +18,9 @@ fn tern(broker: &TestBroker) -> Command {
     command
 }
 
-fn run(mut command: Command) -> std::process::Output {
-    command.output().expect("run tern")
+/// Runs `tern ARGS` against the broker to completion.
+fn run(broker: &TestBroker, args: &[&str]) -> std::process::Output {
+    tern(broker).args(args).output().expect("run tern")
 }
 
 async fn finish(child: std::process::Child) -> std::process::Output {
@@ -41,11 +42,10 @@ async fn pub_and_sub_print_messages_one_per_line() {
         .spawn()
         .expect("sub");
     wait_until("sub subscribed", || broker.broker.subscription_count() == 1).await;
-    let output = run({
-        let mut command = tern(&broker);
-        command.args(["pub", "greetings.en", "hello", "--header", "lang=en"]);
-        command
-    });
+    let output = run(
+        &broker,
+        &["pub", "greetings.en", "hello", "--header", "lang=en"],
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -84,11 +84,7 @@ async fn sub_with_a_queue_acks_what_it_prints() {
     })
     .await;
     for job in ["resize", "crop"] {
-        let output = run({
-            let mut command = tern(&broker);
-            command.args(["pub", "jobs", job, "--confirm"]);
-            command
-        });
+        let output = run(&broker, &["pub", "jobs", job, "--confirm"]);
         assert!(
             output.status.success(),
             "{}",
@@ -115,11 +111,7 @@ async fn req_prints_the_reply_of_tern_reply() {
         broker.broker.subscription_count() == 1
     })
     .await;
-    let output = run({
-        let mut command = tern(&broker);
-        command.args(["req", "svc.time", "what time is it?"]);
-        command
-    });
+    let output = run(&broker, &["req", "svc.time", "what time is it?"]);
     assert!(
         output.status.success(),
         "{}",
@@ -136,11 +128,7 @@ async fn req_prints_the_reply_of_tern_reply() {
         broker.broker.subscription_count() == 1
     })
     .await;
-    let output = run({
-        let mut command = tern(&broker);
-        command.args(["req", "svc.echo", "ping"]);
-        command
-    });
+    let output = run(&broker, &["req", "svc.echo", "ping"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "ping\n");
     assert!(finish(echo).await.status.success());
 }
@@ -149,11 +137,7 @@ async fn req_prints_the_reply_of_tern_reply() {
 async fn failures_print_one_line_and_exit_non_zero() {
     let broker = TestBroker::with(|config| config.queue_max_messages = 1).await;
     let expect_failure = |args: &[&str], needle: &str| {
-        let output = run({
-            let mut command = tern(&broker);
-            command.args(args);
-            command
-        });
+        let output = run(&broker, args);
         assert!(!output.status.success(), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(
@@ -168,11 +152,7 @@ async fn failures_print_one_line_and_exit_non_zero() {
     expect_failure(&["pub", "bad.*", "y"], "wildcard");
     // A refused publish: the queue holds one message.
     broker.broker.bind_queue("tiny", "tiny").expect("queue");
-    let ok = run({
-        let mut command = tern(&broker);
-        command.args(["pub", "tiny", "one", "--confirm"]);
-        command
-    });
+    let ok = run(&broker, &["pub", "tiny", "one", "--confirm"]);
     assert!(ok.status.success());
     expect_failure(&["pub", "tiny", "two", "--confirm"], "QUEUE_FULL");
     // A request with a silent responder times out.
