@@ -14,7 +14,7 @@ use tern_proto::{DeliveryMode, ErrorCode};
 
 use crate::config::Config;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
-use crate::stats::Stats;
+use crate::stats::{stamp_from_micros, Stamp, Stats};
 use crate::subject::SubjectIndex;
 use crate::topic::{fan_out, BroadcastTarget};
 use tern_proto::Message;
@@ -72,6 +72,7 @@ pub struct Broker {
     queues: QueueRegistry,
     stats: Arc<Stats>,
     subscriptions: AtomicUsize,
+    subscriptions_by_mode: [AtomicUsize; 2],
     connections: AtomicUsize,
     next_connection_id: AtomicU64,
     shutting_down: Arc<AtomicBool>,
@@ -92,8 +93,9 @@ impl Broker {
             config,
             index: RwLock::new(SubjectIndex::new()),
             generation: AtomicU64::new(1),
-            stats: Arc::new(Stats::default()),
+            stats: Arc::new(Stats::new()),
             subscriptions: AtomicUsize::new(0),
+            subscriptions_by_mode: [AtomicUsize::new(0), AtomicUsize::new(0)],
             connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
             shutting_down,
@@ -190,14 +192,17 @@ impl Broker {
         self.queues.all()
     }
 
-    /// Takes one of the `MAX_CONSUMERS` subscription slots.
-    pub fn reserve_subscription(&self) -> Result<(), Refusal> {
+    /// Takes one of the `MAX_CONSUMERS` subscription slots for a subscription of
+    /// `mode`.
+    pub fn reserve_subscription(&self, mode: DeliveryMode) -> Result<(), Refusal> {
         let max = self.config.max_consumers;
         self.subscriptions
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
                 (count < max).then_some(count + 1)
             })
-            .map(|_| ())
+            .map(|_| {
+                self.subscriptions_by_mode[mode_index(mode)].fetch_add(1, Ordering::AcqRel);
+            })
             .map_err(|_| {
                 Refusal::new(
                     ErrorCode::TooManySubscriptions,
@@ -206,9 +211,15 @@ impl Broker {
             })
     }
 
-    /// Gives a subscription slot back.
-    pub fn release_subscription(&self) {
+    /// Gives a subscription slot of `mode` back.
+    pub fn release_subscription(&self, mode: DeliveryMode) {
+        self.subscriptions_by_mode[mode_index(mode)].fetch_sub(1, Ordering::AcqRel);
         self.subscriptions.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Active subscriptions of one delivery mode.
+    pub fn subscription_count_by_mode(&self, mode: DeliveryMode) -> usize {
+        self.subscriptions_by_mode[mode_index(mode)].load(Ordering::Acquire)
     }
 
     /// Active subscriptions.
@@ -259,14 +270,22 @@ impl Broker {
         self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// A [`Stamp`] for now: publishes carry one (sampled) so the delivery latency
+    /// can be measured when it is written.
+    pub fn stamp_now(&self) -> Stamp {
+        stamp_from_micros(self.started.elapsed().as_micros())
+    }
+
     /// Routes one validated message. Broadcast subscribers each get the shared
     /// message; each matching queue stores it. `is_request` (a reply-to is set)
-    /// turns "nobody can receive this" into `NO_RESPONDERS`.
+    /// turns "nobody can receive this" into `NO_RESPONDERS`. `stamp` is when it was
+    /// read, or 0 when this message is not a latency sample.
     pub fn publish(
         &self,
         routes: &Routes,
         message: Message,
         is_request: bool,
+        stamp: Stamp,
     ) -> Result<(), Refusal> {
         if is_request
             && routes.subscribers.is_empty()
@@ -286,16 +305,18 @@ impl Broker {
                 // a queue that holds its messages until a consumer comes.
                 let subject = message.subject.clone();
                 let queue = self.bind_queue(&subject, &subject)?;
-                return queue.publish(Arc::new(message)).map_err(queue_refusal);
+                return queue
+                    .publish(Arc::new(message), stamp)
+                    .map_err(queue_refusal);
             }
             Stats::add(&self.stats.dropped_no_interest, 1);
             return Ok(());
         }
         let message = Arc::new(message);
-        fan_out(&routes.subscribers, &message);
+        fan_out(&routes.subscribers, &message, stamp);
         let mut refusal = Ok(());
         for queue in &routes.queues {
-            if let Err(error) = queue.publish(message.clone()) {
+            if let Err(error) = queue.publish(message.clone(), stamp) {
                 refusal = Err(queue_refusal(error));
             }
         }
@@ -305,6 +326,13 @@ impl Broker {
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.queues.len()
+    }
+}
+
+fn mode_index(mode: DeliveryMode) -> usize {
+    match mode {
+        DeliveryMode::Broadcast => 0,
+        DeliveryMode::Queue => 1,
     }
 }
 

@@ -1,11 +1,13 @@
-//! HTTP endpoints for orchestrators: `GET /healthz` (liveness) and `GET /ready`
-//! (readiness). Handlers are thin wrappers over plain functions ([`health`],
-//! [`readiness`]) so the logic is testable without a socket.
+//! HTTP endpoints for orchestrators: `GET /healthz` (liveness), `GET /ready`
+//! (readiness) and `GET /metrics` (Prometheus). Handlers are thin wrappers over plain
+//! functions ([`health`], [`readiness`], [`crate::metrics::render`]) so the logic is
+//! testable without a socket.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -69,11 +71,12 @@ pub fn readiness(broker: &Broker) -> Readiness {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes: `/healthz`, `/ready`, `/metrics`.
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(broker)
 }
 
@@ -89,6 +92,17 @@ async fn ready(State(broker): State<Arc<Broker>>) -> (StatusCode, Json<Readiness
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report))
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    match crate::metrics::render(&broker) {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics",
+        )
+            .into_response(),
+    }
 }
 
 /// Serves the routes until `stop` is cancelled.

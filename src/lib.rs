@@ -9,8 +9,9 @@
 //! - [`subject`] — the subscription index (token trie with wildcards).
 //! - [`topic`] — broadcast fan-out.
 //! - [`queue`] — named FIFO queues, competing consumers, acks; storage behind a trait.
-//! - [`stats`] — counters.
-//! - [`http`] — `/healthz` and `/ready`.
+//! - [`stats`] — counters and the latency histogram (Prometheus registry).
+//! - [`metrics`] — the `/metrics` exposition.
+//! - [`http`] — `/healthz`, `/ready` and `/metrics`.
 //! - [`config`] — settings from defaults, environment and flags.
 //! - [`shutdown`] — signals to cancellation.
 //! - [`cli`] — the `tern` command line (serve, pub, sub, req, reply).
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod queue;
 pub mod server;

@@ -25,7 +25,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use crate::stats::Stats;
+use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, DeliveryPath, Stamp, Stats};
 use tern_proto::Message;
 
 /// Control frames that may wait for the writer before the session stops reading
@@ -53,6 +53,8 @@ pub enum Outbound {
     Broadcast {
         /// The subscription it is for.
         sid: u32,
+        /// Publish time of a latency sample, or 0.
+        stamp: Stamp,
         /// The shared message.
         message: Arc<Message>,
     },
@@ -60,6 +62,8 @@ pub enum Outbound {
     Queued {
         /// The subscription it is for.
         sid: u32,
+        /// Publish time of a latency sample, or 0.
+        stamp: Stamp,
         /// The id to ack.
         delivery_id: u64,
         /// Delivered before?
@@ -100,16 +104,19 @@ pub struct Outbox {
     lag_watch: Mutex<Vec<(u32, MissedCounter)>>,
     has_lagged: AtomicBool,
     created: Instant,
+    epoch: Instant,
     last_lag_warning_ms: AtomicU64,
     stats: Arc<Stats>,
 }
 
 impl Outbox {
-    /// A new outbox and the receiver its writer task drains.
+    /// A new outbox and the receiver its writer task drains. `epoch` is the
+    /// broker's start, the origin of latency [`Stamp`]s.
     pub fn new(
         connection_id: u64,
         broadcast_capacity: usize,
         stats: Arc<Stats>,
+        epoch: Instant,
     ) -> (Arc<Outbox>, OutboxReceiver) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let outbox = Outbox {
@@ -121,10 +128,15 @@ impl Outbox {
             lag_watch: Mutex::new(Vec::new()),
             has_lagged: AtomicBool::new(false),
             created: Instant::now(),
+            epoch,
             last_lag_warning_ms: AtomicU64::new(0),
             stats,
         };
         (Arc::new(outbox), receiver)
+    }
+
+    fn stamp_now(&self) -> Stamp {
+        stamp_from_micros(self.epoch.elapsed().as_micros())
     }
 
     /// The connection this outbox writes to.
@@ -133,8 +145,15 @@ impl Outbox {
     }
 
     /// Queues a broadcast delivery, or drops and counts it when the buffer is full.
-    /// Returns whether it was queued. Never waits.
-    pub fn push_broadcast(&self, sid: u32, missed: &AtomicU64, message: Arc<Message>) -> bool {
+    /// Returns whether it was queued. Never waits. `stamp` marks a latency sample
+    /// (0: not sampled).
+    pub fn push_broadcast(
+        &self,
+        sid: u32,
+        missed: &AtomicU64,
+        message: Arc<Message>,
+        stamp: Stamp,
+    ) -> bool {
         if self.broadcast_pending.fetch_add(1, Ordering::AcqRel) >= self.broadcast_capacity {
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
             self.record_drop(sid, missed);
@@ -142,7 +161,11 @@ impl Outbox {
         }
         if self
             .sender
-            .send(Outbound::Broadcast { sid, message })
+            .send(Outbound::Broadcast {
+                sid,
+                stamp,
+                message,
+            })
             .is_err()
         {
             // The connection is gone; its subscriptions are being removed.
@@ -160,10 +183,12 @@ impl Outbox {
         delivery_id: u64,
         redelivered: bool,
         message: Arc<Message>,
+        stamp: Stamp,
     ) -> Result<(), Arc<Message>> {
         self.sender
             .send(Outbound::Queued {
                 sid,
+                stamp,
                 delivery_id,
                 redelivered,
                 message,
@@ -303,6 +328,7 @@ pub async fn run_writer(
     write_deadline: Duration,
 ) -> WriterExit {
     let mut batch: Vec<Outbound> = Vec::new();
+    let mut samples: Vec<(DeliveryPath, Stamp)> = Vec::new();
     let mut buffer = BytesMut::new();
     loop {
         if receiver.recv_many(&mut batch, BATCH_LIMIT).await == 0 {
@@ -315,17 +341,28 @@ pub async fn run_writer(
         let mut control_written = 0usize;
         for item in batch.drain(..) {
             let result = match item {
-                Outbound::Broadcast { sid, message } => {
+                Outbound::Broadcast {
+                    sid,
+                    stamp,
+                    message,
+                } => {
                     broadcast_written += 1;
+                    if stamp != 0 {
+                        samples.push((DeliveryPath::Broadcast, stamp));
+                    }
                     encode_delivery(&mut buffer, sid, 0, false, &message)
                 }
                 Outbound::Queued {
                     sid,
+                    stamp,
                     delivery_id,
                     redelivered,
                     message,
                 } => {
                     queued_written += 1;
+                    if stamp != 0 {
+                        samples.push((DeliveryPath::Queue, stamp));
+                    }
                     redelivered_written += u64::from(redelivered);
                     encode_delivery(&mut buffer, sid, delivery_id, redelivered, &message)
                 }
@@ -367,6 +404,15 @@ pub async fn run_writer(
         Stats::add(&outbox.stats.delivered_broadcast, broadcast_written as u64);
         Stats::add(&outbox.stats.delivered_queue, queued_written);
         Stats::add(&outbox.stats.redelivered, redelivered_written);
+        if !samples.is_empty() {
+            // One clock read per batch, after the write: the latency a client sees.
+            let now = outbox.stamp_now();
+            for (path, stamp) in samples.drain(..) {
+                outbox
+                    .stats
+                    .observe_latency(path, stamp_elapsed_seconds(stamp, now));
+            }
+        }
         if closing {
             let _ = socket.shutdown().await;
             return WriterExit::Closed;
@@ -453,7 +499,7 @@ mod tests {
     #[test]
     fn a_full_buffer_drops_counts_and_reports_per_subscription() {
         let stats = Arc::new(Stats::default());
-        let (outbox, mut receiver) = Outbox::new(1, 2, stats.clone());
+        let (outbox, mut receiver) = Outbox::new(1, 2, stats.clone(), Instant::now());
         let (first, second) = (MissedCounter::default(), MissedCounter::default());
         outbox.watch_lag(1, first.clone());
         outbox.watch_lag(2, second.clone());
@@ -463,12 +509,12 @@ mod tests {
             headers: Vec::new(),
             payload: bytes::Bytes::new(),
         });
-        assert!(outbox.push_broadcast(1, &first, message.clone()));
-        assert!(outbox.push_broadcast(2, &second, message.clone()));
+        assert!(outbox.push_broadcast(1, &first, message.clone(), 0));
+        assert!(outbox.push_broadcast(2, &second, message.clone(), 0));
         for _ in 0..3 {
-            assert!(!outbox.push_broadcast(1, &first, message.clone()));
+            assert!(!outbox.push_broadcast(1, &first, message.clone(), 0));
         }
-        assert!(!outbox.push_broadcast(2, &second, message.clone()));
+        assert!(!outbox.push_broadcast(2, &second, message.clone(), 0));
         let mut reports = outbox.take_lag_reports();
         reports.sort_unstable();
         assert_eq!(reports, vec![(1, 3), (2, 1)]);

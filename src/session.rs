@@ -28,7 +28,7 @@ use crate::config::MAX_PREFETCH;
 use crate::connection::{FrameReader, ReadError};
 use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
 use crate::queue::{delivery_sid, Queue};
-use crate::stats::Stats;
+use crate::stats::{Stamp, Stats};
 use crate::topic::BroadcastTarget;
 use tern_proto::Message;
 
@@ -119,6 +119,7 @@ pub async fn serve_connection(
         connection_id,
         config.consumer_channel_buffer_size,
         broker.stats().clone(),
+        broker.started(),
     );
     let mut writer = tokio::spawn(run_writer(
         write_half,
@@ -139,7 +140,7 @@ pub async fn serve_connection(
                 routes: RouteCache::default(),
                 draining: false,
                 published: 0,
-                refused: 0,
+                next_stamp: 0,
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -311,7 +312,9 @@ struct Session {
     routes: RouteCache,
     draining: bool,
     published: u64,
-    refused: u64,
+    /// The latency stamp for the next publish: set once per read batch, taken by the
+    /// batch's first publish (sampling keeps the clock off the per-message path).
+    next_stamp: Stamp,
 }
 
 impl Session {
@@ -396,6 +399,7 @@ impl Session {
     /// Handles the complete frames already buffered, stopping early when the
     /// client's unread answers reach the limit.
     fn process_buffered(&mut self, reader: &mut FrameReader) -> Processed {
+        self.next_stamp = self.broker.stamp_now();
         loop {
             if !self.outbox.has_control_room() {
                 return Processed::Blocked;
@@ -452,7 +456,6 @@ impl Session {
     fn flush_counters(&mut self) {
         let stats = self.broker.stats();
         Stats::add(&stats.published, std::mem::take(&mut self.published));
-        Stats::add(&stats.publish_refused, std::mem::take(&mut self.refused));
     }
 
     fn require_role(&self, allowed: bool, action: &str) -> Result<(), Refusal> {
@@ -495,7 +498,8 @@ impl Session {
                 headers,
                 payload,
             };
-            self.broker.publish(&routes, message, is_request)
+            let stamp = std::mem::take(&mut self.next_stamp);
+            self.broker.publish(&routes, message, is_request, stamp)
         });
         match outcome {
             Ok(()) => {
@@ -505,7 +509,7 @@ impl Session {
                 }
             }
             Err(refusal) => {
-                self.refused += 1;
+                self.broker.stats().count_publish_error(refusal.code);
                 if sequence == 0 {
                     self.send_error(refusal.code, 0, refusal.message);
                 } else {
@@ -584,7 +588,7 @@ impl Session {
         match mode {
             DeliveryMode::Broadcast => {
                 validate_pattern(&pattern).map_err(subject_refusal)?;
-                self.broker.reserve_subscription()?;
+                self.broker.reserve_subscription(DeliveryMode::Broadcast)?;
                 // SUBSCRIBE_OK goes out before anything can be delivered for it.
                 self.outbox.push_control(Frame::SubscribeOk { sid });
                 let missed = MissedCounter::default();
@@ -611,11 +615,11 @@ impl Session {
                     validate_pattern(&pattern).map_err(subject_refusal)?;
                     pattern
                 };
-                self.broker.reserve_subscription()?;
+                self.broker.reserve_subscription(DeliveryMode::Queue)?;
                 let queue = match self.broker.bind_queue(&name, &binding) {
                     Ok(queue) => queue,
                     Err(refusal) => {
-                        self.broker.release_subscription();
+                        self.broker.release_subscription(DeliveryMode::Queue);
                         return Err(refusal);
                     }
                 };
@@ -648,14 +652,18 @@ impl Session {
     }
 
     fn detach(&self, sid: u32, subscription: Subscription) {
-        match subscription {
+        let mode = match subscription {
             Subscription::Broadcast { pattern } => {
                 self.broker.remove_subscriber(&pattern, self.id, sid);
                 self.outbox.unwatch_lag(sid);
+                DeliveryMode::Broadcast
             }
-            Subscription::Queue { queue } => queue.remove_consumer(self.id, sid),
-        }
-        self.broker.release_subscription();
+            Subscription::Queue { queue } => {
+                queue.remove_consumer(self.id, sid);
+                DeliveryMode::Queue
+            }
+        };
+        self.broker.release_subscription(mode);
     }
 
     fn detach_all(&mut self) {

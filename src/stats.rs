@@ -1,47 +1,87 @@
-//! Broker-wide counters: what flowed, what was dropped and why.
+//! Broker-wide counters and the latency histogram, registered once in a Prometheus
+//! registry ([`prometheus_client`]).
 //!
-//! Plain relaxed atomics; hot paths add to them once per batch rather than once
-//! per message where they can. `/healthz` shows a snapshot; `/metrics` will export them.
+//! Every labelled series is created at startup and kept as a handle, so the hot paths
+//! never look up a label: counting is one relaxed atomic add, and the sessions and
+//! writers add once per batch rather than once per message where they can. Gauges that
+//! describe current state (connections, subscriptions, queue depths) are read from the
+//! broker when `/metrics` is scraped; see [`crate::metrics`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
+use tern_proto::ErrorCode;
 
 use crate::session::CloseReason;
 
-/// Monotonic counters, shared by every connection.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Messages accepted from publishers.
-    pub published: AtomicU64,
-    /// Broadcast deliveries written to subscribers.
-    pub delivered_broadcast: AtomicU64,
-    /// Queue deliveries written to consumers (redeliveries included).
-    pub delivered_queue: AtomicU64,
-    /// Queue deliveries that were redeliveries.
-    pub redelivered: AtomicU64,
-    /// Broadcast publishes that matched nobody.
-    pub dropped_no_interest: AtomicU64,
-    /// Broadcast messages dropped because a subscriber's buffer was full.
-    pub dropped_slow_consumer: AtomicU64,
-    /// Queue messages discarded by NACK without requeue.
-    pub dropped_rejected: AtomicU64,
-    /// Publishes refused (queue full, no responders, invalid, ...).
-    pub publish_refused: AtomicU64,
-    /// Frame bytes read from clients.
-    pub bytes_in: AtomicU64,
-    /// Frame bytes written to clients.
-    pub bytes_out: AtomicU64,
-    /// Connections accepted since start.
-    pub connections_accepted: AtomicU64,
-    /// Connections refused at the connection limit.
-    pub connections_refused: AtomicU64,
-    /// Connections closed, by [`CloseReason::index`].
-    pub connections_closed: [AtomicU64; CloseReason::COUNT],
+/// Label pairs of one series.
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Upper bounds (seconds) of the publish-to-delivery latency buckets: 10 µs to 10 s
+/// in 1-2.5-5 steps.
+pub const LATENCY_BUCKETS: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Which delivery path a latency sample or delivery belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryPath {
+    /// Broadcast: every matching subscriber gets a copy.
+    Broadcast = 0,
+    /// Queue: one consumer gets it.
+    Queue = 1,
 }
 
-/// A point-in-time copy of [`Stats`].
+impl DeliveryPath {
+    /// The `mode` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            DeliveryPath::Broadcast => "broadcast",
+            DeliveryPath::Queue => "queue",
+        }
+    }
+}
+
+/// Monotonic counters and the latency histogram, shared by every connection.
+#[derive(Debug)]
+pub struct Stats {
+    registry: Registry,
+    /// Messages accepted from publishers.
+    pub published: Counter,
+    /// Broadcast deliveries written to subscribers.
+    pub delivered_broadcast: Counter,
+    /// Queue deliveries written to consumers (redeliveries included).
+    pub delivered_queue: Counter,
+    /// Queue deliveries that were redeliveries.
+    pub redelivered: Counter,
+    /// Broadcast publishes that matched nobody.
+    pub dropped_no_interest: Counter,
+    /// Broadcast messages dropped because a subscriber's buffer was full.
+    pub dropped_slow_consumer: Counter,
+    /// Queue messages discarded by NACK without requeue.
+    pub dropped_rejected: Counter,
+    /// Publishes refused, by [`ErrorCode::ALL`] position.
+    publish_errors: Vec<Counter>,
+    /// Frame bytes read from clients.
+    pub bytes_in: Counter,
+    /// Frame bytes written to clients.
+    pub bytes_out: Counter,
+    /// Connections accepted since start.
+    pub connections_accepted: Counter,
+    /// Connections refused at the connection limit.
+    pub connections_refused: Counter,
+    /// Connections closed, by [`CloseReason::index`].
+    connections_closed: Vec<Counter>,
+    /// Publish-to-delivery latency, by [`DeliveryPath`].
+    latency: [Histogram; 2],
+}
+
+/// A point-in-time copy of the counters, for `/healthz`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct StatsSnapshot {
@@ -61,11 +101,143 @@ pub struct StatsSnapshot {
     pub connections_closed: BTreeMap<&'static str, u64>,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
 impl Stats {
-    /// Adds `amount` to a counter.
-    pub fn add(counter: &AtomicU64, amount: u64) {
+    /// Creates every series and registers it under the `tern_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tern");
+
+        let published = Counter::default();
+        registry.register(
+            "messages_published",
+            "Messages accepted from publishers",
+            published.clone(),
+        );
+
+        let delivered = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages_delivered",
+            "Deliveries written to clients, by delivery mode (queue includes redeliveries)",
+            delivered.clone(),
+        );
+        let delivered_broadcast = delivered.get_or_create_owned(&vec![("mode", "broadcast")]);
+        let delivered_queue = delivered.get_or_create_owned(&vec![("mode", "queue")]);
+
+        let redelivered = Counter::default();
+        registry.register(
+            "messages_redelivered",
+            "Queue deliveries of messages delivered before (nacked, or their consumer left)",
+            redelivered.clone(),
+        );
+
+        let dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages_dropped",
+            "Messages the broker did not deliver, by mode and reason: no_interest (broadcast \
+             publish nobody subscribed to), slow_consumer (a subscriber's buffer was full), \
+             rejected (a consumer nacked without requeue)",
+            dropped.clone(),
+        );
+        let dropped_no_interest =
+            dropped.get_or_create_owned(&vec![("mode", "broadcast"), ("reason", "no_interest")]);
+        let dropped_slow_consumer =
+            dropped.get_or_create_owned(&vec![("mode", "broadcast"), ("reason", "slow_consumer")]);
+        let dropped_rejected =
+            dropped.get_or_create_owned(&vec![("mode", "queue"), ("reason", "rejected")]);
+
+        let errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "publish_errors",
+            "Publishes refused, by wire error code",
+            errors.clone(),
+        );
+        let publish_errors = ErrorCode::ALL
+            .iter()
+            .map(|code| errors.get_or_create_owned(&vec![("code", code.name())]))
+            .collect();
+
+        let bytes_in = Counter::default();
+        registry.register(
+            "received_bytes",
+            "Frame bytes read from clients",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "sent_bytes",
+            "Frame bytes written to clients",
+            bytes_out.clone(),
+        );
+
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted since start",
+            connections_accepted.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because MAX_CONNECTIONS was reached",
+            connections_refused.clone(),
+        );
+        let closed = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections closed, by reason",
+            closed.clone(),
+        );
+        let connections_closed = CloseReason::LABELS
+            .iter()
+            .map(|reason| closed.get_or_create_owned(&vec![("reason", *reason)]))
+            .collect();
+
+        let latency_family = Family::<Labels, Histogram, _>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from a publish being read to its delivery being written, by mode (sampled: \
+             the first publish of each read batch; queue latency includes time waiting in \
+             the queue)",
+            latency_family.clone(),
+        );
+        let latency = [DeliveryPath::Broadcast, DeliveryPath::Queue]
+            .map(|path| latency_family.get_or_create_owned(&vec![("mode", path.label())]));
+
+        Stats {
+            registry,
+            published,
+            delivered_broadcast,
+            delivered_queue,
+            redelivered,
+            dropped_no_interest,
+            dropped_slow_consumer,
+            dropped_rejected,
+            publish_errors,
+            bytes_in,
+            bytes_out,
+            connections_accepted,
+            connections_refused,
+            connections_closed,
+            latency,
+        }
+    }
+
+    /// The registry holding every series above, for the exporter.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Adds `amount` to a counter: one relaxed atomic add, skipped for zero.
+    pub fn add(counter: &Counter, amount: u64) {
         if amount != 0 {
-            counter.fetch_add(amount, Ordering::Relaxed);
+            counter.inc_by(amount);
         }
     }
 
@@ -74,27 +246,73 @@ impl Stats {
         Stats::add(&self.connections_closed[reason.index()], 1);
     }
 
+    /// Counts a refused publish under its error code.
+    pub fn count_publish_error(&self, code: ErrorCode) {
+        if let Some(index) = ErrorCode::ALL.iter().position(|known| *known == code) {
+            Stats::add(&self.publish_errors[index], 1);
+        }
+    }
+
+    /// Records one publish-to-delivery latency sample.
+    pub fn observe_latency(&self, path: DeliveryPath, seconds: f64) {
+        self.latency[path as usize].observe(seconds);
+    }
+
     /// Copies every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         StatsSnapshot {
-            published: read(&self.published),
-            delivered_broadcast: read(&self.delivered_broadcast),
-            delivered_queue: read(&self.delivered_queue),
-            redelivered: read(&self.redelivered),
-            dropped_no_interest: read(&self.dropped_no_interest),
-            dropped_slow_consumer: read(&self.dropped_slow_consumer),
-            dropped_rejected: read(&self.dropped_rejected),
-            publish_refused: read(&self.publish_refused),
-            bytes_in: read(&self.bytes_in),
-            bytes_out: read(&self.bytes_out),
-            connections_accepted: read(&self.connections_accepted),
-            connections_refused: read(&self.connections_refused),
+            published: self.published.get(),
+            delivered_broadcast: self.delivered_broadcast.get(),
+            delivered_queue: self.delivered_queue.get(),
+            redelivered: self.redelivered.get(),
+            dropped_no_interest: self.dropped_no_interest.get(),
+            dropped_slow_consumer: self.dropped_slow_consumer.get(),
+            dropped_rejected: self.dropped_rejected.get(),
+            publish_refused: self.publish_errors.iter().map(Counter::get).sum(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            connections_accepted: self.connections_accepted.get(),
+            connections_refused: self.connections_refused.get(),
             connections_closed: CloseReason::LABELS
                 .iter()
                 .zip(&self.connections_closed)
-                .map(|(label, counter)| (*label, read(counter)))
+                .map(|(label, counter)| (*label, counter.get()))
                 .collect(),
         }
+    }
+}
+
+/// A compact publish timestamp: microseconds on a wrapping 32-bit clock, 0 meaning
+/// "not sampled". Differences are exact for latencies under 71 minutes.
+pub type Stamp = u32;
+
+/// Turns a broker uptime into a [`Stamp`] (never 0).
+pub fn stamp_from_micros(micros: u128) -> Stamp {
+    (micros as u32).max(1)
+}
+
+/// Seconds between `stamp` and `now` on the wrapping clock.
+pub fn stamp_elapsed_seconds(stamp: Stamp, now: Stamp) -> f64 {
+    f64::from(now.wrapping_sub(stamp)) / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_survive_the_wrap() {
+        let before = stamp_from_micros(u128::from(u32::MAX) - 10);
+        let after = stamp_from_micros(u128::from(u32::MAX) + 20);
+        assert!((stamp_elapsed_seconds(before, after) - 0.000_030).abs() < 1e-9);
+        assert_eq!(stamp_from_micros(0), 1, "0 is reserved for 'not sampled'");
+    }
+
+    #[test]
+    fn snapshot_sums_publish_errors_over_codes() {
+        let stats = Stats::new();
+        stats.count_publish_error(ErrorCode::QueueFull);
+        stats.count_publish_error(ErrorCode::NoResponders);
+        assert_eq!(stats.snapshot().publish_refused, 2);
     }
 }

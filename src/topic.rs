@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::outbox::{MissedCounter, Outbox};
+use crate::stats::Stamp;
 use tern_proto::Message;
 
 /// A broadcast subscription as the router sees it: where to push, under which id.
@@ -26,13 +27,14 @@ impl BroadcastTarget {
 /// Pushes `message` to every target. The payload is shared, not copied: each target
 /// costs one reference-count increment. A full target drops its copy (counted and
 /// reported by its outbox); the others are unaffected. Returns how many accepted it.
-pub fn fan_out(targets: &[BroadcastTarget], message: &Arc<Message>) -> usize {
+/// `stamp` marks a latency sample (0: not sampled).
+pub fn fan_out(targets: &[BroadcastTarget], message: &Arc<Message>, stamp: Stamp) -> usize {
     targets
         .iter()
         .filter(|target| {
             target
                 .outbox
-                .push_broadcast(target.sid, &target.missed, message.clone())
+                .push_broadcast(target.sid, &target.missed, message.clone(), stamp)
         })
         .count()
 }

@@ -1,9 +1,11 @@
 //! The `tern` command line: `serve` runs the broker; `pub`, `sub`, `req` and
-//! `reply` are small clients built on `tern-client` only.
+//! `reply` are small clients built on `tern-client` only; `health` asks a running
+//! broker's HTTP endpoint (for container health checks).
 //!
 //! Client commands print one clear line on stderr and exit 1 on failure
 //! (connection refused, no responders, timeout, refused publish).
 
+mod health;
 mod publish;
 mod reply;
 mod request;
@@ -43,6 +45,8 @@ pub enum Command {
     Req(request::ReqArgs),
     /// Answer requests with RESPONSE, or echo them.
     Reply(reply::ReplyArgs),
+    /// Check a running broker's /healthz (or --path /ready); exit 0 when it answers 200.
+    Health(health::HealthArgs),
 }
 
 /// Where client commands connect.
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sub(args) => block_on(subscribe::run(args)),
         Command::Req(args) => block_on(request::run(args)),
         Command::Reply(args) => block_on(reply::run(args)),
+        Command::Health(args) => block_on(health::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

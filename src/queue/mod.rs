@@ -22,6 +22,7 @@ use bytestring::ByteString;
 use tracing::error;
 
 use crate::outbox::Outbox;
+use crate::stats::Stamp;
 use tern_proto::Message;
 
 /// Capacity limits of every queue.
@@ -175,7 +176,8 @@ impl Queue {
 
     /// Stores a message, or refuses it when the queue is full. Hands it straight to a
     /// consumer when one has room and nothing is waiting ahead of it.
-    pub fn publish(&self, message: Arc<Message>) -> Result<(), QueueError> {
+    /// `stamp` marks a latency sample (0: not sampled).
+    pub fn publish(&self, message: Arc<Message>, stamp: Stamp) -> Result<(), QueueError> {
         let size = message.payload.len() as u64;
         let mut state = self.lock();
         let messages = state.store.len() + state.unacked_messages;
@@ -198,6 +200,7 @@ impl Queue {
                     message,
                     redelivered: false,
                     order,
+                    stamp,
                 };
                 if let Err(queued) = deliver(&mut state, index, queued) {
                     state.store.push_front(compact(queued))?;
@@ -212,6 +215,7 @@ impl Queue {
             message,
             redelivered: false,
             order,
+            stamp,
         }))?;
         Ok(())
     }
@@ -249,6 +253,7 @@ impl Queue {
             state.unacked_bytes -= queued.size();
             let requeued = compact(QueuedMessage {
                 redelivered: true,
+                stamp: 0,
                 ..queued
             });
             if let Err(error) = state.store.push_front(requeued) {
@@ -280,6 +285,7 @@ impl Queue {
         if requeue {
             state.store.push_front(compact(QueuedMessage {
                 redelivered: true,
+                stamp: 0,
                 ..queued
             }))?;
         }
@@ -384,6 +390,7 @@ fn deliver(
         delivery_id,
         queued.redelivered,
         queued.message.clone(),
+        queued.stamp,
     ) {
         Ok(()) => {
             let size = queued.size();
@@ -447,7 +454,12 @@ mod tests {
     }
 
     fn consumer(id: u64) -> (Arc<Outbox>, crate::outbox::OutboxReceiver) {
-        Outbox::new(id, 100, Arc::new(crate::stats::Stats::default()))
+        Outbox::new(
+            id,
+            100,
+            Arc::new(crate::stats::Stats::default()),
+            std::time::Instant::now(),
+        )
     }
 
     fn received(receiver: &mut crate::outbox::OutboxReceiver) -> Vec<(u64, bool, Bytes)> {
@@ -470,7 +482,7 @@ mod tests {
     fn prefetch_bounds_deliveries_and_acks_release_more() {
         let queue = queue(100);
         for payload in ["a", "b", "c"] {
-            queue.publish(message(payload)).expect("room");
+            queue.publish(message(payload), 0).expect("room");
         }
         let (outbox, mut receiver) = consumer(1);
         queue.add_consumer(1, 7, outbox, 2);
@@ -492,7 +504,7 @@ mod tests {
     fn a_removed_consumers_messages_come_back_first_in_order_flagged_redelivered() {
         let queue = queue(100);
         for payload in ["a", "b", "c"] {
-            queue.publish(message(payload)).expect("room");
+            queue.publish(message(payload), 0).expect("room");
         }
         let (first, mut first_rx) = consumer(1);
         queue.add_consumer(1, 1, first, 2);
@@ -513,10 +525,10 @@ mod tests {
         let queue = queue(2);
         let (outbox, _receiver) = consumer(1);
         queue.add_consumer(1, 1, outbox, 1);
-        queue.publish(message("a")).expect("delivered, unacked");
-        queue.publish(message("b")).expect("ready");
+        queue.publish(message("a"), 0).expect("delivered, unacked");
+        queue.publish(message("b"), 0).expect("ready");
         assert!(matches!(
-            queue.publish(message("c")),
+            queue.publish(message("c"), 0),
             Err(QueueError::Full { messages: 2, .. })
         ));
         assert_eq!(

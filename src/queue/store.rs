@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::stats::Stamp;
 use tern_proto::Message;
 
 /// A message waiting in a queue (or held unacked by a consumer).
@@ -16,6 +17,9 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// Position in the queue's publish order; requeued messages go back in this order.
     pub order: u64,
+    /// When it was published, if it is a latency sample (0 otherwise, and for
+    /// redeliveries).
+    pub stamp: Stamp,
 }
 
 impl QueuedMessage {
