@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench codec`
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -14,8 +17,15 @@ const SIZES: [usize; 3] = [16, 128, 4096];
 fn publish_batch(payload: &[u8], headers: &[Header]) -> BytesMut {
     let mut buffer = BytesMut::new();
     for sequence in 0..BATCH as u64 {
-        codec::encode_publish(&mut buffer, sequence, "orders.eu.created", None, headers, payload)
-            .expect("encode");
+        codec::encode_publish(
+            &mut buffer,
+            sequence,
+            "orders.eu.created",
+            None,
+            headers,
+            payload,
+        )
+        .expect("encode");
     }
     buffer
 }

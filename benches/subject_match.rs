@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench subject_match`
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use tern::subject::{pattern_matches, SubjectIndex};

@@ -172,15 +172,28 @@ async fn health_exits_zero_when_the_broker_answers_and_one_when_it_does_not() {
         String::from_utf8_lossy(&healthy.stderr)
     );
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("\"status\":\"ok\""));
-    let ready = run(&broker, &["health", "--http-port", &port, "--path", "/ready"]);
+    let ready = run(
+        &broker,
+        &["health", "--http-port", &port, "--path", "/ready"],
+    );
     assert!(ready.status.success());
 
-    let missing = run(&broker, &["health", "--http-port", &port, "--path", "/nope"]);
+    let missing = run(
+        &broker,
+        &["health", "--http-port", &port, "--path", "/nope"],
+    );
     assert_eq!(missing.status.code(), Some(1), "404 is unhealthy");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
 
     broker.shutdown().await;
-    let down = run(&TestBroker::start().await, &["health", "--http-port", &port]);
-    assert_eq!(down.status.code(), Some(1), "nobody listens on the old port");
+    let down = run(
+        &TestBroker::start().await,
+        &["health", "--http-port", &port],
+    );
+    assert_eq!(
+        down.status.code(),
+        Some(1),
+        "nobody listens on the old port"
+    );
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
 }

@@ -1,12 +1,15 @@
 //! The `tern` command line: `serve` runs the broker; `pub`, `sub`, `req` and
 //! `reply` are small clients built on `tern-client` only; `health` asks a running
-//! broker's HTTP endpoint (for container health checks).
+//! broker's HTTP endpoint (for container health checks); `bench` measures a broker
+//! (and `relay`, hidden, is the ceiling it compares against).
 //!
 //! Client commands print one clear line on stderr and exit 1 on failure
 //! (connection refused, no responders, timeout, refused publish).
 
+pub mod bench;
 mod health;
 mod publish;
+mod relay;
 mod reply;
 mod request;
 pub mod serve;
@@ -47,6 +50,11 @@ pub enum Command {
     Reply(reply::ReplyArgs),
     /// Check a running broker's /healthz (or --path /ready); exit 0 when it answers 200.
     Health(health::HealthArgs),
+    /// Measure throughput, latency and delivery (pubsub, queue, req), like `nats bench`.
+    Bench(bench::BenchArgs),
+    /// Copy frames from one socket to another: the ceiling `tern bench --target relay://` measures.
+    #[command(hide = true)]
+    Relay(relay::RelayArgs),
 }
 
 /// Where client commands connect.
@@ -66,6 +74,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Req(args) => block_on(request::run(args)),
         Command::Reply(args) => block_on(reply::run(args)),
         Command::Health(args) => block_on(health::run(args)),
+        Command::Bench(args) => block_on_multi_thread(bench::run(args)),
+        Command::Relay(args) => block_on(relay::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +88,17 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+/// Like [`block_on`] on a runtime with one worker per core: benchmarks run many
+/// connections at once.
+fn block_on_multi_thread(
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(future)

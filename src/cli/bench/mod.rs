@@ -1,0 +1,477 @@
+//! `tern bench`: measures a broker the way `nats bench` does, and checks delivery
+//! while it measures.
+//!
+//! Every payload carries a stamp (publisher, sequence number, send time), so each
+//! receiver reports latency percentiles from an HDR histogram and counts lost,
+//! duplicated and out-of-order messages. Workloads:
+//! - `pubsub`: P publishers → S subscribers on one subject (broadcast);
+//! - `queue`: P publishers → C competing consumers on one queue, acking each delivery;
+//! - `req`: N requesters doing request/reply round trips against R responders;
+//! - any of the first two at a fixed rate (`--rate`) for latency under a given load.
+//!
+//! Targets: a Tern broker (`--server`, or `--embedded` to start one in this process
+//! on port 0), a NATS server (`--target nats://…`, `nats` feature), and the bare
+//! ceilings `--target direct` (one TCP connection straight to the reader) and
+//! `--target relay://…` (a `tern relay` process copying frames between sockets).
+
+mod report;
+mod target;
+mod tracker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, ValueEnum};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use report::Report;
+use target::{Publisher, Receiver, Rpc, Subscribe, Target};
+use tracker::{latency_histogram, write_stamp, Tracker, STAMP_BYTES};
+
+/// How long receivers wait for more after the publishers finished before counting
+/// what is missing as lost.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// P publishers → S subscribers, broadcast (every subscriber gets every message).
+    Pubsub,
+    /// P publishers → C competing consumers on one queue, with acks and a prefetch.
+    Queue,
+    /// N requesters → R responders, request/reply round trips.
+    Req,
+}
+
+/// Arguments of `tern bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Workload
+    #[arg(value_enum)]
+    pub mode: Mode,
+    /// Broker address (host:port); ignored with --embedded or --target
+    #[arg(short = 's', long = "server", env = "TERN_SERVER", default_value = super::DEFAULT_SERVER)]
+    pub server: String,
+    /// Start a broker inside this process on 127.0.0.1, port 0
+    #[arg(long)]
+    pub embedded: bool,
+    /// Instead of a Tern broker: nats://HOST:PORT, relay://HOST:PORT or direct
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Payload bytes per message (at least 20: the stamp)
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Publishers (pubsub, queue)
+    #[arg(short = 'p', long = "pubs", default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribers (pubsub)
+    #[arg(long = "subs", default_value_t = 1)]
+    pub subscribers: usize,
+    /// Competing consumers (queue)
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Concurrent requesters (req)
+    #[arg(long, default_value_t = 1)]
+    pub requesters: usize,
+    /// Responders (req)
+    #[arg(long, default_value_t = 1)]
+    pub responders: usize,
+    /// Messages per publisher (or requests per requester); 0 = run for --duration
+    #[arg(short = 'n', long = "msgs", default_value_t = 0)]
+    pub messages: u64,
+    /// Seconds to publish for when --msgs is 0
+    #[arg(short = 'd', long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Unacked deliveries per queue consumer (queue)
+    #[arg(long, default_value_t = 256)]
+    pub prefetch: u32,
+    /// Total publish rate in msgs/s across publishers (0 = as fast as possible)
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Subject to use
+    #[arg(long, default_value = "bench.subject")]
+    pub subject: String,
+    /// Print the report as JSON (no progress line)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let report = measure(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if report.promises_delivery
+        && (report.lost > 0 || report.duplicated > 0 || report.out_of_order > 0)
+    {
+        bail!(
+            "delivery check failed: {} lost, {} duplicated, {} out of order",
+            report.lost,
+            report.duplicated,
+            report.out_of_order
+        );
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and returns its report.
+pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
+    if args.size < STAMP_BYTES {
+        bail!("--size must be at least {STAMP_BYTES} bytes (the sequence/timestamp stamp)");
+    }
+    if args.duration <= 0.0 && args.messages == 0 {
+        bail!("give --msgs N or a positive --duration");
+    }
+    let embedded = if args.embedded && args.target.is_none() {
+        Some(EmbeddedBroker::start().await?)
+    } else {
+        None
+    };
+    let target = match (&embedded, &args.target) {
+        (Some(broker), _) => Target::Tern(broker.address.clone()),
+        (None, Some(text)) => Target::parse(text)?,
+        (None, None) => Target::Tern(args.server.clone()),
+    };
+    let report = match args.mode {
+        Mode::Pubsub | Mode::Queue => stream_workload(args, &target).await,
+        Mode::Req => request_workload(args, &target).await,
+    };
+    if let Some(broker) = embedded {
+        broker.stop().await;
+    }
+    report
+}
+
+/// A broker started inside the benchmark process.
+struct EmbeddedBroker {
+    address: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), crate::ServerError>>,
+}
+
+impl EmbeddedBroker {
+    async fn start() -> anyhow::Result<EmbeddedBroker> {
+        let config = crate::Config {
+            bind_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            tcp_port: 0,
+            http_port: 0,
+            max_consumers: 100_000,
+            ..crate::Config::default()
+        };
+        let server = crate::Server::bind(config).await?;
+        let address = server.tcp_addr().to_string();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        Ok(EmbeddedBroker {
+            address,
+            stop,
+            task,
+        })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Counters the progress line reads.
+#[derive(Debug, Default)]
+struct Progress {
+    published: AtomicU64,
+    /// Per receiver: messages received so far (each written by one task only).
+    delivered: Vec<Arc<AtomicU64>>,
+}
+
+impl Progress {
+    fn delivered(&self) -> u64 {
+        self.delivered
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+fn now_ns(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Messages due by `elapsed` for a publisher of `rate` msgs/s (0: unpaced).
+fn due(rate: f64, elapsed: Duration) -> u64 {
+    if rate > 0.0 {
+        (elapsed.as_secs_f64() * rate) as u64 + 1
+    } else {
+        u64::MAX
+    }
+}
+
+async fn publish_loop(
+    mut publisher: Publisher,
+    index: u32,
+    args: BenchArgs,
+    epoch: Instant,
+    progress: Arc<Progress>,
+) -> anyhow::Result<(u64, Duration)> {
+    let mut payload = vec![0x5a_u8; args.size];
+    let rate = args.rate as f64 / args.publishers.max(1) as f64;
+    let deadline = Duration::try_from_secs_f64(args.duration).unwrap_or(Duration::from_secs(5));
+    let started = Instant::now();
+    let mut sequence = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let elapsed = started.elapsed();
+        let limit = if args.messages > 0 {
+            args.messages
+        } else if elapsed >= deadline {
+            break;
+        } else {
+            u64::MAX
+        };
+        if sequence >= limit {
+            break;
+        }
+        let due = due(rate, elapsed).min(limit);
+        if sequence >= due {
+            tick.tick().await;
+            continue;
+        }
+        // At most 256 messages between clock reads for the deadline: keeps the
+        // clock off the hot path and a paced publisher from bursting.
+        let batch_end = due.min(sequence + 256);
+        let batch = batch_end - sequence;
+        while sequence < batch_end {
+            write_stamp(&mut payload, index, sequence, now_ns(epoch));
+            publisher.publish(&args.subject, &payload).await?;
+            sequence += 1;
+        }
+        progress.published.fetch_add(batch, Ordering::Relaxed);
+    }
+    publisher.flush().await?;
+    Ok((sequence, started.elapsed()))
+}
+
+async fn receive_loop(
+    mut receiver: Receiver,
+    publishers: usize,
+    epoch: Instant,
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<(Tracker, u64, Option<Instant>)> {
+    let mut tracker = Tracker::new(publishers);
+    let mut last = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            next = receiver.next() => next?,
+        };
+        let Some(payload) = next else { break };
+        tracker.record(&payload, now_ns(epoch));
+        last = Some(Instant::now());
+        delivered.store(tracker.received, Ordering::Relaxed);
+    }
+    let missed = receiver.reported_missed();
+    Ok((tracker, missed, last))
+}
+
+async fn stream_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
+    let queue = args.mode == Mode::Queue;
+    let receiver_count = if queue {
+        args.consumers
+    } else {
+        args.subscribers
+    };
+    if matches!(target, Target::Direct | Target::Relay(_))
+        && (args.publishers != 1 || receiver_count != 1)
+    {
+        bail!("the direct and relay ceilings measure one publisher to one receiver");
+    }
+    #[cfg(feature = "nats")]
+    if let (Target::Nats(url), true) = (target, queue) {
+        target::nats_work_queue(url, &args.subject).await?;
+    }
+    let (mut direct_publisher, mut direct_receiver) = if *target == Target::Direct {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (connected, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+        let publisher = connected?;
+        publisher.set_nodelay(true)?;
+        (Some(publisher), Some(accepted?.0))
+    } else {
+        (None, None)
+    };
+    let mode = if queue {
+        Subscribe::Queue {
+            name: "bench-queue",
+            prefetch: args.prefetch,
+        }
+    } else {
+        Subscribe::Broadcast
+    };
+
+    // Receivers first, so nothing published is missed.
+    let epoch = Instant::now();
+    let stop = CancellationToken::new();
+    let mut progress = Progress::default();
+    let mut receivers = JoinSet::new();
+    for _ in 0..receiver_count {
+        let receiver = target::receiver(target, &args.subject, mode, direct_receiver.take())
+            .await
+            .context("connect a receiver")?;
+        let delivered = Arc::new(AtomicU64::new(0));
+        progress.delivered.push(delivered.clone());
+        receivers.spawn(receive_loop(
+            receiver,
+            args.publishers,
+            epoch,
+            delivered,
+            stop.clone(),
+        ));
+    }
+    let mut publishers = Vec::with_capacity(args.publishers);
+    for _ in 0..args.publishers {
+        publishers.push(
+            target::publisher(target, direct_publisher.take())
+                .await
+                .context("connect a publisher")?,
+        );
+    }
+
+    let progress = Arc::new(progress);
+    let bar = report::progress_bar(args.json);
+    let ticker = report::spawn_progress(bar.clone(), progress.clone());
+    let publish_started = Instant::now();
+    let mut publishing = JoinSet::new();
+    for (index, publisher) in publishers.into_iter().enumerate() {
+        publishing.spawn(publish_loop(
+            publisher,
+            index as u32,
+            args.clone(),
+            epoch,
+            progress.clone(),
+        ));
+    }
+    let mut published = 0;
+    let mut publish_time = Duration::ZERO;
+    while let Some(result) = publishing.join_next().await {
+        let (count, elapsed) = result.context("publisher task")??;
+        published += count;
+        publish_time = publish_time.max(elapsed);
+    }
+    let expected = if queue {
+        published
+    } else {
+        published * receiver_count as u64
+    };
+    // Wait until everything arrived, or nothing more arrived for SETTLE.
+    let mut seen = progress.delivered();
+    let mut quiet_since = Instant::now();
+    while seen < expected && quiet_since.elapsed() < SETTLE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = progress.delivered();
+        if now != seen {
+            seen = now;
+            quiet_since = Instant::now();
+        }
+    }
+    stop.cancel();
+    let mut trackers = Vec::new();
+    let mut reported_missed = 0;
+    let mut last_receive: Option<Instant> = None;
+    while let Some(result) = receivers.join_next().await {
+        let (tracker, missed, last) = result.context("receiver task")??;
+        reported_missed += missed;
+        last_receive = last_receive.max(last);
+        trackers.push(tracker);
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    let delivery_time = last_receive.map_or(publish_time, |last| {
+        last.saturating_duration_since(publish_started)
+    });
+    Ok(Report::stream(
+        args,
+        target,
+        &trackers,
+        queue,
+        published,
+        publish_time,
+        delivery_time,
+        reported_missed,
+    ))
+}
+
+async fn request_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
+    let mut responders = JoinSet::new();
+    for _ in 0..args.responders {
+        let rpc = Rpc::connect(target).await?;
+        let (ready, subscribed) = tokio::sync::oneshot::channel();
+        let subject = args.subject.clone();
+        responders.spawn(async move { rpc.serve_echo(&subject, "bench-responders", ready).await });
+        subscribed
+            .await
+            .map_err(|_| anyhow!("a responder failed to subscribe"))?;
+    }
+    let epoch = Instant::now();
+    let progress = Arc::new(Progress::default());
+    let bar = report::progress_bar(args.json);
+    let ticker = report::spawn_progress(bar.clone(), progress.clone());
+    let deadline = Duration::try_from_secs_f64(args.duration).unwrap_or(Duration::from_secs(5));
+    let started = Instant::now();
+    let mut requesters = JoinSet::new();
+    for index in 0..args.requesters {
+        let rpc = Rpc::connect(target).await?;
+        let args = args.clone();
+        let progress = progress.clone();
+        requesters.spawn(async move {
+            let mut payload = vec![0x5a_u8; args.size];
+            let mut histogram = latency_histogram();
+            let mut sent = 0u64;
+            let mut failed = 0u64;
+            while if args.messages > 0 {
+                sent < args.messages
+            } else {
+                started.elapsed() < deadline
+            } {
+                let sent_ns = now_ns(epoch);
+                write_stamp(&mut payload, index as u32, sent, sent_ns);
+                match rpc
+                    .request(&args.subject, &payload, Duration::from_secs(5))
+                    .await
+                {
+                    Ok(reply) if reply[..] == payload[..] => {
+                        let _ = histogram.record(now_ns(epoch).saturating_sub(sent_ns).max(1));
+                    }
+                    Ok(_) | Err(_) => failed += 1,
+                }
+                sent += 1;
+                progress.published.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok((sent, failed, histogram))
+        });
+    }
+    let mut sent = 0;
+    let mut failed = 0;
+    let mut histogram = latency_histogram();
+    while let Some(result) = requesters.join_next().await {
+        let (count, failures, latency) = result.context("requester task")??;
+        sent += count;
+        failed += failures;
+        let _ = histogram.add(&latency);
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    responders.abort_all();
+    Ok(Report::requests(
+        args, target, sent, failed, elapsed, &histogram,
+    ))
+}

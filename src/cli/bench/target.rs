@@ -1,0 +1,450 @@
+//! What a benchmark talks to: a Tern broker (through `tern-client`), a NATS server
+//! (through the official `async-nats` client, with the `nats` feature), or the
+//! bare ceilings: a direct TCP connection, or a minimal relay (`tern relay`) that
+//! copies length-prefixed frames from one socket to another.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tern_client::{Client, ClientOptions, QueueSubscription, ReconnectPolicy, Role, Subscription};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+/// Bytes a frame publisher buffers before it writes.
+const FRAME_WRITE_BYTES: usize = 64 * 1024;
+
+/// Where the benchmark sends its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Tern broker at this address.
+    Tern(String),
+    /// A NATS server at this URL (`nats://host:port`).
+    Nats(String),
+    /// One TCP connection straight from the publisher to the receiver.
+    Direct,
+    /// A `tern relay` at this address.
+    Relay(String),
+}
+
+impl Target {
+    /// Parses `--target`: `tern://HOST:PORT`, `nats://HOST:PORT`, `direct`,
+    /// `relay://HOST:PORT`, or a bare `HOST:PORT` (Tern).
+    pub fn parse(text: &str) -> anyhow::Result<Target> {
+        Ok(match text.split_once("://") {
+            Some(("tern", address)) => Target::Tern(address.to_owned()),
+            Some(("nats", _)) => Target::Nats(text.to_owned()),
+            Some(("relay", address)) => Target::Relay(address.to_owned()),
+            Some((scheme, _)) => bail!("unknown target scheme `{scheme}` (tern, nats, relay)"),
+            None if text == "direct" => Target::Direct,
+            None => Target::Tern(text.to_owned()),
+        })
+    }
+
+    /// A short name for reports.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Tern(address) => format!("tern {address}"),
+            Target::Nats(url) => format!("nats {url}"),
+            Target::Direct => "direct TCP (ceiling)".to_owned(),
+            Target::Relay(address) => format!("relay {address} (ceiling)"),
+        }
+    }
+}
+
+async fn tern_client(address: &str, name: &str) -> anyhow::Result<Client> {
+    let options = ClientOptions::default()
+        .name(name)
+        .role(Role::Both)
+        .reconnect(ReconnectPolicy::disabled());
+    Client::connect_with(address.to_owned(), options)
+        .await
+        .map_err(|error| anyhow!("{error}"))
+}
+
+#[cfg(feature = "nats")]
+async fn nats_client(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+#[cfg(not(feature = "nats"))]
+fn no_nats<T>() -> anyhow::Result<T> {
+    bail!("this tern was built without NATS support: build with `--features nats`")
+}
+
+/// A connection that publishes.
+pub enum Publisher {
+    /// Tern.
+    Tern(Client),
+    /// NATS core publish.
+    #[cfg(feature = "nats")]
+    Nats(async_nats::Client),
+    /// Length-prefixed frames on a socket, written in 64 KiB batches.
+    Frames(TcpStream, BytesMut),
+}
+
+impl Publisher {
+    /// Sends one message (buffered: call [`Publisher::flush`] at the end).
+    pub async fn publish(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Publisher::Tern(client) => client
+                .publish(subject, payload)
+                .await
+                .map_err(|error| anyhow!("publish: {error}")),
+            #[cfg(feature = "nats")]
+            Publisher::Nats(client) => client
+                .publish(subject.to_owned(), Bytes::copy_from_slice(payload))
+                .await
+                .context("publish"),
+            Publisher::Frames(socket, buffer) => {
+                buffer.put_u32(payload.len() as u32);
+                buffer.put_slice(payload);
+                if buffer.len() >= FRAME_WRITE_BYTES {
+                    socket.write_all(buffer).await?;
+                    buffer.clear();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until everything published has left (Tern, NATS: a server round trip).
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Publisher::Tern(client) => client
+                .flush()
+                .await
+                .map_err(|error| anyhow!("flush: {error}")),
+            #[cfg(feature = "nats")]
+            Publisher::Nats(client) => client.flush().await.context("flush"),
+            Publisher::Frames(socket, buffer) => {
+                socket.write_all(buffer).await?;
+                buffer.clear();
+                socket.flush().await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A connection that receives. Each variant holds its client so the connection
+/// stays open while the subscription is read.
+/// One value per receiver task, never moved in a hot loop: size differences
+/// between variants do not matter.
+#[allow(dead_code, clippy::large_enum_variant)]
+pub enum Receiver {
+    /// Tern broadcast subscription.
+    Tern(Client, Subscription),
+    /// Tern queue consumer (acks each delivery).
+    TernQueue(Client, QueueSubscription),
+    /// NATS core subscription.
+    #[cfg(feature = "nats")]
+    Nats(async_nats::Client, async_nats::Subscriber),
+    /// NATS JetStream pull consumer (acks each message).
+    #[cfg(feature = "nats")]
+    NatsQueue(
+        async_nats::Client,
+        async_nats::jetstream::consumer::pull::Stream,
+    ),
+    /// Length-prefixed frames from a socket.
+    Frames(FramedRead<TcpStream, LengthDelimitedCodec>),
+}
+
+impl Receiver {
+    /// The next payload; `None` when the connection ended. Queue receivers ack it.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
+        match self {
+            Receiver::Tern(_, subscription) => {
+                Ok(subscription.next().await.map(|message| message.payload))
+            }
+            Receiver::TernQueue(_, subscription) => match subscription.next().await {
+                Some(delivery) => {
+                    delivery
+                        .ack()
+                        .await
+                        .map_err(|error| anyhow!("ack: {error}"))?;
+                    Ok(Some(delivery.into_message().payload))
+                }
+                None => Ok(None),
+            },
+            #[cfg(feature = "nats")]
+            Receiver::Nats(_, subscriber) => {
+                Ok(subscriber.next().await.map(|message| message.payload))
+            }
+            #[cfg(feature = "nats")]
+            Receiver::NatsQueue(_, messages) => match messages.next().await {
+                Some(Ok(message)) => {
+                    message
+                        .ack()
+                        .await
+                        .map_err(|error| anyhow!("ack: {error}"))?;
+                    Ok(Some(message.payload.clone()))
+                }
+                Some(Err(error)) => Err(anyhow!("jetstream: {error}")),
+                None => Ok(None),
+            },
+            Receiver::Frames(frames) => match frames.next().await {
+                Some(frame) => Ok(Some(frame?.freeze())),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Messages the broker reported as dropped for this receiver (Tern's LAGGED).
+    pub fn reported_missed(&self) -> u64 {
+        match self {
+            Receiver::Tern(_, subscription) => subscription.missed(),
+            _ => 0,
+        }
+    }
+}
+
+/// A JetStream work-queue stream for the queue workload (memory storage).
+#[cfg(feature = "nats")]
+pub async fn nats_work_queue(url: &str, subject: &str) -> anyhow::Result<()> {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
+    let client = nats_client(url).await?;
+    let jetstream = async_nats::jetstream::new(client);
+    let _ = jetstream.delete_stream("TERN_BENCH").await;
+    jetstream
+        .create_stream(Config {
+            name: "TERN_BENCH".to_owned(),
+            subjects: vec![subject.to_owned()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| {
+            anyhow!("create JetStream stream: {error} (is JetStream enabled? nats-server -js)")
+        })?;
+    Ok(())
+}
+
+/// Connects a publisher.
+pub async fn publisher(target: &Target, direct: Option<TcpStream>) -> anyhow::Result<Publisher> {
+    match target {
+        Target::Tern(address) => Ok(Publisher::Tern(
+            tern_client(address, "tern-bench-pub").await?,
+        )),
+        #[cfg(feature = "nats")]
+        Target::Nats(url) => Ok(Publisher::Nats(nats_client(url).await?)),
+        #[cfg(not(feature = "nats"))]
+        Target::Nats(_) => no_nats(),
+        Target::Direct => {
+            let socket = direct.ok_or_else(|| anyhow!("direct: no socket"))?;
+            Ok(Publisher::Frames(
+                socket,
+                BytesMut::with_capacity(FRAME_WRITE_BYTES * 2),
+            ))
+        }
+        Target::Relay(address) => {
+            let socket = TcpStream::connect(address)
+                .await
+                .with_context(|| format!("cannot connect to the relay at {address}"))?;
+            socket.set_nodelay(true)?;
+            Ok(Publisher::Frames(
+                socket,
+                BytesMut::with_capacity(FRAME_WRITE_BYTES * 2),
+            ))
+        }
+    }
+}
+
+/// What a receiver subscribes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Subscribe<'a> {
+    /// Every message on the subject.
+    Broadcast,
+    /// Competing consumers with acks and a prefetch window.
+    Queue {
+        /// Queue (Tern) or durable consumer (NATS) name.
+        name: &'a str,
+        /// Most unacked messages per consumer.
+        prefetch: u32,
+    },
+}
+
+/// Connects and subscribes a receiver; it is ready when this returns.
+pub async fn receiver(
+    target: &Target,
+    subject: &str,
+    mode: Subscribe<'_>,
+    direct: Option<TcpStream>,
+) -> anyhow::Result<Receiver> {
+    let frames = |socket: TcpStream| {
+        Receiver::Frames(FramedRead::new(
+            socket,
+            LengthDelimitedCodec::builder()
+                .max_frame_length(16 * 1024 * 1024)
+                .new_codec(),
+        ))
+    };
+    match (target, mode) {
+        (Target::Tern(address), Subscribe::Broadcast) => {
+            let client = tern_client(address, "tern-bench-sub").await?;
+            let subscription = client
+                .subscribe(subject)
+                .await
+                .map_err(|error| anyhow!("subscribe: {error}"))?;
+            Ok(Receiver::Tern(client, subscription))
+        }
+        (Target::Tern(address), Subscribe::Queue { name, prefetch }) => {
+            let client = tern_client(address, "tern-bench-consumer").await?;
+            let subscription = client
+                .queue_subscribe_bound(name, subject, prefetch)
+                .await
+                .map_err(|error| anyhow!("queue subscribe: {error}"))?;
+            Ok(Receiver::TernQueue(client, subscription))
+        }
+        #[cfg(feature = "nats")]
+        (Target::Nats(url), Subscribe::Broadcast) => {
+            let client = nats_client(url).await?;
+            let subscriber = client.subscribe(subject.to_owned()).await?;
+            client.flush().await?;
+            Ok(Receiver::Nats(client, subscriber))
+        }
+        #[cfg(feature = "nats")]
+        (Target::Nats(url), Subscribe::Queue { name, prefetch }) => {
+            use async_nats::jetstream::consumer::{pull, AckPolicy};
+            let client = nats_client(url).await?;
+            let jetstream = async_nats::jetstream::new(client.clone());
+            let stream = jetstream
+                .get_stream("TERN_BENCH")
+                .await
+                .map_err(|error| anyhow!("JetStream stream: {error}"))?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    name,
+                    pull::Config {
+                        durable_name: Some(name.to_owned()),
+                        ack_policy: AckPolicy::Explicit,
+                        max_ack_pending: i64::from(prefetch),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|error| anyhow!("JetStream consumer: {error}"))?;
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(prefetch as usize)
+                .messages()
+                .await
+                .map_err(|error| anyhow!("JetStream pull: {error}"))?;
+            Ok(Receiver::NatsQueue(client, messages))
+        }
+        #[cfg(not(feature = "nats"))]
+        (Target::Nats(_), _) => no_nats(),
+        (Target::Direct, Subscribe::Broadcast) => {
+            Ok(frames(direct.ok_or_else(|| anyhow!("direct: no socket"))?))
+        }
+        (Target::Relay(address), Subscribe::Broadcast) => {
+            let socket = TcpStream::connect(address)
+                .await
+                .with_context(|| format!("cannot connect to the relay at {address}"))?;
+            socket.set_nodelay(true)?;
+            Ok(frames(socket))
+        }
+        (Target::Direct | Target::Relay(_), Subscribe::Queue { .. }) => {
+            bail!("the direct and relay ceilings have no queues")
+        }
+    }
+}
+
+/// A requester or responder connection for the request/reply workload.
+pub enum Rpc {
+    /// Tern.
+    Tern(Client),
+    /// NATS.
+    #[cfg(feature = "nats")]
+    Nats(async_nats::Client),
+}
+
+impl Rpc {
+    /// Connects.
+    pub async fn connect(target: &Target) -> anyhow::Result<Rpc> {
+        match target {
+            Target::Tern(address) => Ok(Rpc::Tern(tern_client(address, "tern-bench-rpc").await?)),
+            #[cfg(feature = "nats")]
+            Target::Nats(url) => Ok(Rpc::Nats(nats_client(url).await?)),
+            #[cfg(not(feature = "nats"))]
+            Target::Nats(_) => no_nats(),
+            Target::Direct | Target::Relay(_) => bail!("request/reply needs a broker"),
+        }
+    }
+
+    /// One request; returns the reply payload.
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        wait: Duration,
+    ) -> anyhow::Result<Bytes> {
+        match self {
+            Rpc::Tern(client) => client
+                .request(subject, payload, wait)
+                .await
+                .map(|reply| reply.payload)
+                .map_err(|error| anyhow!("request: {error}")),
+            #[cfg(feature = "nats")]
+            Rpc::Nats(client) => {
+                let reply = tokio::time::timeout(
+                    wait,
+                    client.request(subject.to_owned(), Bytes::copy_from_slice(payload)),
+                )
+                .await
+                .map_err(|_| anyhow!("request timed out"))?
+                .map_err(|error| anyhow!("request: {error}"))?;
+                Ok(reply.payload)
+            }
+        }
+    }
+
+    /// Answers every request on `subject` (in queue group `group`) by echoing it,
+    /// until the connection ends. Signals `ready` once subscribed.
+    pub async fn serve_echo(
+        self,
+        subject: &str,
+        group: &str,
+        ready: tokio::sync::oneshot::Sender<()>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Rpc::Tern(client) => {
+                let mut requests = client
+                    .queue_subscribe_bound(group, subject, 256)
+                    .await
+                    .map_err(|error| anyhow!("responder subscribe: {error}"))?;
+                let _ = ready.send(());
+                while let Some(delivery) = requests.next().await {
+                    client
+                        .respond(delivery.message(), &delivery.message().payload)
+                        .await
+                        .map_err(|error| anyhow!("respond: {error}"))?;
+                    delivery
+                        .ack()
+                        .await
+                        .map_err(|error| anyhow!("ack: {error}"))?;
+                }
+                Ok(())
+            }
+            #[cfg(feature = "nats")]
+            Rpc::Nats(client) => {
+                let mut requests = client
+                    .queue_subscribe(subject.to_owned(), group.to_owned())
+                    .await?;
+                client.flush().await?;
+                let _ = ready.send(());
+                while let Some(request) = requests.next().await {
+                    if let Some(reply) = request.reply {
+                        client.publish(reply, request.payload).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
