@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Side by side on this machine: Tern vs nats-server, and the bare ceilings (a direct
+# TCP connection, and `tern relay`, a process that only copies frames between two
+# sockets). The same tool (`tern bench`) drives every system; NATS is driven through
+# the official Rust client (async-nats). Runs are interleaved (tern, nats, relay,
+# direct; ROUNDS times); the table reports the median and the min–max.
+#
+#   benches/compare.sh                  # 3 rounds of 5 s per workload (~10 min)
+#   ROUNDS=1 DURATION=2 benches/compare.sh   # a quick look
+#
+# Writes benches/results/comparison-<date>.md and the raw JSON next to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-2000}
+STAMP=$(date -u +%Y-%m-%d)
+RESULTS=benches/results
+RAW=$RESULTS/raw-$STAMP
+mkdir -p "$RAW"
+rm -f "$RAW"/*.json
+
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "installing nats-server from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
+
+cargo build --release --locked --features nats --bin tern
+TERN=target/release/tern
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TERN_PORT=$(free_port) TERN_HTTP=$(free_port) NATS_PORT=$(free_port) RELAY_PORT=$(free_port)
+JS_DIR=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$JS_DIR"; }
+trap cleanup EXIT
+
+BIND_ADDR=127.0.0.1 TCP_PORT=$TERN_PORT HTTP_PORT=$TERN_HTTP MAX_CONSUMERS=100000 RUST_LOG=warn \
+  "$TERN" serve &
+TERN_PID=$!
+pids+=("$TERN_PID")
+nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$JS_DIR" >/dev/null 2>&1 &
+NATS_PID=$!
+pids+=("$NATS_PID")
+"$TERN" relay --listen "127.0.0.1:$RELAY_PORT" 2>/dev/null &
+pids+=($!)
+for attempt in $(seq 1 100); do
+  if "$TERN" health --http-port "$TERN_HTTP" --path /ready >/dev/null 2>&1 &&
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT)).close(); socket.create_connection(('127.0.0.1', $RELAY_PORT)).close()" 2>/dev/null; then
+    break
+  fi
+  ((attempt < 100)) || { echo "servers did not start" >&2; exit 1; }
+  sleep 0.1
+done
+# The probe connection above took the relay's first (receiver) slot; pair it off.
+python3 -c "import socket; socket.create_connection(('127.0.0.1', $RELAY_PORT)).close()"
+
+declare -A TARGETS=(
+  [tern]="--target tern://127.0.0.1:$TERN_PORT"
+  [nats]="--target nats://127.0.0.1:$NATS_PORT"
+  [relay]="--target relay://127.0.0.1:$RELAY_PORT"
+  [direct]="--target direct"
+)
+
+# name | tern bench arguments | systems
+WORKLOADS=(
+  "pubsub-1x1-128B|pubsub --size 128 --duration $DURATION|tern nats relay direct"
+  "pubsub-1x4-128B|pubsub --size 128 --subs 4 --duration $DURATION|tern nats"
+  "queue-2x2-128B-acks|queue --size 128 --pubs 2 --consumers 2 --prefetch 256 --duration $DURATION|tern nats"
+  "pubsub-1x1-64KiB|pubsub --size 65536 --duration $DURATION|tern nats relay direct"
+  "latency-20k|pubsub --size 128 --rate 20000 --duration $DURATION|tern nats relay direct"
+  "latency-100k|pubsub --size 128 --rate 100000 --duration $DURATION|tern nats relay direct"
+  "req-1x1-128B|req --size 128 --duration $DURATION|tern nats"
+)
+
+for round in $(seq 1 "$ROUNDS"); do
+  for workload in "${WORKLOADS[@]}"; do
+    IFS='|' read -r name args systems <<<"$workload"
+    for system in $systems; do
+      echo "round $round/$ROUNDS: $name on $system"
+      # shellcheck disable=SC2086  # word splitting of the argument lists is intended
+      if ! "$TERN" bench $args ${TARGETS[$system]} --json >"$RAW/$name.$system.$round.json" 2>"$RAW/$name.$system.$round.err"; then
+        echo "  (reported a problem: $(tail -1 "$RAW/$name.$system.$round.err"))"
+      fi
+    done
+  done
+done
+
+echo "idle memory: $IDLE_CONNECTIONS subscriber connections each"
+python3 benches/idle_memory.py tern "127.0.0.1:$TERN_PORT" "$TERN_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.tern.txt"
+python3 benches/idle_memory.py nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.nats.txt"
+
+python3 benches/summarize.py "$RAW" "$RESULTS/comparison-$STAMP.md" \
+  "$("$TERN" --version)" "$(nats-server --version)" "$ROUNDS" "$DURATION"
+echo "wrote $RESULTS/comparison-$STAMP.md"
