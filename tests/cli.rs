@@ -197,3 +197,64 @@ async fn health_exits_zero_when_the_broker_answers_and_one_when_it_does_not() {
     );
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
 }
+
+/// `tern bench --embedded --json` for every workload: the report says every
+/// message arrived once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_complete_delivery_for_every_workload() {
+    let broker = TestBroker::start().await;
+    for args in [
+        &[
+            "bench",
+            "pubsub",
+            "--embedded",
+            "--msgs",
+            "3000",
+            "--subs",
+            "2",
+            "--json",
+        ][..],
+        &[
+            "bench",
+            "queue",
+            "--embedded",
+            "--msgs",
+            "2000",
+            "--pubs",
+            "2",
+            "--consumers",
+            "2",
+            "--json",
+        ],
+        &[
+            "bench",
+            "req",
+            "--embedded",
+            "--msgs",
+            "200",
+            "--requesters",
+            "2",
+            "--json",
+        ],
+        &[
+            "bench", "pubsub", "--target", "direct", "--msgs", "3000", "--json",
+        ],
+    ] {
+        let output = run(&broker, args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("JSON report");
+        assert_eq!(
+            report["delivered"], report["expected"],
+            "{args:?}: {report}"
+        );
+        for fault in ["lost", "duplicated", "out_of_order"] {
+            assert_eq!(report[fault], 0, "{args:?}: {fault} in {report}");
+        }
+        assert!(report["latency"]["count"].as_u64().expect("count") > 0);
+    }
+}

@@ -111,6 +111,10 @@ enum Sink {
     Inbox,
 }
 
+/// Sinks of the subscriptions one socket read delivers to: the subscription table's
+/// lock is taken once per read and subscription instead of once per message.
+type SinkCache = Vec<(u32, Sink)>;
+
 /// The fields of a PUBLISH, borrowed: encoded straight into the write buffer.
 #[derive(Debug, Clone, Copy)]
 struct PublishParts<'a> {
@@ -796,9 +800,9 @@ impl Inner {
         }
     }
 
-    async fn handle_frame(self: &Arc<Self>, frame: Frame) {
+    async fn handle_frame(self: &Arc<Self>, frame: Frame, sinks: &mut SinkCache) {
         match frame {
-            Frame::Deliver(deliver) => self.on_deliver(deliver).await,
+            Frame::Deliver(deliver) => self.on_deliver(deliver, sinks).await,
             Frame::PublishOk { sequence } => {
                 if let Some(Pending::Publish(sender)) = self.lock_state().pending.remove(&sequence)
                 {
@@ -904,22 +908,34 @@ impl Inner {
         warn!(code = error.code, context = error.context, message = %error.message, "broker reported an error");
     }
 
-    async fn on_deliver(self: &Arc<Self>, deliver: tern_proto::Deliver) {
+    async fn on_deliver(self: &Arc<Self>, deliver: tern_proto::Deliver, sinks: &mut SinkCache) {
         let message = Message {
             subject: deliver.subject,
             reply_to: deliver.reply_to,
             headers: deliver.headers,
             payload: deliver.payload,
         };
-        let sink = self
-            .lock_subscriptions()
-            .get(&deliver.sid)
-            .map(|entry| entry.sink.clone());
-        match sink {
-            Some(Sink::Broadcast(sender)) => {
-                let _ = sender.send(message).await;
+        let index = match sinks.iter().position(|(sid, _)| *sid == deliver.sid) {
+            Some(index) => index,
+            None => {
+                let sink = self
+                    .lock_subscriptions()
+                    .get(&deliver.sid)
+                    .map(|entry| entry.sink.clone());
+                let Some(sink) = sink else { return };
+                sinks.push((deliver.sid, sink));
+                sinks.len() - 1
             }
-            Some(Sink::Queue(sender)) => {
+        };
+        match &sinks[index].1 {
+            Sink::Broadcast(sender) => match sender.try_send(message) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                // Full: wait for room (the broker buffers, then drops and reports).
+                Err(mpsc::error::TrySendError::Full(message)) => {
+                    let _ = sender.send(message).await;
+                }
+            },
+            Sink::Queue(sender) => {
                 let delivery = Delivery::new(
                     message,
                     deliver.delivery_id,
@@ -929,7 +945,7 @@ impl Inner {
                 );
                 let _ = sender.send(delivery).await;
             }
-            Some(Sink::Inbox) => {
+            Sink::Inbox => {
                 let id = message
                     .subject
                     .rsplit('.')
@@ -939,7 +955,6 @@ impl Inner {
                     let _ = sender.send(Ok(message));
                 }
             }
-            None => {}
         }
     }
 }
@@ -1088,10 +1103,11 @@ async fn read_loop(
     mut buffer: BytesMut,
     max_frame: u32,
 ) -> Result<(), ClientError> {
+    let mut sinks = SinkCache::new();
     loop {
         loop {
             match codec::decode(&mut buffer, max_frame) {
-                Ok(Some(frame)) => inner.handle_frame(frame).await,
+                Ok(Some(frame)) => inner.handle_frame(frame, &mut sinks).await,
                 Ok(None) => break,
                 Err(error) if error.is_recoverable() => {
                     debug!(%error, "skipping a frame this client does not know")
@@ -1099,6 +1115,9 @@ async fn read_loop(
                 Err(error) => return Err(error.into()),
             }
         }
+        // Sinks are looked up once per read and subscription, not once per message;
+        // forgetting them here means a removed subscription is seen by the next read.
+        sinks.clear();
         buffer.reserve(64 * 1024);
         if socket.read_buf(&mut buffer).await? == 0 {
             return Err(ClientError::Disconnected);

@@ -92,9 +92,9 @@ pub struct BenchArgs {
     /// Total publish rate in msgs/s across publishers (0 = as fast as possible)
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Subject to use
-    #[arg(long, default_value = "bench.subject")]
-    pub subject: String,
+    /// Subject to use (default: bench.MODE.RANDOM, fresh for every run)
+    #[arg(long)]
+    pub subject: Option<String>,
     /// Print the report as JSON (no progress line)
     #[arg(long)]
     pub json: bool,
@@ -139,9 +139,22 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         (None, Some(text)) => Target::parse(text)?,
         (None, None) => Target::Tern(args.server.clone()),
     };
+    // A fresh subject per run: a queue (or JetStream stream) left bound to the
+    // subject of an earlier run must not take a share of this run's messages.
+    let mut args = args.clone();
+    let run_id = fastrand::u32(..);
+    let subject = args.subject.clone().unwrap_or_else(|| {
+        let mode = match args.mode {
+            Mode::Pubsub => "pubsub",
+            Mode::Queue => "queue",
+            Mode::Req => "req",
+        };
+        format!("bench.{mode}.{run_id:08x}")
+    });
+    args.subject = Some(subject);
     let report = match args.mode {
-        Mode::Pubsub | Mode::Queue => stream_workload(args, &target).await,
-        Mode::Req => request_workload(args, &target).await,
+        Mode::Pubsub | Mode::Queue => stream_workload(&args, &target, run_id).await,
+        Mode::Req => request_workload(&args, &target).await,
     };
     if let Some(broker) = embedded {
         broker.stop().await;
@@ -219,6 +232,7 @@ async fn publish_loop(
     epoch: Instant,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(u64, Duration)> {
+    let subject = args.subject.clone().unwrap_or_default();
     let mut payload = vec![0x5a_u8; args.size];
     let rate = args.rate as f64 / args.publishers.max(1) as f64;
     let deadline = Duration::try_from_secs_f64(args.duration).unwrap_or(Duration::from_secs(5));
@@ -249,7 +263,7 @@ async fn publish_loop(
         let batch = batch_end - sequence;
         while sequence < batch_end {
             write_stamp(&mut payload, index, sequence, now_ns(epoch));
-            publisher.publish(&args.subject, &payload).await?;
+            publisher.publish(&subject, &payload).await?;
             sequence += 1;
         }
         progress.published.fetch_add(batch, Ordering::Relaxed);
@@ -282,7 +296,9 @@ async fn receive_loop(
     Ok((tracker, missed, last))
 }
 
-async fn stream_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
+async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyhow::Result<Report> {
+    let subject = args.subject.clone().unwrap_or_default();
+    let queue_name = format!("bench-{run_id:08x}");
     let queue = args.mode == Mode::Queue;
     let receiver_count = if queue {
         args.consumers
@@ -296,7 +312,7 @@ async fn stream_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Re
     }
     #[cfg(feature = "nats")]
     if let (Target::Nats(url), true) = (target, queue) {
-        target::nats_work_queue(url, &args.subject).await?;
+        target::nats_work_queue(url, &subject).await?;
     }
     let (mut direct_publisher, mut direct_receiver) = if *target == Target::Direct {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -310,7 +326,7 @@ async fn stream_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Re
     };
     let mode = if queue {
         Subscribe::Queue {
-            name: "bench-queue",
+            name: &queue_name,
             prefetch: args.prefetch,
         }
     } else {
@@ -323,7 +339,7 @@ async fn stream_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Re
     let mut progress = Progress::default();
     let mut receivers = JoinSet::new();
     for _ in 0..receiver_count {
-        let receiver = target::receiver(target, &args.subject, mode, direct_receiver.take())
+        let receiver = target::receiver(target, &subject, mode, direct_receiver.take())
             .await
             .context("connect a receiver")?;
         let delivered = Arc::new(AtomicU64::new(0));
@@ -338,11 +354,12 @@ async fn stream_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Re
     }
     let mut publishers = Vec::with_capacity(args.publishers);
     for _ in 0..args.publishers {
-        publishers.push(
-            target::publisher(target, direct_publisher.take())
-                .await
-                .context("connect a publisher")?,
-        );
+        let publisher = if queue {
+            target::confirmed_publisher(target).await
+        } else {
+            target::publisher(target, direct_publisher.take()).await
+        };
+        publishers.push(publisher.context("connect a publisher")?);
     }
 
     let progress = Arc::new(progress);
@@ -414,7 +431,7 @@ async fn request_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<R
     for _ in 0..args.responders {
         let rpc = Rpc::connect(target).await?;
         let (ready, subscribed) = tokio::sync::oneshot::channel();
-        let subject = args.subject.clone();
+        let subject = args.subject.clone().unwrap_or_default();
         responders.spawn(async move { rpc.serve_echo(&subject, "bench-responders", ready).await });
         subscribed
             .await
@@ -432,6 +449,7 @@ async fn request_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<R
         let args = args.clone();
         let progress = progress.clone();
         requesters.spawn(async move {
+            let subject = args.subject.clone().unwrap_or_default();
             let mut payload = vec![0x5a_u8; args.size];
             let mut histogram = latency_histogram();
             let mut sent = 0u64;
@@ -444,7 +462,7 @@ async fn request_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<R
                 let sent_ns = now_ns(epoch);
                 write_stamp(&mut payload, index as u32, sent, sent_ns);
                 match rpc
-                    .request(&args.subject, &payload, Duration::from_secs(5))
+                    .request(&subject, &payload, Duration::from_secs(5))
                     .await
                 {
                     Ok(reply) if reply[..] == payload[..] => {

@@ -16,6 +16,14 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 /// Bytes a frame publisher buffers before it writes.
 const FRAME_WRITE_BYTES: usize = 64 * 1024;
 
+/// Confirmed publishes in flight per queue publisher (Tern: PUBLISH_OK; NATS:
+/// JetStream PubAck): the publisher is paced by what the broker accepts.
+pub const CONFIRM_WINDOW: usize = 1024;
+
+type PendingConfirm =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+type Pending = futures_util::stream::FuturesUnordered<PendingConfirm>;
+
 /// Where the benchmark sends its messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -85,6 +93,69 @@ pub enum Publisher {
     Nats(async_nats::Client),
     /// Length-prefixed frames on a socket, written in 64 KiB batches.
     Frames(TcpStream, BytesMut),
+    /// Confirmed publishes, [`CONFIRM_WINDOW`] in flight (queue workload).
+    Confirmed(Confirmer, Pending),
+}
+
+/// What a confirmed publisher publishes through.
+#[derive(Clone)]
+pub enum Confirmer {
+    /// Tern `publish_confirmed`; QUEUE_FULL is retried after a millisecond.
+    Tern(Client),
+    /// JetStream publish, awaiting its PubAck.
+    #[cfg(feature = "nats")]
+    JetStream(async_nats::jetstream::Context),
+}
+
+impl Confirmer {
+    /// Sends one message now, in call order, and returns the wait for its
+    /// confirmation (so messages leave in sequence order however their
+    /// confirmations interleave).
+    async fn send(&self, subject: &str, payload: &[u8]) -> anyhow::Result<PendingConfirm> {
+        match self {
+            Confirmer::Tern(client) => {
+                let client = client.clone();
+                let subject = subject.to_owned();
+                let payload = Bytes::copy_from_slice(payload);
+                let mut confirm: PendingConfirm = Box::pin(async move {
+                    loop {
+                        match client.publish_confirmed(&subject, &payload).await {
+                            Ok(()) => return Ok(()),
+                            Err(error)
+                                if error.code() == Some(tern_client::ErrorCode::QueueFull) =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            Err(error) => return Err(anyhow!("publish: {error}")),
+                        }
+                    }
+                });
+                // The first poll writes the PUBLISH; later polls only wait.
+                let waker = futures_util::task::noop_waker_ref();
+                match confirm
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(waker))
+                {
+                    std::task::Poll::Ready(result) => {
+                        result?;
+                        Ok(Box::pin(async { Ok(()) }))
+                    }
+                    std::task::Poll::Pending => Ok(confirm),
+                }
+            }
+            #[cfg(feature = "nats")]
+            Confirmer::JetStream(jetstream) => {
+                let ack = jetstream
+                    .publish(subject.to_owned(), Bytes::copy_from_slice(payload))
+                    .await
+                    .map_err(|error| anyhow!("publish: {error}"))?;
+                Ok(Box::pin(async move {
+                    ack.await.map_err(|error| anyhow!("PubAck: {error}"))?;
+                    Ok(())
+                }))
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -100,6 +171,16 @@ impl Publisher {
                 .publish(subject.to_owned(), Bytes::copy_from_slice(payload))
                 .await
                 .context("publish"),
+            Publisher::Confirmed(confirmer, pending) => {
+                if pending.len() >= CONFIRM_WINDOW {
+                    if let Some(result) = pending.next().await {
+                        result?;
+                    }
+                }
+                let confirm = confirmer.send(subject, payload).await?;
+                pending.push(confirm);
+                Ok(())
+            }
             Publisher::Frames(socket, buffer) => {
                 buffer.put_u32(payload.len() as u32);
                 buffer.put_slice(payload);
@@ -125,6 +206,12 @@ impl Publisher {
                 socket.write_all(buffer).await?;
                 buffer.clear();
                 socket.flush().await?;
+                Ok(())
+            }
+            Publisher::Confirmed(_, pending) => {
+                while let Some(result) = pending.next().await {
+                    result?;
+                }
                 Ok(())
             }
         }
@@ -223,6 +310,21 @@ pub async fn nats_work_queue(url: &str, subject: &str) -> anyhow::Result<()> {
             anyhow!("create JetStream stream: {error} (is JetStream enabled? nats-server -js)")
         })?;
     Ok(())
+}
+
+/// Connects a publisher whose publishes are confirmed by the broker (queue workload).
+pub async fn confirmed_publisher(target: &Target) -> anyhow::Result<Publisher> {
+    let confirmer = match target {
+        Target::Tern(address) => Confirmer::Tern(tern_client(address, "tern-bench-pub").await?),
+        #[cfg(feature = "nats")]
+        Target::Nats(url) => {
+            Confirmer::JetStream(async_nats::jetstream::new(nats_client(url).await?))
+        }
+        #[cfg(not(feature = "nats"))]
+        Target::Nats(_) => return no_nats(),
+        Target::Direct | Target::Relay(_) => bail!("the direct and relay ceilings have no queues"),
+    };
+    Ok(Publisher::Confirmed(confirmer, Pending::new()))
 }
 
 /// Connects a publisher.
