@@ -7,6 +7,7 @@
 #
 #   benches/compare.sh                  # 3 rounds of 5 s per workload (~10 min)
 #   ROUNDS=1 DURATION=2 benches/compare.sh   # a quick look
+#   ONLY="latency-20k idle" benches/compare.sh   # rerun some workloads
 #
 # Writes benches/results/comparison-<date>.md and the raw JSON next to it.
 set -euo pipefail
@@ -18,8 +19,10 @@ IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-2000}
 STAMP=$(date -u +%Y-%m-%d)
 RESULTS=benches/results
 RAW=$RESULTS/raw-$STAMP
+# ONLY="latency-20k latency-100k" reruns some workloads into today's results.
+ONLY=${ONLY:-}
 mkdir -p "$RAW"
-rm -f "$RAW"/*.json
+[[ -n $ONLY ]] || rm -f "$RAW"/*.json
 
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "installing nats-server from Debian's packages"
@@ -82,6 +85,7 @@ WORKLOADS=(
 for round in $(seq 1 "$ROUNDS"); do
   for workload in "${WORKLOADS[@]}"; do
     IFS='|' read -r name args systems <<<"$workload"
+    [[ -z $ONLY || " $ONLY " == *" $name "* ]] || continue
     for system in $systems; do
       echo "round $round/$ROUNDS: $name on $system"
       # shellcheck disable=SC2086  # word splitting of the argument lists is intended
@@ -92,9 +96,11 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-echo "idle memory: $IDLE_CONNECTIONS subscriber connections each"
-python3 benches/idle_memory.py tern "127.0.0.1:$TERN_PORT" "$TERN_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.tern.txt"
-python3 benches/idle_memory.py nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.nats.txt"
+if [[ -z $ONLY || " $ONLY " == *" idle "* ]]; then
+  echo "idle memory: $IDLE_CONNECTIONS subscriber connections each"
+  python3 benches/idle_memory.py tern "127.0.0.1:$TERN_PORT" "$TERN_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.tern.txt"
+  python3 benches/idle_memory.py nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.nats.txt"
+fi
 
 python3 benches/summarize.py "$RAW" "$RESULTS/comparison-$STAMP.md" \
   "$("$TERN" --version)" "$(nats-server --version)" "$ROUNDS" "$DURATION"

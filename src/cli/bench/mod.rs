@@ -154,7 +154,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     args.subject = Some(subject);
     let report = match args.mode {
         Mode::Pubsub | Mode::Queue => stream_workload(&args, &target, run_id).await,
-        Mode::Req => request_workload(&args, &target).await,
+        Mode::Req => request_workload(&args, &target, run_id).await,
     };
     if let Some(broker) = embedded {
         broker.stop().await;
@@ -266,6 +266,7 @@ async fn publish_loop(
             publisher.publish(&subject, &payload).await?;
             sequence += 1;
         }
+        publisher.end_batch().await?;
         progress.published.fetch_add(batch, Ordering::Relaxed);
     }
     publisher.flush().await?;
@@ -426,16 +427,27 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
     ))
 }
 
-async fn request_workload(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
+async fn request_workload(
+    args: &BenchArgs,
+    target: &Target,
+    run_id: u32,
+) -> anyhow::Result<Report> {
+    // A fresh responder group per run: a queue keeps the subject it was bound to.
+    let group = format!("bench-responders-{run_id:08x}");
     let mut responders = JoinSet::new();
     for _ in 0..args.responders {
         let rpc = Rpc::connect(target).await?;
         let (ready, subscribed) = tokio::sync::oneshot::channel();
         let subject = args.subject.clone().unwrap_or_default();
-        responders.spawn(async move { rpc.serve_echo(&subject, "bench-responders", ready).await });
-        subscribed
-            .await
-            .map_err(|_| anyhow!("a responder failed to subscribe"))?;
+        let group = group.clone();
+        responders.spawn(async move { rpc.serve_echo(&subject, &group, ready).await });
+        if subscribed.await.is_err() {
+            let error = match responders.join_next().await {
+                Some(Ok(Err(error))) => error,
+                _ => anyhow!("the responder ended before subscribing"),
+            };
+            return Err(error.context("a responder failed to subscribe"));
+        }
     }
     let epoch = Instant::now();
     let progress = Arc::new(Progress::default());

@@ -193,6 +193,18 @@ impl Publisher {
         }
     }
 
+    /// Ends a batch of publishes: the frame publisher writes what it buffered (the
+    /// clients' own writer tasks already write as soon as they can).
+    pub async fn end_batch(&mut self) -> anyhow::Result<()> {
+        if let Publisher::Frames(socket, buffer) = self {
+            if !buffer.is_empty() {
+                socket.write_all(buffer).await?;
+                buffer.clear();
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until everything published has left (Tern, NATS: a server round trip).
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         match self {
