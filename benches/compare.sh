@@ -39,12 +39,10 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$JS_DIR"; }
 trap cleanup EXIT
 
-# Tern's limits set to what nats-server gives by default, so both buffer alike:
-# a subscriber's outbound buffer of ~64 MB (nats-server's max_pending; 500k
-# messages at 128 B), and queues as unbounded as a JetStream memory stream with no
-# limits. Everything else is Tern's default.
+# Tern on its defaults, except queue limits as unbounded as the JetStream memory
+# stream it is compared with (a stream with no limits).
 BIND_ADDR=127.0.0.1 TCP_PORT=$TERN_PORT HTTP_PORT=$TERN_HTTP MAX_CONSUMERS=100000 \
-  CONSUMER_CHANNEL_BUFFER_SIZE=500000 QUEUE_MAX_MESSAGES=100000000 QUEUE_MAX_BYTES=17179869184 \
+  QUEUE_MAX_MESSAGES=100000000 QUEUE_MAX_BYTES=17179869184 \
   RUST_LOG=error "$TERN" serve &
 TERN_PID=$!
 pids+=("$TERN_PID")

@@ -13,6 +13,7 @@ use std::time::Instant;
 use tern_proto::{DeliveryMode, ErrorCode};
 
 use crate::config::Config;
+use crate::outbox::Outbox;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
 use crate::stats::{stamp_from_micros, Stamp, Stats};
 use crate::subject::SubjectIndex;
@@ -279,13 +280,15 @@ impl Broker {
     /// Routes one validated message. Broadcast subscribers each get the shared
     /// message; each matching queue stores it. `is_request` (a reply-to is set)
     /// turns "nobody can receive this" into `NO_RESPONDERS`. `stamp` is when it was
-    /// read, or 0 when this message is not a latency sample.
+    /// read, or 0 when this message is not a latency sample. Subscribers whose
+    /// buffers are over half full are added to `pressure` (see [`crate::outbox`]).
     pub fn publish(
         &self,
         routes: &Routes,
         message: Message,
         is_request: bool,
         stamp: Stamp,
+        pressure: &mut Vec<Arc<Outbox>>,
     ) -> Result<(), Refusal> {
         if is_request
             && routes.subscribers.is_empty()
@@ -313,7 +316,7 @@ impl Broker {
             return Ok(());
         }
         let message = Arc::new(message);
-        fan_out(&routes.subscribers, &message, stamp);
+        fan_out(&routes.subscribers, &message, stamp, pressure);
         let mut refusal = Ok(());
         for queue in &routes.queues {
             if let Err(error) = queue.publish(message.clone(), stamp) {

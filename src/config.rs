@@ -56,7 +56,7 @@ pub const SETTINGS: &[Setting] = &[
         "CONSUMER_CHANNEL_BUFFER_SIZE",
         "consumer-channel-buffer-size",
         "10000",
-        "Broadcast messages buffered per connection before drops",
+        "Broadcast messages buffered per connection (publishers slow down past half; a stalled subscriber's extra messages are dropped)",
     ),
     Setting::new(
         "QUEUE_MAX_MESSAGES",

@@ -4,7 +4,14 @@
 //! - broadcast deliveries, pushed by any publisher's task: at most
 //!   `CONSUMER_CHANNEL_BUFFER_SIZE` wait at once; beyond that they are dropped for
 //!   this connection only, counted per subscription, reported with LAGGED, and a
-//!   rate-limited warning is logged. A publisher never waits for a subscriber.
+//!   rate-limited warning is logged. Before it comes to that, flow control: once
+//!   half the buffer is used, the publishers feeding it pause reading their sockets
+//!   between read batches while the subscriber drains it (to a quarter), so a
+//!   subscriber that is slower than its publishers but still reading slows them
+//!   down instead of losing messages. A subscriber that makes no progress for
+//!   [`STALL_LIMIT`] is marked stalled: publishers stop waiting for it and its
+//!   messages are dropped (and reported) until it has drained its buffer, so one
+//!   stuck subscriber cannot hold publishers back.
 //! - queue deliveries: bounded by the prefetch windows of the connection's queue
 //!   subscriptions, so they are never dropped.
 //! - control frames answering the client's own requests (PUBLISH_OK, ERROR, PONG):
@@ -22,7 +29,7 @@ use bytes::BytesMut;
 use tern_proto::{codec, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, warn};
 
 use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, DeliveryPath, Stamp, Stats};
@@ -42,6 +49,21 @@ const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 /// An idle writer keeps at most this much buffer capacity; above it the buffer is
 /// released, so idle connections cost little memory.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// How long a publisher waits for a subscriber's writer to make any progress before
+/// treating that subscriber as stalled.
+pub const STALL_LIMIT: Duration = Duration::from_millis(100);
+
+/// What became of a broadcast delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued, and the buffer is over half full: the publisher should let it drain.
+    QueuedUnderPressure,
+    /// Dropped: the buffer was full (counted, reported with LAGGED).
+    Dropped,
+}
 
 /// Minimum time between two slow-consumer warnings for one connection.
 const LAG_WARNING_INTERVAL: Duration = Duration::from_secs(1);
@@ -100,6 +122,12 @@ pub struct Outbox {
     sender: mpsc::UnboundedSender<Outbound>,
     broadcast_pending: AtomicUsize,
     broadcast_capacity: usize,
+    /// Publishers waiting for this buffer to drain, and the signal they wait for.
+    drain_waiters: AtomicUsize,
+    drained: Notify,
+    /// Set when the subscriber made no progress for [`STALL_LIMIT`]; cleared when
+    /// its buffer has drained.
+    stalled: AtomicBool,
     control_room: Semaphore,
     lag_watch: Mutex<Vec<(u32, MissedCounter)>>,
     has_lagged: AtomicBool,
@@ -124,6 +152,9 @@ impl Outbox {
             sender,
             broadcast_pending: AtomicUsize::new(0),
             broadcast_capacity,
+            drain_waiters: AtomicUsize::new(0),
+            drained: Notify::new(),
+            stalled: AtomicBool::new(false),
             control_room: Semaphore::new(CONTROL_FRAME_LIMIT),
             lag_watch: Mutex::new(Vec::new()),
             has_lagged: AtomicBool::new(false),
@@ -145,19 +176,20 @@ impl Outbox {
     }
 
     /// Queues a broadcast delivery, or drops and counts it when the buffer is full.
-    /// Returns whether it was queued. Never waits. `stamp` marks a latency sample
-    /// (0: not sampled).
+    /// Never waits; says when the publisher should let the buffer drain. `stamp`
+    /// marks a latency sample (0: not sampled).
     pub fn push_broadcast(
         &self,
         sid: u32,
         missed: &AtomicU64,
         message: Arc<Message>,
         stamp: Stamp,
-    ) -> bool {
-        if self.broadcast_pending.fetch_add(1, Ordering::AcqRel) >= self.broadcast_capacity {
+    ) -> Pushed {
+        let pending = self.broadcast_pending.fetch_add(1, Ordering::AcqRel);
+        if pending >= self.broadcast_capacity {
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
             self.record_drop(sid, missed);
-            return false;
+            return Pushed::Dropped;
         }
         if self
             .sender
@@ -170,9 +202,57 @@ impl Outbox {
         {
             // The connection is gone; its subscriptions are being removed.
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return Pushed::Dropped;
         }
-        true
+        if pending >= self.high_water() && !self.stalled.load(Ordering::Acquire) {
+            Pushed::QueuedUnderPressure
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    fn high_water(&self) -> usize {
+        (self.broadcast_capacity / 2).max(1)
+    }
+
+    fn low_water(&self) -> usize {
+        self.broadcast_capacity / 4
+    }
+
+    /// Waits until the broadcast buffer has drained to a quarter, as long as the
+    /// writer keeps making progress; after [`STALL_LIMIT`] without progress the
+    /// subscriber is marked stalled and this returns. Cancel-safe.
+    pub async fn wait_for_drain(&self) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.drain_waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.drain_waiters);
+        let mut last = self.broadcast_pending.load(Ordering::Acquire);
+        loop {
+            if last <= self.low_water() || self.stalled.load(Ordering::Acquire) {
+                return;
+            }
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.broadcast_pending.load(Ordering::Acquire);
+            if now < last {
+                last = now;
+                continue;
+            }
+            if tokio::time::timeout(STALL_LIMIT, notified).await.is_err() {
+                self.stalled.store(true, Ordering::Release);
+                debug!(
+                    connection = self.connection_id,
+                    "subscriber made no progress for {STALL_LIMIT:?}: not waiting for it"
+                );
+                return;
+            }
+        }
     }
 
     /// Queues a queue delivery. Fails only when the connection is gone, in which case
@@ -241,16 +321,12 @@ impl Outbox {
         self.lock_lag_watch().push((sid, missed));
     }
 
-    /// Forgets a subscription's counter (it ended). Drops not reported yet are
-    /// still counted in the broker's statistics.
+    /// Forgets a subscription's counter (it ended). Its drops were counted in the
+    /// broker's statistics when they happened.
     pub fn unwatch_lag(&self, sid: u32) {
         let mut watch = self.lock_lag_watch();
         if let Some(index) = watch.iter().position(|(watched, _)| *watched == sid) {
-            let (_, missed) = watch.swap_remove(index);
-            Stats::add(
-                &self.stats.dropped_slow_consumer,
-                missed.swap(0, Ordering::AcqRel),
-            );
+            watch.swap_remove(index);
         }
     }
 
@@ -260,11 +336,14 @@ impl Outbox {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Counts a dropped message. Costs two atomics; the clock is read and the writer
+    /// Counts a dropped message. Costs three atomics; the clock is read and the writer
     /// woken only when a new gap starts, so an overloaded broker spends its time on
     /// deliveries, not on bookkeeping for drops.
     fn record_drop(&self, sid: u32, missed: &AtomicU64) {
         missed.fetch_add(1, Ordering::AcqRel);
+        // Counted now, not when reported: a writer blocked on a stuck client must not
+        // hide its drops from /metrics.
+        Stats::add(&self.stats.dropped_slow_consumer, 1);
         if self.has_lagged.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -301,8 +380,6 @@ impl Outbox {
                 (count > 0).then_some((*sid, count))
             })
             .collect();
-        let total: u64 = reports.iter().map(|(_, count)| count).sum();
-        Stats::add(&self.stats.dropped_slow_consumer, total);
         reports
     }
 }
@@ -397,9 +474,16 @@ pub async fn run_writer(
         if let Some(exit) = flush(&mut socket, &mut buffer, &outbox, write_deadline).await {
             return exit;
         }
-        outbox
+        let pending = outbox
             .broadcast_pending
-            .fetch_sub(broadcast_written, Ordering::AcqRel);
+            .fetch_sub(broadcast_written, Ordering::AcqRel)
+            - broadcast_written;
+        if pending <= outbox.low_water() && outbox.stalled.load(Ordering::Relaxed) {
+            outbox.stalled.store(false, Ordering::Release);
+        }
+        if broadcast_written > 0 && outbox.drain_waiters.load(Ordering::Acquire) > 0 {
+            outbox.drained.notify_waiters();
+        }
         outbox.control_room.add_permits(control_written);
         Stats::add(&outbox.stats.delivered_broadcast, broadcast_written as u64);
         Stats::add(&outbox.stats.delivered_queue, queued_written);
@@ -509,12 +593,25 @@ mod tests {
             headers: Vec::new(),
             payload: bytes::Bytes::new(),
         });
-        assert!(outbox.push_broadcast(1, &first, message.clone(), 0));
-        assert!(outbox.push_broadcast(2, &second, message.clone(), 0));
+        assert_eq!(
+            outbox.push_broadcast(1, &first, message.clone(), 0),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push_broadcast(2, &second, message.clone(), 0),
+            Pushed::QueuedUnderPressure,
+            "half full"
+        );
         for _ in 0..3 {
-            assert!(!outbox.push_broadcast(1, &first, message.clone(), 0));
+            assert_eq!(
+                outbox.push_broadcast(1, &first, message.clone(), 0),
+                Pushed::Dropped
+            );
         }
-        assert!(!outbox.push_broadcast(2, &second, message.clone(), 0));
+        assert_eq!(
+            outbox.push_broadcast(2, &second, message.clone(), 0),
+            Pushed::Dropped
+        );
         let mut reports = outbox.take_lag_reports();
         reports.sort_unstable();
         assert_eq!(reports, vec![(1, 3), (2, 1)]);

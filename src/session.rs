@@ -141,6 +141,7 @@ pub async fn serve_connection(
                 draining: false,
                 published: 0,
                 next_stamp: 0,
+                pressure: Vec::new(),
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -258,7 +259,8 @@ async fn handshake(
 
 /// What handling the buffered frames ended with.
 enum Processed {
-    /// Every complete frame was handled.
+    /// Every complete frame was handled, or publishes filled a subscriber's buffer
+    /// over half and the rest waits until it drained (`Session::pressure`).
     Drained,
     /// Stopped: too many answers wait for the client to read them.
     Blocked,
@@ -271,6 +273,13 @@ enum Processed {
 enum Subscription {
     Broadcast { pattern: ByteString },
     Queue { queue: Arc<Queue> },
+}
+
+/// Waits for each outbox in turn to drain (or to be found stalled).
+async fn drain_all(outboxes: &[Arc<Outbox>]) {
+    for outbox in outboxes {
+        outbox.wait_for_drain().await;
+    }
 }
 
 /// Remembers what subjects route to, valid while the broker's routing generation
@@ -315,6 +324,9 @@ struct Session {
     /// The latency stamp for the next publish: set once per read batch, taken by the
     /// batch's first publish (sampling keeps the clock off the per-message path).
     next_stamp: Stamp,
+    /// Subscribers' outboxes this connection's publishes filled over half: before
+    /// reading more, the session lets them drain (publisher flow control).
+    pressure: Vec<Arc<Outbox>>,
 }
 
 impl Session {
@@ -342,6 +354,10 @@ impl Session {
                 }
             };
             self.flush_counters();
+            // Publisher flow control: subscribers this batch filled over half get to
+            // drain before the next read (bounded: see Outbox::wait_for_drain).
+            let pressure = std::mem::take(&mut self.pressure);
+            let pressured = !pressure.is_empty();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -376,7 +392,8 @@ impl Session {
                         ping_outstanding = true;
                     }
                 }
-                read = reader.fill(), if !blocked => match read {
+                () = drain_all(&pressure), if pressured => {}
+                read = reader.fill(), if !blocked && !pressured => match read {
                     Ok(0) => {
                         if reader.buffered_len() > 0 {
                             self.send_error(ErrorCode::MalformedFrame, 0, format!(
@@ -418,6 +435,11 @@ impl Session {
             }
             if self.draining && self.nothing_to_settle() {
                 return Processed::Close(CloseReason::ShutDown);
+            }
+            if !self.pressure.is_empty() {
+                // A subscriber's buffer is over half full: let it drain before the
+                // rest of this batch (the run loop comes back for it).
+                return Processed::Drained;
             }
         }
     }
@@ -499,7 +521,8 @@ impl Session {
                 payload,
             };
             let stamp = std::mem::take(&mut self.next_stamp);
-            self.broker.publish(&routes, message, is_request, stamp)
+            self.broker
+                .publish(&routes, message, is_request, stamp, &mut self.pressure)
         });
         match outcome {
             Ok(()) => {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::outbox::{MissedCounter, Outbox};
+use crate::outbox::{MissedCounter, Outbox, Pushed};
 use crate::stats::Stamp;
 use tern_proto::Message;
 
@@ -26,15 +26,26 @@ impl BroadcastTarget {
 
 /// Pushes `message` to every target. The payload is shared, not copied: each target
 /// costs one reference-count increment. A full target drops its copy (counted and
-/// reported by its outbox); the others are unaffected. Returns how many accepted it.
-/// `stamp` marks a latency sample (0: not sampled).
-pub fn fan_out(targets: &[BroadcastTarget], message: &Arc<Message>, stamp: Stamp) -> usize {
-    targets
-        .iter()
-        .filter(|target| {
+/// reported by its outbox); the others are unaffected. Targets whose buffer is over
+/// half full are added to `pressure` (once each), so the publisher can let them
+/// drain. `stamp` marks a latency sample (0: not sampled).
+pub fn fan_out(
+    targets: &[BroadcastTarget],
+    message: &Arc<Message>,
+    stamp: Stamp,
+    pressure: &mut Vec<Arc<Outbox>>,
+) {
+    for target in targets {
+        let pushed =
             target
                 .outbox
-                .push_broadcast(target.sid, &target.missed, message.clone(), stamp)
-        })
-        .count()
+                .push_broadcast(target.sid, &target.missed, message.clone(), stamp);
+        if pushed == Pushed::QueuedUnderPressure
+            && !pressure
+                .iter()
+                .any(|outbox| Arc::ptr_eq(outbox, &target.outbox))
+        {
+            pressure.push(target.outbox.clone());
+        }
+    }
 }

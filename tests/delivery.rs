@@ -664,3 +664,38 @@ async fn publish_frames_from_a_raw_producer_keep_order_across_subjects() {
         assert_eq!(&message.payload[..], n.to_be_bytes());
     }
 }
+
+/// Publisher flow control: a subscriber that reads more slowly than its publisher
+/// publishes, but keeps reading, slows the publisher down instead of losing
+/// messages, even with a small buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_slower_than_its_publisher_but_reading_loses_nothing() {
+    const BUFFER: usize = 100;
+    const MESSAGES: usize = 20_000;
+    let broker = TestBroker::with(|config| config.consumer_channel_buffer_size = BUFFER).await;
+    let subscriber = broker.client().await;
+    let mut slow = subscriber.subscribe("flow").await.expect("subscribe");
+    let publisher = broker.client().await;
+    let publishing = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            publisher
+                .publish("flow", format!("{n}"))
+                .await
+                .expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+    });
+    for expected in 0..MESSAGES {
+        let message = within("next", slow.next()).await.expect("open");
+        assert_eq!(message.payload, format!("{expected}").as_bytes());
+        if expected % 500 == 0 {
+            // The subscriber is slower than the publisher: it pauses now and then.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    within("publisher finishes", publishing)
+        .await
+        .expect("publisher");
+    assert_eq!(slow.missed(), 0, "nothing dropped");
+    assert_eq!(broker.broker.stats().snapshot().dropped_slow_consumer, 0);
+}
