@@ -12,7 +12,7 @@ use tokio::net::tcp::OwnedReadHalf;
 const MIN_READ_BYTES: usize = 4 * 1024;
 
 /// Largest read: a busy publisher's frames arrive in few syscalls.
-const MAX_READ_BYTES: usize = 64 * 1024;
+const MAX_READ_BYTES: usize = 256 * 1024;
 
 /// Reads frames from one client.
 #[derive(Debug)]

@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tern_proto::{codec, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -406,7 +408,7 @@ pub async fn run_writer(
 ) -> WriterExit {
     let mut batch: Vec<Outbound> = Vec::new();
     let mut samples: Vec<(DeliveryPath, Stamp)> = Vec::new();
-    let mut buffer = BytesMut::new();
+    let mut buffer = WriteBuffer::default();
     loop {
         if receiver.recv_many(&mut batch, BATCH_LIMIT).await == 0 {
             return WriterExit::Closed;
@@ -427,7 +429,7 @@ pub async fn run_writer(
                     if stamp != 0 {
                         samples.push((DeliveryPath::Broadcast, stamp));
                     }
-                    encode_delivery(&mut buffer, sid, 0, false, &message)
+                    buffer.delivery(sid, 0, false, &message)
                 }
                 Outbound::Queued {
                     sid,
@@ -441,14 +443,14 @@ pub async fn run_writer(
                         samples.push((DeliveryPath::Queue, stamp));
                     }
                     redelivered_written += u64::from(redelivered);
-                    encode_delivery(&mut buffer, sid, delivery_id, redelivered, &message)
+                    buffer.delivery(sid, delivery_id, redelivered, &message)
                 }
                 Outbound::Control {
                     frame,
                     holds_permit,
                 } => {
                     control_written += usize::from(holds_permit);
-                    frame.encode(&mut buffer)
+                    frame.encode(&mut buffer.bytes)
                 }
                 Outbound::LagNotice => Ok(()),
                 Outbound::Close => {
@@ -469,7 +471,7 @@ pub async fn run_writer(
         // Once per batch, after the deliveries: a drop that happens later sets the
         // flag again and wakes the writer with a LagNotice.
         for (sid, missed) in outbox.take_lag_reports() {
-            encode(&mut buffer, &Frame::Lagged { sid, missed });
+            encode(&mut buffer.bytes, &Frame::Lagged { sid, missed });
         }
         if let Some(exit) = flush(&mut socket, &mut buffer, &outbox, write_deadline).await {
             return exit;
@@ -502,8 +504,8 @@ pub async fn run_writer(
             return WriterExit::Closed;
         }
         if receiver.is_empty() {
-            if buffer.capacity() > IDLE_BUFFER_BYTES {
-                buffer = BytesMut::new();
+            if buffer.bytes.capacity() > IDLE_BUFFER_BYTES {
+                buffer.bytes = BytesMut::new();
             }
             if batch.capacity() > 64 {
                 batch = Vec::new();
@@ -512,23 +514,105 @@ pub async fn run_writer(
     }
 }
 
-fn encode_delivery(
-    buffer: &mut BytesMut,
-    sid: u32,
-    delivery_id: u64,
-    redelivered: bool,
-    message: &Message,
-) -> Result<(), tern_proto::ProtocolError> {
-    codec::encode_deliver(
-        buffer,
-        sid,
-        delivery_id,
-        redelivered,
-        &message.subject,
-        message.reply_to.as_deref(),
-        &message.headers,
-        &message.payload,
-    )
+/// Payloads at least this large are not copied into the write buffer: the frame's
+/// head goes in the buffer and the payload is written from the shared message by a
+/// vectored write.
+const VECTORED_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// What the writer sends next: encoded bytes, and for large payloads a list of
+/// segments (encoded heads interleaved with shared payloads) written with `writev`.
+#[derive(Debug, Default)]
+struct WriteBuffer {
+    bytes: BytesMut,
+    segments: Vec<Bytes>,
+    segment_bytes: usize,
+}
+
+impl WriteBuffer {
+    fn len(&self) -> usize {
+        self.bytes.len() + self.segment_bytes
+    }
+
+    fn delivery(
+        &mut self,
+        sid: u32,
+        delivery_id: u64,
+        redelivered: bool,
+        message: &Message,
+    ) -> Result<(), tern_proto::ProtocolError> {
+        if message.payload.len() < VECTORED_PAYLOAD_BYTES {
+            return codec::encode_deliver(
+                &mut self.bytes,
+                sid,
+                delivery_id,
+                redelivered,
+                &message.subject,
+                message.reply_to.as_deref(),
+                &message.headers,
+                &message.payload,
+            );
+        }
+        codec::encode_deliver_head(
+            &mut self.bytes,
+            sid,
+            delivery_id,
+            redelivered,
+            &message.subject,
+            message.reply_to.as_deref(),
+            &message.headers,
+            message.payload.len(),
+        )?;
+        let head = self.bytes.split().freeze();
+        self.segment_bytes += head.len() + message.payload.len();
+        self.segments.push(head);
+        self.segments.push(message.payload.clone());
+        Ok(())
+    }
+
+    /// Writes everything: one `write_all` when there are no segments, otherwise
+    /// vectored writes of up to 64 segments each.
+    async fn write_to(&mut self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        if self.segments.is_empty() {
+            socket.write_all(&self.bytes).await?;
+            self.bytes.clear();
+            return Ok(());
+        }
+        if !self.bytes.is_empty() {
+            let tail = self.bytes.split().freeze();
+            self.segments.push(tail);
+        }
+        let mut first = 0;
+        while first < self.segments.len() {
+            let slices: Vec<IoSlice<'_>> = self.segments[first..]
+                .iter()
+                .take(64)
+                .map(|segment| IoSlice::new(segment))
+                .collect();
+            let mut written = socket.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while written > 0 {
+                let segment = &mut self.segments[first];
+                if written >= segment.len() {
+                    written -= segment.len();
+                    first += 1;
+                } else {
+                    segment.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        self.segments.clear();
+        self.segment_bytes = 0;
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.segments.clear();
+        self.segment_bytes = 0;
+    }
 }
 
 fn encode(buffer: &mut BytesMut, frame: &Frame) {
@@ -540,14 +624,15 @@ fn encode(buffer: &mut BytesMut, frame: &Frame) {
 /// Writes the buffer; `Some` says why the writer must stop.
 async fn flush(
     socket: &mut OwnedWriteHalf,
-    buffer: &mut BytesMut,
+    buffer: &mut WriteBuffer,
     outbox: &Outbox,
     write_deadline: Duration,
 ) -> Option<WriterExit> {
-    if buffer.is_empty() {
+    let length = buffer.len();
+    if length == 0 {
         return None;
     }
-    let exit = match tokio::time::timeout(write_deadline, socket.write_all(buffer)).await {
+    let exit = match tokio::time::timeout(write_deadline, buffer.write_to(socket)).await {
         Ok(Ok(())) => None,
         Ok(Err(error)) => {
             debug!(connection = outbox.connection_id, %error, "write failed");
@@ -562,7 +647,7 @@ async fn flush(
             Some(WriterExit::TimedOut)
         }
     };
-    Stats::add(&outbox.stats.bytes_out, buffer.len() as u64);
+    Stats::add(&outbox.stats.bytes_out, length as u64);
     buffer.clear();
     exit
 }

@@ -575,6 +575,44 @@ pub fn encode_deliver(
 
 /// Writes prefix + opcode, lets `fields` append the body, then patches the length.
 /// Any failure truncates `dst` back, so a half-written frame never escapes.
+/// Appends everything of a DELIVER frame except its payload, with a length prefix
+/// that counts the payload: the caller sends `payload_len` payload bytes right after
+/// (a vectored write can then send a large payload without copying it).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_deliver_head(
+    dst: &mut BytesMut,
+    sid: u32,
+    delivery_id: u64,
+    redelivered: bool,
+    subject: &str,
+    reply_to: Option<&str>,
+    headers: &[Header],
+    payload_len: usize,
+) -> Result<(), ProtocolError> {
+    let start = dst.len();
+    write_frame(
+        dst,
+        Opcode::Deliver,
+        4 + 8 + 1 + 2 + subject.len() + 4,
+        |dst| {
+            dst.put_u32(sid);
+            dst.put_u64(delivery_id);
+            dst.put_u8(if redelivered { FLAG_REDELIVERED } else { 0 });
+            put_string(dst, "subject", subject)?;
+            put_string(dst, "reply_to", reply_to.unwrap_or(""))?;
+            put_headers(dst, headers)?;
+            Ok(())
+        },
+    )?;
+    let length = dst.len() - start - LENGTH_PREFIX_BYTES + payload_len;
+    let Ok(length32) = u32::try_from(length) else {
+        dst.truncate(start);
+        return Err(ProtocolError::FrameOverflow { length });
+    };
+    dst[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&length32.to_be_bytes());
+    Ok(())
+}
+
 fn write_frame(
     dst: &mut BytesMut,
     opcode: Opcode,
@@ -772,6 +810,28 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deliver_head_plus_its_payload_equals_the_whole_frame() {
+        let headers = [Header::new("k", "v")];
+        let payload = b"a large payload, sent separately";
+        let mut whole = BytesMut::new();
+        encode_deliver(&mut whole, 3, 9, true, "s.t", Some("r"), &headers, payload).expect("whole");
+        let mut split = BytesMut::new();
+        encode_deliver_head(
+            &mut split,
+            3,
+            9,
+            true,
+            "s.t",
+            Some("r"),
+            &headers,
+            payload.len(),
+        )
+        .expect("head");
+        split.extend_from_slice(payload);
+        assert_eq!(split, whole);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
