@@ -88,6 +88,9 @@ pub(crate) struct State {
     requests: HashMap<u64, oneshot::Sender<Result<Message, ClientError>>>,
     pings: VecDeque<oneshot::Sender<()>>,
     server: Option<ServerInfo>,
+    /// The last publish subject that passed validation: publishing to the same
+    /// subject again (the common case) skips validating it.
+    last_subject: String,
 }
 
 #[derive(Debug)]
@@ -196,6 +199,7 @@ impl Client {
                 requests: HashMap::new(),
                 pings: VecDeque::new(),
                 server: None,
+                last_subject: String::new(),
             }),
             wake_writer: Notify::new(),
             room: Notify::new(),
@@ -617,7 +621,6 @@ impl Inner {
         message: PublishParts<'_>,
         pending: Option<Pending>,
     ) -> Result<(), ClientError> {
-        validate_subject(message.subject)?;
         if let Some(reply_to) = message.reply_to {
             validate_subject(reply_to)?;
         }
@@ -646,6 +649,11 @@ impl Inner {
         pending: &mut Option<Pending>,
     ) -> Result<bool, ClientError> {
         let mut state = self.lock_state();
+        if state.last_subject != message.subject {
+            validate_subject(message.subject)?;
+            state.last_subject.clear();
+            state.last_subject.push_str(message.subject);
+        }
         if self.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
