@@ -95,9 +95,23 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 if [[ -z $ONLY || " $ONLY " == *" idle "* ]]; then
-  echo "idle memory: $IDLE_CONNECTIONS subscriber connections each"
-  python3 benches/idle_memory.py tern "127.0.0.1:$TERN_PORT" "$TERN_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.tern.txt"
-  python3 benches/idle_memory.py nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$IDLE_CONNECTIONS" | tee "$RAW/idle.nats.txt"
+  # Fresh processes: the ones above hold heap from the benchmarks.
+  echo "idle memory: $IDLE_CONNECTIONS subscriber connections each, fresh servers"
+  IDLE_TERN=$(free_port) IDLE_TERN_HTTP=$(free_port) IDLE_NATS=$(free_port)
+  BIND_ADDR=127.0.0.1 TCP_PORT=$IDLE_TERN HTTP_PORT=$IDLE_TERN_HTTP MAX_CONSUMERS=100000 RUST_LOG=error \
+    "$TERN" serve &
+  idle_tern_pid=$!
+  pids+=("$idle_tern_pid")
+  nats-server -a 127.0.0.1 -p "$IDLE_NATS" >/dev/null 2>&1 &
+  idle_nats_pid=$!
+  pids+=("$idle_nats_pid")
+  for attempt in $(seq 1 100); do
+    "$TERN" health --http-port "$IDLE_TERN_HTTP" --path /ready >/dev/null 2>&1 &&
+      python3 -c "import socket; socket.create_connection(('127.0.0.1', $IDLE_NATS)).close()" 2>/dev/null && break
+    sleep 0.1
+  done
+  python3 benches/idle_memory.py tern "127.0.0.1:$IDLE_TERN" "$idle_tern_pid" "$IDLE_CONNECTIONS" | tee "$RAW/idle.tern.txt"
+  python3 benches/idle_memory.py nats "127.0.0.1:$IDLE_NATS" "$idle_nats_pid" "$IDLE_CONNECTIONS" | tee "$RAW/idle.nats.txt"
 fi
 
 python3 benches/summarize.py "$RAW" "$RESULTS/comparison-$STAMP.md" \

@@ -133,7 +133,7 @@ def main():
     for system in ("tern", "nats"):
         path = os.path.join(raw, f"idle.{system}.txt")
         if os.path.exists(path):
-            match = re.search(r"RESULT \w+ ([0-9.]+)", open(path).read())
+            match = re.search(r"RESULT \w+ (-?[0-9.]+)", open(path).read())
             if match:
                 idle[system] = float(match.group(1))
     if idle:
