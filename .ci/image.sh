@@ -22,9 +22,11 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 IMAGE=localhost/tern:ci
 CONTAINER=tern-ci-smoke
 # podman's default runtime (crun) fails on this machine's cgroup layout, and its
-# default ulimits exceed what root may set here: this shell's open-file limit and
-# 4096 processes (the broker runs a handful of threads).
-RUN_FLAGS=(--runtime runc --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
+# default ulimits exceed what root may set here: this shell's open-file limit (at
+# most 65536) and 4096 processes (the broker runs a handful of threads).
+nofile=$(ulimit -Hn)
+[[ $nofile == unlimited || $nofile -gt 65536 ]] && nofile=65536
+RUN_FLAGS=(--runtime runc --ulimit "nofile=$nofile:$nofile" --ulimit nproc=4096:4096)
 
 base_image=$(awk '/^FROM/ && !/ AS /{print $2}' "$DOCKERFILE" | tail -1)
 builder_image=$(awk '/^FROM/ && / AS builder/{print $2}' "$DOCKERFILE")

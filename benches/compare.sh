@@ -53,13 +53,20 @@ pids+=("$NATS_PID")
 pids+=($!)
 for attempt in $(seq 1 100); do
   if "$TERN" health --http-port "$TERN_HTTP" --path /ready >/dev/null 2>&1 &&
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT)).close(); socket.create_connection(('127.0.0.1', $RELAY_PORT)).close()" 2>/dev/null; then
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT)).close()" 2>/dev/null; then
     break
   fi
   ((attempt < 100)) || { echo "servers did not start" >&2; exit 1; }
   sleep 0.1
 done
-# The probe connection above took the relay's first (receiver) slot; pair it off.
+# The relay pairs connections in accept order (receiver, then sender). Wait for it
+# with one connection, then pair that one off with a second, so the benchmark's
+# receiver is the next first-of-a-pair.
+for attempt in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $RELAY_PORT)).close()" 2>/dev/null && break
+  ((attempt < 100)) || { echo "the relay did not start" >&2; exit 1; }
+  sleep 0.1
+done
 python3 -c "import socket; socket.create_connection(('127.0.0.1', $RELAY_PORT)).close()"
 
 declare -A TARGETS=(
