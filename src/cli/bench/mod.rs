@@ -288,7 +288,7 @@ async fn receive_loop(
     stop: CancellationToken,
 ) -> anyhow::Result<(Tracker, u64, Option<Instant>)> {
     let mut tracker = Tracker::new(publishers);
-    let mut last = None;
+    let mut last_ns = None;
     loop {
         // A message already waiting is taken without the select; the select (and
         // the stop signal) is for when the receiver would wait.
@@ -301,11 +301,14 @@ async fn receive_loop(
             },
         };
         let Some(payload) = next else { break };
-        tracker.record(&payload, now_ns(epoch));
-        last = Some(Instant::now());
+        // One clock read per message serves both the latency and the end time.
+        let now = now_ns(epoch);
+        tracker.record(&payload, now);
+        last_ns = Some(now);
         delivered.store(tracker.received, Ordering::Relaxed);
     }
     let missed = receiver.reported_missed();
+    let last = last_ns.map(|ns| epoch + Duration::from_nanos(ns));
     Ok((tracker, missed, last))
 }
 
