@@ -118,7 +118,7 @@ def subset(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def cross_check(documents: list[dict], values: dict, label: str) -> None:
+def cross_check(documents: list[dict], label: str) -> None:
     (deployment,) = by_kind(documents, "Deployment")
     (service,) = by_kind(documents, "Service")
     pod = deployment["spec"]["template"]
@@ -288,7 +288,7 @@ def main() -> int:
 
     print("\n-- 4. cross-checks")
     for label, documents in rendered.items():
-        cross_check(documents, {}, label)
+        cross_check(documents, label)
 
     print("\n-- 5. smoke: the binary with the Deployment's env, args and ports")
     smoke(rendered["default values"], binary)

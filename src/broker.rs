@@ -202,7 +202,7 @@ impl Broker {
                 (count < max).then_some(count + 1)
             })
             .map(|_| {
-                self.subscriptions_by_mode[mode_index(mode)].fetch_add(1, Ordering::AcqRel);
+                self.subscriptions_by_mode[mode.index()].fetch_add(1, Ordering::AcqRel);
             })
             .map_err(|_| {
                 Refusal::new(
@@ -214,13 +214,13 @@ impl Broker {
 
     /// Gives a subscription slot of `mode` back.
     pub fn release_subscription(&self, mode: DeliveryMode) {
-        self.subscriptions_by_mode[mode_index(mode)].fetch_sub(1, Ordering::AcqRel);
+        self.subscriptions_by_mode[mode.index()].fetch_sub(1, Ordering::AcqRel);
         self.subscriptions.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Active subscriptions of one delivery mode.
     pub fn subscription_count_by_mode(&self, mode: DeliveryMode) -> usize {
-        self.subscriptions_by_mode[mode_index(mode)].load(Ordering::Acquire)
+        self.subscriptions_by_mode[mode.index()].load(Ordering::Acquire)
     }
 
     /// Active subscriptions.
@@ -329,13 +329,6 @@ impl Broker {
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.queues.len()
-    }
-}
-
-fn mode_index(mode: DeliveryMode) -> usize {
-    match mode {
-        DeliveryMode::Broadcast => 0,
-        DeliveryMode::Queue => 1,
     }
 }
 

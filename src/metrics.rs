@@ -56,13 +56,9 @@ fn current_state(broker: &Broker) -> Registry {
     registry.register("connections", "Open client connections", connections);
 
     let subscriptions = Family::<Labels, Gauge>::default();
-    for mode in [DeliveryMode::Broadcast, DeliveryMode::Queue] {
-        let label = match mode {
-            DeliveryMode::Broadcast => "broadcast",
-            DeliveryMode::Queue => "queue",
-        };
+    for mode in DeliveryMode::ALL {
         subscriptions
-            .get_or_create(&vec![("mode", label.to_string())])
+            .get_or_create(&vec![("mode", mode.as_str().to_string())])
             .set(count(broker.subscription_count_by_mode(mode)));
     }
     registry.register(

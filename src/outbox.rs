@@ -34,7 +34,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, warn};
 
-use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, DeliveryPath, Stamp, Stats};
+use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, Stamp, Stats};
+use tern_proto::DeliveryMode;
 use tern_proto::Message;
 
 /// Control frames that may wait for the writer before the session stops reading
@@ -407,7 +408,7 @@ pub async fn run_writer(
     write_deadline: Duration,
 ) -> WriterExit {
     let mut batch: Vec<Outbound> = Vec::new();
-    let mut samples: Vec<(DeliveryPath, Stamp)> = Vec::new();
+    let mut samples: Vec<(DeliveryMode, Stamp)> = Vec::new();
     let mut buffer = WriteBuffer::default();
     loop {
         if receiver.recv_many(&mut batch, BATCH_LIMIT).await == 0 {
@@ -427,7 +428,7 @@ pub async fn run_writer(
                 } => {
                     broadcast_written += 1;
                     if stamp != 0 {
-                        samples.push((DeliveryPath::Broadcast, stamp));
+                        samples.push((DeliveryMode::Broadcast, stamp));
                     }
                     buffer.delivery(sid, 0, false, &message)
                 }
@@ -440,7 +441,7 @@ pub async fn run_writer(
                 } => {
                     queued_written += 1;
                     if stamp != 0 {
-                        samples.push((DeliveryPath::Queue, stamp));
+                        samples.push((DeliveryMode::Queue, stamp));
                     }
                     redelivered_written += u64::from(redelivered);
                     buffer.delivery(sid, delivery_id, redelivered, &message)
@@ -540,18 +541,6 @@ impl WriteBuffer {
         redelivered: bool,
         message: &Message,
     ) -> Result<(), tern_proto::ProtocolError> {
-        if message.payload.len() < VECTORED_PAYLOAD_BYTES {
-            return codec::encode_deliver(
-                &mut self.bytes,
-                sid,
-                delivery_id,
-                redelivered,
-                &message.subject,
-                message.reply_to.as_deref(),
-                &message.headers,
-                &message.payload,
-            );
-        }
         codec::encode_deliver_head(
             &mut self.bytes,
             sid,
@@ -562,6 +551,10 @@ impl WriteBuffer {
             &message.headers,
             message.payload.len(),
         )?;
+        if message.payload.len() < VECTORED_PAYLOAD_BYTES {
+            self.bytes.extend_from_slice(&message.payload);
+            return Ok(());
+        }
         let head = self.bytes.split().freeze();
         self.segment_bytes += head.len() + message.payload.len();
         self.segments.push(head);

@@ -356,7 +356,7 @@ impl Session {
             self.flush_counters();
             // Publisher flow control: subscribers this batch filled over half get to
             // drain before the next read (bounded: see Outbox::wait_for_drain).
-            let pressure = std::mem::take(&mut self.pressure);
+            let mut pressure = std::mem::take(&mut self.pressure);
             let pressured = !pressure.is_empty();
             tokio::select! {
                 biased;
@@ -410,6 +410,9 @@ impl Session {
                     Err(_) => return CloseReason::ReadFailed,
                 },
             }
+            // Waited for or not, these outboxes are done with; keep the allocation.
+            pressure.clear();
+            self.pressure = pressure;
         }
     }
 

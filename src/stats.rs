@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tern_proto::ErrorCode;
+use tern_proto::{DeliveryMode, ErrorCode};
 
 use crate::session::CloseReason;
 
@@ -27,25 +27,6 @@ pub const LATENCY_BUCKETS: [f64; 19] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-
-/// Which delivery path a latency sample or delivery belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryPath {
-    /// Broadcast: every matching subscriber gets a copy.
-    Broadcast = 0,
-    /// Queue: one consumer gets it.
-    Queue = 1,
-}
-
-impl DeliveryPath {
-    /// The `mode` label value.
-    pub const fn label(self) -> &'static str {
-        match self {
-            DeliveryPath::Broadcast => "broadcast",
-            DeliveryPath::Queue => "queue",
-        }
-    }
-}
 
 /// Monotonic counters and the latency histogram, shared by every connection.
 #[derive(Debug)]
@@ -77,7 +58,7 @@ pub struct Stats {
     pub connections_refused: Counter,
     /// Connections closed, by [`CloseReason::index`].
     connections_closed: Vec<Counter>,
-    /// Publish-to-delivery latency, by [`DeliveryPath`].
+    /// Publish-to-delivery latency, by [`DeliveryMode::index`].
     latency: [Histogram; 2],
 }
 
@@ -112,11 +93,10 @@ impl Stats {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tern");
 
-        let published = Counter::default();
-        registry.register(
+        let published = counter(
+            &mut registry,
             "messages_published",
             "Messages accepted from publishers",
-            published.clone(),
         );
 
         let delivered = Family::<Labels, Counter>::default();
@@ -125,14 +105,13 @@ impl Stats {
             "Deliveries written to clients, by delivery mode (queue includes redeliveries)",
             delivered.clone(),
         );
-        let delivered_broadcast = delivered.get_or_create_owned(&vec![("mode", "broadcast")]);
-        let delivered_queue = delivered.get_or_create_owned(&vec![("mode", "queue")]);
+        let [delivered_broadcast, delivered_queue] = DeliveryMode::ALL
+            .map(|mode| delivered.get_or_create_owned(&vec![("mode", mode.as_str())]));
 
-        let redelivered = Counter::default();
-        registry.register(
+        let redelivered = counter(
+            &mut registry,
             "messages_redelivered",
             "Queue deliveries of messages delivered before (nacked, or their consumer left)",
-            redelivered.clone(),
         );
 
         let dropped = Family::<Labels, Counter>::default();
@@ -161,30 +140,26 @@ impl Stats {
             .map(|code| errors.get_or_create_owned(&vec![("code", code.name())]))
             .collect();
 
-        let bytes_in = Counter::default();
-        registry.register(
+        let bytes_in = counter(
+            &mut registry,
             "received_bytes",
             "Frame bytes read from clients",
-            bytes_in.clone(),
         );
-        let bytes_out = Counter::default();
-        registry.register(
+        let bytes_out = counter(
+            &mut registry,
             "sent_bytes",
             "Frame bytes written to clients",
-            bytes_out.clone(),
         );
 
-        let connections_accepted = Counter::default();
-        registry.register(
+        let connections_accepted = counter(
+            &mut registry,
             "connections_accepted",
             "Connections accepted since start",
-            connections_accepted.clone(),
         );
-        let connections_refused = Counter::default();
-        registry.register(
+        let connections_refused = counter(
+            &mut registry,
             "connections_refused",
             "Connections refused because MAX_CONNECTIONS was reached",
-            connections_refused.clone(),
         );
         let closed = Family::<Labels, Counter>::default();
         registry.register(
@@ -207,8 +182,8 @@ impl Stats {
              the queue)",
             latency_family.clone(),
         );
-        let latency = [DeliveryPath::Broadcast, DeliveryPath::Queue]
-            .map(|path| latency_family.get_or_create_owned(&vec![("mode", path.label())]));
+        let latency = DeliveryMode::ALL
+            .map(|mode| latency_family.get_or_create_owned(&vec![("mode", mode.as_str())]));
 
         Stats {
             registry,
@@ -254,8 +229,8 @@ impl Stats {
     }
 
     /// Records one publish-to-delivery latency sample.
-    pub fn observe_latency(&self, path: DeliveryPath, seconds: f64) {
-        self.latency[path as usize].observe(seconds);
+    pub fn observe_latency(&self, mode: DeliveryMode, seconds: f64) {
+        self.latency[mode.index()].observe(seconds);
     }
 
     /// Copies every counter.
@@ -280,6 +255,13 @@ impl Stats {
                 .collect(),
         }
     }
+}
+
+/// Registers a plain counter and returns its handle.
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.clone());
+    counter
 }
 
 /// A compact publish timestamp: microseconds on a wrapping 32-bit clock, 0 meaning

@@ -559,22 +559,21 @@ pub fn encode_deliver(
     headers: &[Header],
     payload: &[u8],
 ) -> Result<(), ProtocolError> {
-    let size_hint =
-        4 + 8 + 1 + 2 + subject.len() + 2 + reply_to.map_or(0, str::len) + 2 + payload.len();
-    write_frame(dst, Opcode::Deliver, size_hint, |dst| {
-        dst.put_u32(sid);
-        dst.put_u64(delivery_id);
-        dst.put_u8(if redelivered { FLAG_REDELIVERED } else { 0 });
-        put_string(dst, "subject", subject)?;
-        put_string(dst, "reply_to", reply_to.unwrap_or(""))?;
-        put_headers(dst, headers)?;
-        dst.put_slice(payload);
-        Ok(())
-    })
+    dst.reserve(LENGTH_PREFIX_BYTES + 1 + 4 + 8 + 1 + 2 + subject.len() + 4 + payload.len());
+    encode_deliver_head(
+        dst,
+        sid,
+        delivery_id,
+        redelivered,
+        subject,
+        reply_to,
+        headers,
+        payload.len(),
+    )?;
+    dst.put_slice(payload);
+    Ok(())
 }
 
-/// Writes prefix + opcode, lets `fields` append the body, then patches the length.
-/// Any failure truncates `dst` back, so a half-written frame never escapes.
 /// Appends everything of a DELIVER frame except its payload, with a length prefix
 /// that counts the payload: the caller sends `payload_len` payload bytes right after
 /// (a vectored write can then send a large payload without copying it).

@@ -81,12 +81,27 @@ impl std::str::FromStr for DeliveryMode {
     }
 }
 
-impl std::fmt::Display for DeliveryMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl DeliveryMode {
+    /// Both modes, in wire-value order.
+    pub const ALL: [DeliveryMode; 2] = [DeliveryMode::Broadcast, DeliveryMode::Queue];
+
+    /// The mode's name, as `DELIVERY_MODE` spells it: `broadcast` or `queue`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             DeliveryMode::Broadcast => "broadcast",
             DeliveryMode::Queue => "queue",
-        })
+        }
+    }
+
+    /// Position in [`DeliveryMode::ALL`], for per-mode tables.
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+impl std::fmt::Display for DeliveryMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
