@@ -277,8 +277,8 @@ impl Broker {
         stamp_from_micros(self.started.elapsed().as_micros())
     }
 
-    /// Routes one validated message. Broadcast subscribers each get the shared
-    /// message; each matching queue stores it. `is_request` (a reply-to is set)
+    /// Routes one validated message. Broadcast subscribers each get it encoded into
+    /// their connection's buffer; each matching queue stores it (shared). `is_request` (a reply-to is set)
     /// turns "nobody can receive this" into `NO_RESPONDERS`. `stamp` is when it was
     /// read, or 0 when this message is not a latency sample. Subscribers whose
     /// buffers are over half full are added to `pressure` (see [`crate::outbox`]).
@@ -315,8 +315,11 @@ impl Broker {
             Stats::add(&self.stats.dropped_no_interest, 1);
             return Ok(());
         }
-        let message = Arc::new(message);
         fan_out(&routes.subscribers, &message, stamp, pressure);
+        if routes.queues.is_empty() {
+            return Ok(());
+        }
+        let message = Arc::new(message);
         let mut refusal = Ok(());
         for queue in &routes.queues {
             if let Err(error) = queue.publish(message.clone(), stamp) {

@@ -18,20 +18,23 @@
 //!   bounded by [`CONTROL_FRAME_LIMIT`]; when a client does not read its answers,
 //!   the session stops reading its requests (backpressure on that client only).
 //!
-//! The writer drains everything waiting into one buffer and writes it with one
-//! `write_all`: under load, one syscall carries a whole batch of frames.
-
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! Frames are encoded when they are pushed, straight into the connection's pending
+//! buffer (under a short lock); the writer swaps that buffer for its empty spare and
+//! writes it with one `write` per batch: under load, one syscall carries a whole batch
+//! of frames, and a delivery costs no allocation and no channel hop. Payloads of
+//! [`VECTORED_PAYLOAD_BYTES`] or more are not copied: the shared payload is written by
+//! a vectored write.
 
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tern_proto::{codec, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, warn};
 
 use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, Stamp, Stats};
@@ -42,12 +45,8 @@ use tern_proto::Message;
 /// the client's requests.
 pub const CONTROL_FRAME_LIMIT: usize = 1024;
 
-/// Most items the writer takes from the outbox per batch.
-const BATCH_LIMIT: usize = 1024;
-
-/// The writer writes as soon as this many bytes are encoded, so a batch of large
-/// messages does not build one huge buffer.
-const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+/// Latency samples kept per batch; more are not recorded (they are samples).
+const SAMPLE_LIMIT: usize = 64;
 
 /// An idle writer keeps at most this much buffer capacity; above it the buffer is
 /// released, so idle connections cost little memory.
@@ -71,58 +70,51 @@ pub enum Pushed {
 /// Minimum time between two slow-consumer warnings for one connection.
 const LAG_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Something waiting to be written to the client.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A broadcast delivery.
-    Broadcast {
-        /// The subscription it is for.
-        sid: u32,
-        /// Publish time of a latency sample, or 0.
-        stamp: Stamp,
-        /// The shared message.
-        message: Arc<Message>,
-    },
-    /// A queue delivery that must be acked.
-    Queued {
-        /// The subscription it is for.
-        sid: u32,
-        /// Publish time of a latency sample, or 0.
-        stamp: Stamp,
-        /// The id to ack.
-        delivery_id: u64,
-        /// Delivered before?
-        redelivered: bool,
-        /// The shared message.
-        message: Arc<Message>,
-    },
-    /// A control frame answering the client.
-    Control {
-        /// The frame, boxed: control frames are rare and large, deliveries are
-        /// frequent and small, and every item is moved several times.
-        frame: Box<Frame>,
-        /// Whether it holds one of the [`CONTROL_FRAME_LIMIT`] permits, returned
-        /// once it is written.
-        holds_permit: bool,
-    },
-    /// Wakes the writer so it reports dropped messages.
-    LagNotice,
-    /// Write what came before, then close the socket.
-    Close,
-}
-
 /// Messages dropped for one broadcast subscription since its last LAGGED report.
 pub type MissedCounter = Arc<AtomicU64>;
 
-/// The receiving end of an outbox, owned by the writer task.
-pub type OutboxReceiver = mpsc::UnboundedReceiver<Outbound>;
+/// The connection's writer has ended: nothing more will be written to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterGone;
+
+/// Frames encoded for the client and not yet taken by the writer, with what they
+/// count for. Guarded by the outbox's lock, which is held only to encode one frame or
+/// to swap the whole thing out.
+#[derive(Debug, Default)]
+struct Pending {
+    frames: WriteBuffer,
+    /// Broadcast deliveries in `frames`.
+    broadcast: usize,
+    /// Queue deliveries in `frames`, and how many of those are redeliveries.
+    queued: u64,
+    redelivered: u64,
+    /// Control frames in `frames` that hold a [`CONTROL_FRAME_LIMIT`] permit.
+    control_permits: usize,
+    /// Latency samples of deliveries in `frames` (at most [`SAMPLE_LIMIT`]).
+    samples: Vec<(DeliveryMode, Stamp)>,
+    /// Write what is pending, then close the socket.
+    close_requested: bool,
+    /// The writer has ended: pushes are refused.
+    writer_gone: bool,
+    /// The writer found nothing to do and waits to be woken.
+    writer_idle: bool,
+}
+
+impl Pending {
+    fn sample(&mut self, mode: DeliveryMode, stamp: Stamp) {
+        if stamp != 0 && self.samples.len() < SAMPLE_LIMIT {
+            self.samples.push((mode, stamp));
+        }
+    }
+}
 
 /// The sending side of a connection's outbound frames. Shared (`Arc`) by the session,
 /// the subscription index and the queues that deliver to this connection.
 #[derive(Debug)]
 pub struct Outbox {
     connection_id: u64,
-    sender: mpsc::UnboundedSender<Outbound>,
+    pending: Mutex<Pending>,
+    wake_writer: Notify,
     broadcast_pending: AtomicUsize,
     broadcast_capacity: usize,
     /// Publishers waiting for this buffer to drain, and the signal they wait for.
@@ -141,18 +133,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A new outbox and the receiver its writer task drains. `epoch` is the
-    /// broker's start, the origin of latency [`Stamp`]s.
+    /// A new outbox; [`run_writer`] drains it. `epoch` is the broker's start, the
+    /// origin of latency [`Stamp`]s.
     pub fn new(
         connection_id: u64,
         broadcast_capacity: usize,
         stats: Arc<Stats>,
         epoch: Instant,
-    ) -> (Arc<Outbox>, OutboxReceiver) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let outbox = Outbox {
+    ) -> Arc<Outbox> {
+        Arc::new(Outbox {
             connection_id,
-            sender,
+            pending: Mutex::new(Pending::default()),
+            wake_writer: Notify::new(),
             broadcast_pending: AtomicUsize::new(0),
             broadcast_capacity,
             drain_waiters: AtomicUsize::new(0),
@@ -165,8 +157,7 @@ impl Outbox {
             epoch,
             last_lag_warning_ms: AtomicU64::new(0),
             stats,
-        };
-        (Arc::new(outbox), receiver)
+        })
     }
 
     fn stamp_now(&self) -> Stamp {
@@ -178,6 +169,21 @@ impl Outbox {
         self.connection_id
     }
 
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Ends a push: releases the lock, then wakes the writer if it was idle.
+    fn release(&self, mut pending: MutexGuard<'_, Pending>) {
+        let wake = std::mem::take(&mut pending.writer_idle);
+        drop(pending);
+        if wake {
+            self.wake_writer.notify_one();
+        }
+    }
+
     /// Queues a broadcast delivery, or drops and counts it when the buffer is full.
     /// Never waits; says when the publisher should let the buffer drain. `stamp`
     /// marks a latency sample (0: not sampled).
@@ -185,29 +191,32 @@ impl Outbox {
         &self,
         sid: u32,
         missed: &AtomicU64,
-        message: Arc<Message>,
+        message: &Message,
         stamp: Stamp,
     ) -> Pushed {
-        let pending = self.broadcast_pending.fetch_add(1, Ordering::AcqRel);
-        if pending >= self.broadcast_capacity {
+        let waiting = self.broadcast_pending.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.broadcast_capacity {
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
             self.record_drop(sid, missed);
             return Pushed::Dropped;
         }
-        if self
-            .sender
-            .send(Outbound::Broadcast {
-                sid,
-                stamp,
-                message,
-            })
-            .is_err()
-        {
+        let mut pending = self.lock_pending();
+        if pending.writer_gone {
             // The connection is gone; its subscriptions are being removed.
+            drop(pending);
             self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
             return Pushed::Dropped;
         }
-        if pending >= self.high_water() && !self.stalled.load(Ordering::Acquire) {
+        if let Err(error) = pending.frames.delivery(sid, 0, false, message) {
+            drop(pending);
+            self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
+            warn!(connection = self.connection_id, %error, "could not encode a delivery; skipped");
+            return Pushed::Dropped;
+        }
+        pending.broadcast += 1;
+        pending.sample(DeliveryMode::Broadcast, stamp);
+        self.release(pending);
+        if waiting >= self.high_water() && !self.stalled.load(Ordering::Acquire) {
             Pushed::QueuedUnderPressure
         } else {
             Pushed::Queued
@@ -265,21 +274,27 @@ impl Outbox {
         sid: u32,
         delivery_id: u64,
         redelivered: bool,
-        message: Arc<Message>,
+        message: &Message,
         stamp: Stamp,
-    ) -> Result<(), Arc<Message>> {
-        self.sender
-            .send(Outbound::Queued {
-                sid,
-                stamp,
-                delivery_id,
-                redelivered,
-                message,
-            })
-            .map_err(|error| match error.0 {
-                Outbound::Queued { message, .. } => message,
-                _ => unreachable!("sent a Queued item"),
-            })
+    ) -> Result<(), WriterGone> {
+        let mut pending = self.lock_pending();
+        if pending.writer_gone {
+            return Err(WriterGone);
+        }
+        if let Err(error) = pending
+            .frames
+            .delivery(sid, delivery_id, redelivered, message)
+        {
+            // Only messages the broker accepted get here, from validated fields; the
+            // delivery stays unacked and is redelivered when the consumer leaves.
+            warn!(connection = self.connection_id, %error, "could not encode a delivery; skipped");
+        } else {
+            pending.queued += 1;
+            pending.redelivered += u64::from(redelivered);
+            pending.sample(DeliveryMode::Queue, stamp);
+        }
+        self.release(pending);
+        Ok(())
     }
 
     /// Queues a control frame for this connection's own client.
@@ -294,10 +309,13 @@ impl Outbox {
             }
             Err(_) => false,
         };
-        let _ = self.sender.send(Outbound::Control {
-            frame: Box::new(frame),
-            holds_permit,
-        });
+        let mut pending = self.lock_pending();
+        if pending.writer_gone {
+            return;
+        }
+        encode(&mut pending.frames.bytes, &frame);
+        pending.control_permits += usize::from(holds_permit);
+        self.release(pending);
     }
 
     /// Whether more control frames may be queued without waiting.
@@ -315,7 +333,15 @@ impl Outbox {
 
     /// Asks the writer to write everything queued so far, then close the socket.
     pub fn close(&self) {
-        let _ = self.sender.send(Outbound::Close);
+        let mut pending = self.lock_pending();
+        pending.close_requested = true;
+        self.release(pending);
+    }
+
+    /// Wakes the writer (if idle) without queueing anything: it then reports gaps.
+    fn wake(&self) {
+        let pending = self.lock_pending();
+        self.release(pending);
     }
 
     /// Registers a broadcast subscription's missed-message counter, so the writer
@@ -333,7 +359,7 @@ impl Outbox {
         }
     }
 
-    fn lock_lag_watch(&self) -> std::sync::MutexGuard<'_, Vec<(u32, MissedCounter)>> {
+    fn lock_lag_watch(&self) -> MutexGuard<'_, Vec<(u32, MissedCounter)>> {
         self.lag_watch
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -351,7 +377,7 @@ impl Outbox {
             return;
         }
         // Make sure an idle writer wakes up to report the gap.
-        let _ = self.sender.send(Outbound::LagNotice);
+        self.wake();
         let now_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_lag_warning_ms.load(Ordering::Relaxed);
         let interval = LAG_WARNING_INTERVAL.as_millis() as u64;
@@ -385,12 +411,70 @@ impl Outbox {
             .collect();
         reports
     }
+
+    /// Moves everything pending into `batch` (whose buffers are empty), or returns
+    /// `false` having marked the writer idle when there is nothing to write.
+    fn take_pending(&self, batch: &mut Pending) -> bool {
+        let mut pending = self.lock_pending();
+        let lagged = self.has_lagged.load(Ordering::Acquire);
+        if pending.frames.is_empty() && !pending.close_requested && !lagged {
+            pending.writer_idle = true;
+            return false;
+        }
+        std::mem::swap(&mut pending.frames, &mut batch.frames);
+        std::mem::swap(&mut pending.samples, &mut batch.samples);
+        batch.broadcast = std::mem::take(&mut pending.broadcast);
+        batch.queued = std::mem::take(&mut pending.queued);
+        batch.redelivered = std::mem::take(&mut pending.redelivered);
+        batch.control_permits = std::mem::take(&mut pending.control_permits);
+        batch.close_requested = pending.close_requested;
+        true
+    }
+
+    /// Called when a batch has been written: frees its room and counts it.
+    fn written(&self, batch: &mut Pending) {
+        let written = std::mem::take(&mut batch.broadcast);
+        let waiting = self.broadcast_pending.fetch_sub(written, Ordering::AcqRel) - written;
+        if waiting <= self.low_water() && self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Release);
+        }
+        if written > 0 && self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
+        }
+        self.control_room
+            .add_permits(std::mem::take(&mut batch.control_permits));
+        Stats::add(&self.stats.delivered_broadcast, written as u64);
+        Stats::add(
+            &self.stats.delivered_queue,
+            std::mem::take(&mut batch.queued),
+        );
+        Stats::add(
+            &self.stats.redelivered,
+            std::mem::take(&mut batch.redelivered),
+        );
+        if !batch.samples.is_empty() {
+            // One clock read per batch, after the write: the latency a client sees.
+            let now = self.stamp_now();
+            for (mode, stamp) in batch.samples.drain(..) {
+                self.stats
+                    .observe_latency(mode, stamp_elapsed_seconds(stamp, now));
+            }
+        }
+    }
+
+    /// Marks the writer as gone and releases what was still pending.
+    fn writer_ended(&self) {
+        let mut pending = self.lock_pending();
+        pending.writer_gone = true;
+        pending.frames = WriteBuffer::default();
+        pending.samples = Vec::new();
+    }
 }
 
 /// How a writer task ended.
 #[derive(Debug)]
 pub enum WriterExit {
-    /// Asked to close, or every sender is gone.
+    /// Asked to close.
     Closed,
     /// Writing to the socket failed (the client went away).
     Failed(std::io::Error),
@@ -398,119 +482,64 @@ pub enum WriterExit {
     TimedOut,
 }
 
-/// Drains an outbox into the socket until closed. One `write_all` per batch. A
-/// write that takes longer than `write_deadline` ends the connection: a client that
-/// reads nothing cannot pin its resources forever (nats-server's default is 10 s too).
+/// Marks the outbox's writer as gone however the writer ends (returns, or its task
+/// is aborted), so queues stop delivering to it.
+struct WriterGuard<'a>(&'a Outbox);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.writer_ended();
+    }
+}
+
+/// Drains an outbox into the socket until closed: swaps out everything pending and
+/// writes it, one `write` per batch. A write that blocks longer than
+/// `write_deadline` ends the connection: a client that reads nothing cannot pin its
+/// resources forever (nats-server's default is 10 s too).
 pub async fn run_writer(
     mut socket: OwnedWriteHalf,
-    mut receiver: OutboxReceiver,
     outbox: Arc<Outbox>,
     write_deadline: Duration,
 ) -> WriterExit {
-    let mut batch: Vec<Outbound> = Vec::new();
-    let mut samples: Vec<(DeliveryMode, Stamp)> = Vec::new();
-    let mut buffer = WriteBuffer::default();
+    let _guard = WriterGuard(&outbox);
+    let mut batch = Pending::default();
     loop {
-        if receiver.recv_many(&mut batch, BATCH_LIMIT).await == 0 {
-            return WriterExit::Closed;
-        }
-        let mut closing = false;
-        let mut broadcast_written = 0usize;
-        let mut queued_written = 0u64;
-        let mut redelivered_written = 0u64;
-        let mut control_written = 0usize;
-        for item in batch.drain(..) {
-            let result = match item {
-                Outbound::Broadcast {
-                    sid,
-                    stamp,
-                    message,
-                } => {
-                    broadcast_written += 1;
-                    if stamp != 0 {
-                        samples.push((DeliveryMode::Broadcast, stamp));
-                    }
-                    buffer.delivery(sid, 0, false, &message)
-                }
-                Outbound::Queued {
-                    sid,
-                    stamp,
-                    delivery_id,
-                    redelivered,
-                    message,
-                } => {
-                    queued_written += 1;
-                    if stamp != 0 {
-                        samples.push((DeliveryMode::Queue, stamp));
-                    }
-                    redelivered_written += u64::from(redelivered);
-                    buffer.delivery(sid, delivery_id, redelivered, &message)
-                }
-                Outbound::Control {
-                    frame,
-                    holds_permit,
-                } => {
-                    control_written += usize::from(holds_permit);
-                    frame.encode(&mut buffer.bytes)
-                }
-                Outbound::LagNotice => Ok(()),
-                Outbound::Close => {
-                    closing = true;
-                    break;
-                }
-            };
-            if let Err(error) = result {
-                // Only frames the broker built itself get here, from validated fields.
-                warn!(connection = outbox.connection_id, %error, "could not encode an outbound frame; skipped");
+        if !outbox.take_pending(&mut batch) {
+            // Idle: give up large buffers, so idle connections cost little memory.
+            if batch.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
+                batch.frames = WriteBuffer::default();
             }
-            if buffer.len() >= WRITE_CHUNK_BYTES {
-                if let Some(exit) = flush(&mut socket, &mut buffer, &outbox, write_deadline).await {
-                    return exit;
-                }
-            }
+            outbox.wake_writer.notified().await;
+            continue;
         }
         // Once per batch, after the deliveries: a drop that happens later sets the
-        // flag again and wakes the writer with a LagNotice.
+        // flag again and wakes the writer.
         for (sid, missed) in outbox.take_lag_reports() {
-            encode(&mut buffer.bytes, &Frame::Lagged { sid, missed });
+            encode(&mut batch.frames.bytes, &Frame::Lagged { sid, missed });
         }
-        if let Some(exit) = flush(&mut socket, &mut buffer, &outbox, write_deadline).await {
-            return exit;
-        }
-        let pending = outbox
-            .broadcast_pending
-            .fetch_sub(broadcast_written, Ordering::AcqRel)
-            - broadcast_written;
-        if pending <= outbox.low_water() && outbox.stalled.load(Ordering::Relaxed) {
-            outbox.stalled.store(false, Ordering::Release);
-        }
-        if broadcast_written > 0 && outbox.drain_waiters.load(Ordering::Acquire) > 0 {
-            outbox.drained.notify_waiters();
-        }
-        outbox.control_room.add_permits(control_written);
-        Stats::add(&outbox.stats.delivered_broadcast, broadcast_written as u64);
-        Stats::add(&outbox.stats.delivered_queue, queued_written);
-        Stats::add(&outbox.stats.redelivered, redelivered_written);
-        if !samples.is_empty() {
-            // One clock read per batch, after the write: the latency a client sees.
-            let now = outbox.stamp_now();
-            for (path, stamp) in samples.drain(..) {
-                outbox
-                    .stats
-                    .observe_latency(path, stamp_elapsed_seconds(stamp, now));
+        let length = batch.frames.len();
+        let result = batch.frames.write_to(&mut socket, write_deadline).await;
+        batch.frames.clear();
+        Stats::add(&outbox.stats.bytes_out, length as u64);
+        outbox.written(&mut batch);
+        match result {
+            Ok(()) => {}
+            Err(WriteFailure::Io(error)) => {
+                debug!(connection = outbox.connection_id, %error, "write failed");
+                return WriterExit::Failed(error);
+            }
+            Err(WriteFailure::Deadline) => {
+                warn!(
+                    connection = outbox.connection_id,
+                    deadline_ms = write_deadline.as_millis() as u64,
+                    "slow consumer: write deadline exceeded, closing"
+                );
+                return WriterExit::TimedOut;
             }
         }
-        if closing {
+        if batch.close_requested {
             let _ = socket.shutdown().await;
             return WriterExit::Closed;
-        }
-        if receiver.is_empty() {
-            if buffer.bytes.capacity() > IDLE_BUFFER_BYTES {
-                buffer.bytes = BytesMut::new();
-            }
-            if batch.capacity() > 64 {
-                batch = Vec::new();
-            }
         }
     }
 }
@@ -518,10 +547,16 @@ pub async fn run_writer(
 /// Payloads at least this large are not copied into the write buffer: the frame's
 /// head goes in the buffer and the payload is written from the shared message by a
 /// vectored write.
-const VECTORED_PAYLOAD_BYTES: usize = 16 * 1024;
+pub const VECTORED_PAYLOAD_BYTES: usize = 16 * 1024;
 
-/// What the writer sends next: encoded bytes, and for large payloads a list of
-/// segments (encoded heads interleaved with shared payloads) written with `writev`.
+/// Why a write ended the connection.
+enum WriteFailure {
+    Io(std::io::Error),
+    Deadline,
+}
+
+/// Encoded frames: bytes, and for large payloads a list of segments (encoded heads
+/// interleaved with shared payloads, written before `bytes`) sent with `writev`.
 #[derive(Debug, Default)]
 struct WriteBuffer {
     bytes: BytesMut,
@@ -532,6 +567,10 @@ struct WriteBuffer {
 impl WriteBuffer {
     fn len(&self) -> usize {
         self.bytes.len() + self.segment_bytes
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn delivery(
@@ -562,12 +601,19 @@ impl WriteBuffer {
         Ok(())
     }
 
-    /// Writes everything: one `write_all` when there are no segments, otherwise
-    /// vectored writes of up to 64 segments each.
-    async fn write_to(&mut self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    /// Writes everything: plain writes when there are no segments, otherwise
+    /// vectored writes of up to 64 segments each. Each write may block for at most
+    /// `deadline`.
+    async fn write_to(
+        &mut self,
+        socket: &mut OwnedWriteHalf,
+        deadline: Duration,
+    ) -> Result<(), WriteFailure> {
         if self.segments.is_empty() {
-            socket.write_all(&self.bytes).await?;
-            self.bytes.clear();
+            let mut position = 0;
+            while position < self.bytes.len() {
+                position += progress(deadline, socket.write(&self.bytes[position..])).await?;
+            }
             return Ok(());
         }
         if !self.bytes.is_empty() {
@@ -581,10 +627,7 @@ impl WriteBuffer {
                 .take(64)
                 .map(|segment| IoSlice::new(segment))
                 .collect();
-            let mut written = socket.write_vectored(&slices).await?;
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
+            let mut written = progress(deadline, socket.write_vectored(&slices)).await?;
             while written > 0 {
                 let segment = &mut self.segments[first];
                 if written >= segment.len() {
@@ -596,8 +639,6 @@ impl WriteBuffer {
                 }
             }
         }
-        self.segments.clear();
-        self.segment_bytes = 0;
         Ok(())
     }
 
@@ -608,86 +649,83 @@ impl WriteBuffer {
     }
 }
 
+/// Runs one write with a deadline; zero bytes written is an error.
+async fn progress(
+    deadline: Duration,
+    write: impl std::future::Future<Output = std::io::Result<usize>>,
+) -> Result<usize, WriteFailure> {
+    match tokio::time::timeout(deadline, write).await {
+        Err(_) => Err(WriteFailure::Deadline),
+        Ok(Err(error)) => Err(WriteFailure::Io(error)),
+        Ok(Ok(0)) => Err(WriteFailure::Io(std::io::ErrorKind::WriteZero.into())),
+        Ok(Ok(written)) => Ok(written),
+    }
+}
+
 fn encode(buffer: &mut BytesMut, frame: &Frame) {
     if let Err(error) = frame.encode(buffer) {
         warn!(%error, "could not encode an outbound frame; skipped");
     }
 }
 
-/// Writes the buffer; `Some` says why the writer must stop.
-async fn flush(
-    socket: &mut OwnedWriteHalf,
-    buffer: &mut WriteBuffer,
-    outbox: &Outbox,
-    write_deadline: Duration,
-) -> Option<WriterExit> {
-    let length = buffer.len();
-    if length == 0 {
-        return None;
+/// Test support: decodes and removes everything pending, as the client would read it.
+#[cfg(test)]
+pub(crate) fn take_frames(outbox: &Outbox) -> Vec<Frame> {
+    let mut pending = outbox.lock_pending();
+    let mut buffer = WriteBuffer::default();
+    std::mem::swap(&mut pending.frames, &mut buffer);
+    let mut bytes = BytesMut::new();
+    for segment in &buffer.segments {
+        bytes.extend_from_slice(segment);
     }
-    let exit = match tokio::time::timeout(write_deadline, buffer.write_to(socket)).await {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => {
-            debug!(connection = outbox.connection_id, %error, "write failed");
-            Some(WriterExit::Failed(error))
-        }
-        Err(_) => {
-            warn!(
-                connection = outbox.connection_id,
-                deadline_ms = write_deadline.as_millis() as u64,
-                "slow consumer: write deadline exceeded, closing"
-            );
-            Some(WriterExit::TimedOut)
-        }
-    };
-    Stats::add(&outbox.stats.bytes_out, length as u64);
-    buffer.clear();
-    exit
+    bytes.extend_from_slice(&buffer.bytes);
+    let mut frames = Vec::new();
+    while let Some(frame) =
+        codec::decode(&mut bytes, u32::MAX).expect("the outbox encodes valid frames")
+    {
+        frames.push(frame);
+    }
+    frames
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn outbound_items_stay_small_because_each_is_moved_several_times_per_delivery() {
-        assert!(
-            std::mem::size_of::<Outbound>() <= 40,
-            "{} bytes",
-            std::mem::size_of::<Outbound>()
-        );
+    fn message(payload: Bytes) -> Message {
+        Message {
+            subject: "s".into(),
+            reply_to: None,
+            headers: Vec::new(),
+            payload,
+        }
     }
 
     #[test]
     fn a_full_buffer_drops_counts_and_reports_per_subscription() {
         let stats = Arc::new(Stats::default());
-        let (outbox, mut receiver) = Outbox::new(1, 2, stats.clone(), Instant::now());
+        let outbox = Outbox::new(1, 2, stats.clone(), Instant::now());
         let (first, second) = (MissedCounter::default(), MissedCounter::default());
         outbox.watch_lag(1, first.clone());
         outbox.watch_lag(2, second.clone());
-        let message = Arc::new(Message {
-            subject: "s".into(),
-            reply_to: None,
-            headers: Vec::new(),
-            payload: bytes::Bytes::new(),
-        });
+        let message = message(Bytes::new());
         assert_eq!(
-            outbox.push_broadcast(1, &first, message.clone(), 0),
+            outbox.push_broadcast(1, &first, &message, 0),
             Pushed::Queued
         );
         assert_eq!(
-            outbox.push_broadcast(2, &second, message.clone(), 0),
+            outbox.push_broadcast(2, &second, &message, 0),
             Pushed::QueuedUnderPressure,
             "half full"
         );
         for _ in 0..3 {
             assert_eq!(
-                outbox.push_broadcast(1, &first, message.clone(), 0),
+                outbox.push_broadcast(1, &first, &message, 0),
                 Pushed::Dropped
             );
         }
         assert_eq!(
-            outbox.push_broadcast(2, &second, message.clone(), 0),
+            outbox.push_broadcast(2, &second, &message, 0),
             Pushed::Dropped
         );
         let mut reports = outbox.take_lag_reports();
@@ -695,11 +733,54 @@ mod tests {
         assert_eq!(reports, vec![(1, 3), (2, 1)]);
         assert_eq!(stats.snapshot().dropped_slow_consumer, 4);
         assert!(outbox.take_lag_reports().is_empty(), "reported once");
-        // Two deliveries and one wake-up notice were queued.
-        let mut queued = 0;
-        while receiver.try_recv().is_ok() {
-            queued += 1;
+        let sids: Vec<u32> = take_frames(&outbox)
+            .into_iter()
+            .map(|frame| match frame {
+                Frame::Deliver(deliver) => deliver.sid,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(sids, vec![1, 2], "the two deliveries that fitted, in order");
+    }
+
+    #[test]
+    fn large_payloads_are_shared_not_copied_and_keep_their_place_in_order() {
+        let outbox = Outbox::new(1, 100, Arc::new(Stats::default()), Instant::now());
+        let missed = MissedCounter::default();
+        let large = Bytes::from(vec![7u8; VECTORED_PAYLOAD_BYTES]);
+        outbox.push_broadcast(1, &missed, &message(Bytes::from_static(b"a")), 0);
+        outbox.push_broadcast(1, &missed, &message(large.clone()), 0);
+        outbox.push_control(Frame::Pong);
+        {
+            let pending = outbox.lock_pending();
+            assert_eq!(pending.frames.segments.len(), 2, "head, then the payload");
+            assert_eq!(
+                pending.frames.segments[1].as_ptr(),
+                large.as_ptr(),
+                "the payload is the publisher's buffer"
+            );
         }
-        assert_eq!(queued, 3);
+        let frames = take_frames(&outbox);
+        assert_eq!(frames.len(), 3);
+        assert!(matches!(&frames[0], Frame::Deliver(d) if d.payload == "a"));
+        assert!(matches!(&frames[1], Frame::Deliver(d) if d.payload == large));
+        assert_eq!(frames[2], Frame::Pong);
+    }
+
+    #[test]
+    fn a_gone_writer_refuses_queue_deliveries_and_drops_broadcasts() {
+        let outbox = Outbox::new(1, 100, Arc::new(Stats::default()), Instant::now());
+        outbox.writer_ended();
+        let message = message(Bytes::from_static(b"x"));
+        assert_eq!(
+            outbox.push_queued(1, 1, false, &message, 0),
+            Err(WriterGone)
+        );
+        assert_eq!(
+            outbox.push_broadcast(1, &MissedCounter::default(), &message, 0),
+            Pushed::Dropped
+        );
+        assert!(take_frames(&outbox).is_empty());
+        assert_eq!(outbox.broadcast_pending.load(Ordering::Acquire), 0);
     }
 }

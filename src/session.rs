@@ -115,7 +115,7 @@ pub async fn serve_connection(
     };
     let config = broker.config();
     let (read_half, write_half) = stream.into_split();
-    let (outbox, receiver) = Outbox::new(
+    let outbox = Outbox::new(
         connection_id,
         config.consumer_channel_buffer_size,
         broker.stats().clone(),
@@ -123,7 +123,6 @@ pub async fn serve_connection(
     );
     let mut writer = tokio::spawn(run_writer(
         write_half,
-        receiver,
         outbox.clone(),
         config.write_deadline,
     ));

@@ -24,22 +24,21 @@ impl BroadcastTarget {
     }
 }
 
-/// Pushes `message` to every target. The payload is shared, not copied: each target
-/// costs one reference-count increment. A full target drops its copy (counted and
+/// Pushes `message` to every target: each encodes it into its connection's pending
+/// buffer (large payloads are shared, not copied). A full target drops its copy (counted and
 /// reported by its outbox); the others are unaffected. Targets whose buffer is over
 /// half full are added to `pressure` (once each), so the publisher can let them
 /// drain. `stamp` marks a latency sample (0: not sampled).
 pub fn fan_out(
     targets: &[BroadcastTarget],
-    message: &Arc<Message>,
+    message: &Message,
     stamp: Stamp,
     pressure: &mut Vec<Arc<Outbox>>,
 ) {
     for target in targets {
-        let pushed =
-            target
-                .outbox
-                .push_broadcast(target.sid, &target.missed, message.clone(), stamp);
+        let pushed = target
+            .outbox
+            .push_broadcast(target.sid, &target.missed, message, stamp);
         if pushed == Pushed::QueuedUnderPressure
             && !pressure
                 .iter()

@@ -389,7 +389,7 @@ fn deliver(
         consumer.sid,
         delivery_id,
         queued.redelivered,
-        queued.message.clone(),
+        &queued.message,
         queued.stamp,
     ) {
         Ok(()) => {
@@ -453,7 +453,7 @@ mod tests {
         )
     }
 
-    fn consumer(id: u64) -> (Arc<Outbox>, crate::outbox::OutboxReceiver) {
+    fn consumer(id: u64) -> Arc<Outbox> {
         Outbox::new(
             id,
             100,
@@ -462,20 +462,16 @@ mod tests {
         )
     }
 
-    fn received(receiver: &mut crate::outbox::OutboxReceiver) -> Vec<(u64, bool, Bytes)> {
-        let mut out = Vec::new();
-        while let Ok(item) = receiver.try_recv() {
-            if let crate::outbox::Outbound::Queued {
-                delivery_id,
-                redelivered,
-                message,
-                ..
-            } = item
-            {
-                out.push((delivery_id, redelivered, message.payload.clone()));
-            }
-        }
-        out
+    fn received(outbox: &Outbox) -> Vec<(u64, bool, Bytes)> {
+        crate::outbox::take_frames(outbox)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                tern_proto::Frame::Deliver(deliver) => {
+                    Some((deliver.delivery_id, deliver.redelivered, deliver.payload))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -484,9 +480,9 @@ mod tests {
         for payload in ["a", "b", "c"] {
             queue.publish(message(payload), 0).expect("room");
         }
-        let (outbox, mut receiver) = consumer(1);
-        queue.add_consumer(1, 7, outbox, 2);
-        let first = received(&mut receiver);
+        let outbox = consumer(1);
+        queue.add_consumer(1, 7, outbox.clone(), 2);
+        let first = received(&outbox);
         assert_eq!(
             first.iter().map(|d| d.2.clone()).collect::<Vec<_>>(),
             vec!["a", "b"]
@@ -497,7 +493,7 @@ mod tests {
             queue.ack(1, 7, first[0].0),
             Err(QueueError::UnknownDelivery(_))
         ));
-        assert_eq!(received(&mut receiver)[0].2, "c");
+        assert_eq!(received(&outbox)[0].2, "c");
     }
 
     #[test]
@@ -506,13 +502,13 @@ mod tests {
         for payload in ["a", "b", "c"] {
             queue.publish(message(payload), 0).expect("room");
         }
-        let (first, mut first_rx) = consumer(1);
-        queue.add_consumer(1, 1, first, 2);
-        assert_eq!(received(&mut first_rx).len(), 2);
+        let first = consumer(1);
+        queue.add_consumer(1, 1, first.clone(), 2);
+        assert_eq!(received(&first).len(), 2);
         queue.remove_consumer(1, 1);
-        let (second, mut second_rx) = consumer(2);
-        queue.add_consumer(2, 1, second, 10);
-        let got = received(&mut second_rx);
+        let second = consumer(2);
+        queue.add_consumer(2, 1, second.clone(), 10);
+        let got = received(&second);
         let payloads: Vec<_> = got.iter().map(|d| (d.2.clone(), d.1)).collect();
         assert_eq!(
             payloads,
@@ -523,8 +519,7 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_counts_unacked_messages() {
         let queue = queue(2);
-        let (outbox, _receiver) = consumer(1);
-        queue.add_consumer(1, 1, outbox, 1);
+        queue.add_consumer(1, 1, consumer(1), 1);
         queue.publish(message("a"), 0).expect("delivered, unacked");
         queue.publish(message("b"), 0).expect("ready");
         assert!(matches!(
