@@ -25,11 +25,12 @@ use tern_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::error::ClientError;
+use crate::handoff::{handoff, HandoffSender};
 use crate::message::{Message, OutgoingMessage};
 use crate::options::ClientOptions;
 use crate::subscription::{Delivery, QueueSubscription, Subscription};
@@ -109,14 +110,46 @@ struct SubscriptionEntry {
 
 #[derive(Debug, Clone)]
 enum Sink {
-    Broadcast(mpsc::Sender<Message>),
-    Queue(mpsc::Sender<Delivery>),
+    Broadcast(HandoffSender<Message>),
+    Queue(HandoffSender<Delivery>),
     Inbox,
 }
 
-/// Sinks of the subscriptions one socket read delivers to: the subscription table's
-/// lock is taken once per read and subscription instead of once per message.
-type SinkCache = Vec<(u32, Sink)>;
+/// The subscriptions one socket read delivers to, with the messages staged for each:
+/// the subscription table's lock is taken once per read and subscription instead of
+/// once per message, and each subscription gets its messages in one hand-off.
+#[derive(Debug, Default)]
+struct SinkCache {
+    entries: Vec<StagedSink>,
+}
+
+#[derive(Debug)]
+struct StagedSink {
+    sid: u32,
+    sink: Sink,
+    messages: Vec<Message>,
+    deliveries: Vec<Delivery>,
+}
+
+impl SinkCache {
+    /// Hands every subscription what this read staged for it (waiting while a
+    /// subscription's buffer is full), then forgets the sinks: a subscription
+    /// removed meanwhile is seen by the next read.
+    async fn flush(&mut self) {
+        for entry in &mut self.entries {
+            match &entry.sink {
+                Sink::Broadcast(sender) if !entry.messages.is_empty() => {
+                    sender.send_all(&mut entry.messages).await
+                }
+                Sink::Queue(sender) if !entry.deliveries.is_empty() => {
+                    sender.send_all(&mut entry.deliveries).await
+                }
+                _ => {}
+            }
+        }
+        self.entries.clear();
+    }
+}
 
 /// The fields of a PUBLISH, borrowed: encoded straight into the write buffer.
 #[derive(Debug, Clone, Copy)]
@@ -326,7 +359,7 @@ impl Client {
     /// ```
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
         validate_pattern(pattern)?;
-        let (sender, receiver) = mpsc::channel(self.inner.options.subscription_capacity.max(1));
+        let (sender, receiver) = handoff(self.inner.options.subscription_capacity);
         let spec = Subscribe {
             sid: self.inner.next_sid(),
             mode: Some(DeliveryMode::Broadcast),
@@ -386,7 +419,7 @@ impl Client {
         } else {
             prefetch as usize
         };
-        let (sender, receiver) = mpsc::channel(capacity);
+        let (sender, receiver) = handoff(capacity);
         let spec = Subscribe {
             sid: self.inner.next_sid(),
             mode: Some(DeliveryMode::Queue),
@@ -808,9 +841,9 @@ impl Inner {
         }
     }
 
-    async fn handle_frame(self: &Arc<Self>, frame: Frame, sinks: &mut SinkCache) {
+    fn handle_frame(self: &Arc<Self>, frame: Frame, sinks: &mut SinkCache) {
         match frame {
-            Frame::Deliver(deliver) => self.on_deliver(deliver, sinks).await,
+            Frame::Deliver(deliver) => self.on_deliver(deliver, sinks),
             Frame::PublishOk { sequence } => {
                 if let Some(Pending::Publish(sender)) = self.lock_state().pending.remove(&sequence)
                 {
@@ -916,14 +949,17 @@ impl Inner {
         warn!(code = error.code, context = error.context, message = %error.message, "broker reported an error");
     }
 
-    async fn on_deliver(self: &Arc<Self>, deliver: tern_proto::Deliver, sinks: &mut SinkCache) {
+    /// Stages a delivery for its subscription (handed over at the end of the read)
+    /// or completes the request it answers.
+    fn on_deliver(self: &Arc<Self>, deliver: tern_proto::Deliver, sinks: &mut SinkCache) {
         let message = Message {
             subject: deliver.subject,
             reply_to: deliver.reply_to,
             headers: deliver.headers,
             payload: deliver.payload,
         };
-        let index = match sinks.iter().position(|(sid, _)| *sid == deliver.sid) {
+        let entries = &mut sinks.entries;
+        let index = match entries.iter().position(|entry| entry.sid == deliver.sid) {
             Some(index) => index,
             None => {
                 let sink = self
@@ -931,28 +967,25 @@ impl Inner {
                     .get(&deliver.sid)
                     .map(|entry| entry.sink.clone());
                 let Some(sink) = sink else { return };
-                sinks.push((deliver.sid, sink));
-                sinks.len() - 1
+                entries.push(StagedSink {
+                    sid: deliver.sid,
+                    sink,
+                    messages: Vec::new(),
+                    deliveries: Vec::new(),
+                });
+                entries.len() - 1
             }
         };
-        match &sinks[index].1 {
-            Sink::Broadcast(sender) => match sender.try_send(message) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                // Full: wait for room (the broker buffers, then drops and reports).
-                Err(mpsc::error::TrySendError::Full(message)) => {
-                    let _ = sender.send(message).await;
-                }
-            },
-            Sink::Queue(sender) => {
-                let delivery = Delivery::new(
-                    message,
-                    deliver.delivery_id,
-                    deliver.redelivered,
-                    self.epoch(),
-                    self.clone(),
-                );
-                let _ = sender.send(delivery).await;
-            }
+        let entry = &mut entries[index];
+        match &entry.sink {
+            Sink::Broadcast(_) => entry.messages.push(message),
+            Sink::Queue(_) => entry.deliveries.push(Delivery::new(
+                message,
+                deliver.delivery_id,
+                deliver.redelivered,
+                self.epoch(),
+                self.clone(),
+            )),
             Sink::Inbox => {
                 let id = message
                     .subject
@@ -1111,11 +1144,11 @@ async fn read_loop(
     mut buffer: BytesMut,
     max_frame: u32,
 ) -> Result<(), ClientError> {
-    let mut sinks = SinkCache::new();
+    let mut sinks = SinkCache::default();
     loop {
         loop {
             match codec::decode(&mut buffer, max_frame) {
-                Ok(Some(frame)) => inner.handle_frame(frame, &mut sinks).await,
+                Ok(Some(frame)) => inner.handle_frame(frame, &mut sinks),
                 Ok(None) => break,
                 Err(error) if error.is_recoverable() => {
                     debug!(%error, "skipping a frame this client does not know")
@@ -1123,9 +1156,7 @@ async fn read_loop(
                 Err(error) => return Err(error.into()),
             }
         }
-        // Sinks are looked up once per read and subscription, not once per message;
-        // forgetting them here means a removed subscription is seen by the next read.
-        sinks.clear();
+        sinks.flush().await;
         buffer.reserve(64 * 1024);
         if socket.read_buf(&mut buffer).await? == 0 {
             return Err(ClientError::Disconnected);

@@ -43,6 +43,7 @@
 
 pub mod client;
 pub mod error;
+mod handoff;
 pub mod message;
 pub mod options;
 pub mod subscription;

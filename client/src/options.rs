@@ -68,8 +68,10 @@ pub struct ClientOptions {
     pub reconnect: ReconnectPolicy,
     /// Bytes of outgoing frames buffered before `publish` waits (backpressure).
     pub max_pending_bytes: usize,
-    /// Messages a broadcast subscription buffers before the client stops reading
-    /// the socket (and the broker starts dropping for it, reporting the gap).
+    /// Messages handed to a broadcast subscription and not yet taken by it before
+    /// the client stops reading the socket (and the broker first slows the
+    /// publishers, then drops for it and reports the gap). The subscription takes
+    /// what waits in one batch, so it holds at most twice this many.
     pub subscription_capacity: usize,
 }
 

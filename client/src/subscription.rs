@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tern_proto::Frame;
-use tokio::sync::mpsc;
 
 use crate::client::{Client, Inner};
 use crate::error::ClientError;
+use crate::handoff::HandoffReceiver;
 use crate::message::Message;
 
 /// A broadcast subscription: a [`Stream`](futures_core::Stream) of every matching
@@ -18,7 +18,7 @@ use crate::message::Message;
 pub struct Subscription {
     client: Client,
     sid: u32,
-    receiver: mpsc::Receiver<Message>,
+    receiver: HandoffReceiver<Message>,
     missed: Arc<AtomicU64>,
 }
 
@@ -26,7 +26,7 @@ impl Subscription {
     pub(crate) fn new(
         client: Client,
         sid: u32,
-        receiver: mpsc::Receiver<Message>,
+        receiver: HandoffReceiver<Message>,
         missed: Arc<AtomicU64>,
     ) -> Self {
         Subscription {
@@ -114,11 +114,11 @@ impl futures_core::Stream for Subscription {
 pub struct QueueSubscription {
     client: Client,
     sid: u32,
-    receiver: mpsc::Receiver<Delivery>,
+    receiver: HandoffReceiver<Delivery>,
 }
 
 impl QueueSubscription {
-    pub(crate) fn new(client: Client, sid: u32, receiver: mpsc::Receiver<Delivery>) -> Self {
+    pub(crate) fn new(client: Client, sid: u32, receiver: HandoffReceiver<Delivery>) -> Self {
         QueueSubscription {
             client,
             sid,
