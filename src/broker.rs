@@ -285,7 +285,7 @@ impl Broker {
     pub fn publish(
         &self,
         routes: &Routes,
-        message: Message,
+        message: &Message,
         is_request: bool,
         stamp: Stamp,
         pressure: &mut Vec<Arc<Outbox>>,
@@ -309,17 +309,19 @@ impl Broker {
                 let subject = message.subject.clone();
                 let queue = self.bind_queue(&subject, &subject)?;
                 return queue
-                    .publish(Arc::new(message), stamp)
+                    .publish(Arc::new(message.clone()), stamp)
                     .map_err(queue_refusal);
             }
             Stats::add(&self.stats.dropped_no_interest, 1);
             return Ok(());
         }
-        fan_out(&routes.subscribers, &message, stamp, pressure);
+        fan_out(&routes.subscribers, message, stamp, pressure);
         if routes.queues.is_empty() {
             return Ok(());
         }
-        let message = Arc::new(message);
+        // Queues keep the message until it is acked: share one copy (its fields are
+        // references into the read buffer, so this copies no payload).
+        let message = Arc::new(message.clone());
         let mut refusal = Ok(());
         for queue in &routes.queues {
             if let Err(error) = queue.publish(message.clone(), stamp) {

@@ -49,21 +49,16 @@ impl FrameReader {
 
     /// The next frame already buffered, without reading the socket.
     pub fn next_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        let frame = codec::decode(&mut self.buffer, self.max_frame_bytes);
-        if self.buffer.is_empty() && self.buffer.capacity() > 0 {
-            // Give back the buffer: decoded frames hold their own references.
-            self.buffer = BytesMut::new();
-        }
-        frame
+        codec::decode(&mut self.buffer, self.max_frame_bytes)
     }
 
     /// Reads more bytes from the socket. Returns how many; 0 means the peer closed.
     /// Cancel-safe: bytes are either in the buffer or still in the socket.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
         loop {
-            self.socket.readable().await?;
             // Grow by the read size rather than by the announced frame size, so a
             // client that announces a large frame and sends nothing pins no memory.
+            // Once decoded frames have released it, the same allocation is reused.
             self.buffer.reserve(self.read_size);
             match self.socket.try_read_buf(&mut self.buffer) {
                 Ok(read) => {
@@ -74,7 +69,14 @@ impl FrameReader {
                     }
                     return Ok(read);
                 }
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.buffer.is_empty() {
+                        // Idle: hold no buffer while waiting, so idle connections
+                        // cost little memory.
+                        self.buffer = BytesMut::new();
+                    }
+                    self.socket.readable().await?;
+                }
                 Err(error) => return Err(error),
             }
         }

@@ -419,6 +419,13 @@ impl Outbox {
         let lagged = self.has_lagged.load(Ordering::Acquire);
         if pending.frames.is_empty() && !pending.close_requested && !lagged {
             pending.writer_idle = true;
+            // Idle: give up large buffers, so idle connections cost little memory.
+            if pending.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
+                pending.frames = WriteBuffer::default();
+            }
+            if batch.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
+                batch.frames = WriteBuffer::default();
+            }
             return false;
         }
         std::mem::swap(&mut pending.frames, &mut batch.frames);
@@ -505,10 +512,6 @@ pub async fn run_writer(
     let mut batch = Pending::default();
     loop {
         if !outbox.take_pending(&mut batch) {
-            // Idle: give up large buffers, so idle connections cost little memory.
-            if batch.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
-                batch.frames = WriteBuffer::default();
-            }
             outbox.wake_writer.notified().await;
             continue;
         }
