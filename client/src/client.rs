@@ -92,6 +92,9 @@ pub(crate) struct State {
     /// The last publish subject that passed validation: publishing to the same
     /// subject again (the common case) skips validating it.
     last_subject: String,
+    /// The writer found the buffer empty and waits to be woken: the next publish
+    /// wakes it (publishes while it is busy do not need to).
+    writer_idle: bool,
 }
 
 #[derive(Debug)]
@@ -180,6 +183,9 @@ impl<'a> PublishParts<'a> {
     }
 }
 
+/// An idle writer keeps at most this much spare buffer capacity.
+const IDLE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// A connected, handshaken socket.
 struct Established {
     stream: TcpStream,
@@ -233,6 +239,7 @@ impl Client {
                 pings: VecDeque::new(),
                 server: None,
                 last_subject: String::new(),
+                writer_idle: false,
             }),
             wake_writer: Notify::new(),
             room: Notify::new(),
@@ -723,8 +730,11 @@ impl Inner {
         if let Some(pending) = pending.take() {
             state.pending.insert(sequence, pending);
         }
+        let wake = std::mem::take(&mut state.writer_idle);
         drop(state);
-        self.wake_writer.notify_one();
+        if wake {
+            self.wake_writer.notify_one();
+        }
         Ok(true)
     }
 
@@ -1164,22 +1174,34 @@ async fn read_loop(
     }
 }
 
-/// Writes whatever is buffered, one `write_all` per batch. Returns `Ok` only when a
+/// Writes whatever is buffered, one `write_all` per batch: swaps the shared buffer
+/// for its own empty spare, so neither side reallocates. Returns `Ok` only when a
 /// close was requested and the buffer is empty, so buffered acks and publishes are
 /// not lost by closing.
 async fn write_loop(inner: &Inner, socket: &mut OwnedWriteHalf) -> Result<(), ClientError> {
+    let mut batch = BytesMut::new();
     loop {
-        let chunk = {
+        let idle = {
             let mut state = inner.lock_state();
-            (!state.buffer.is_empty()).then(|| state.buffer.split())
-        };
-        match chunk {
-            Some(bytes) => {
-                inner.room.notify_waiters();
-                socket.write_all(&bytes).await?;
+            if state.buffer.is_empty() {
+                state.writer_idle = true;
+                true
+            } else {
+                std::mem::swap(&mut state.buffer, &mut batch);
+                false
             }
-            None if inner.closed.load(Ordering::Acquire) => return Ok(()),
-            None => inner.wake_writer.notified().await,
+        };
+        if !idle {
+            inner.room.notify_waiters();
+            socket.write_all(&batch).await?;
+            batch.clear();
+        } else if inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        } else {
+            if batch.capacity() > IDLE_BUFFER_BYTES {
+                batch = BytesMut::new();
+            }
+            inner.wake_writer.notified().await;
         }
     }
 }
