@@ -18,7 +18,7 @@ use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError}
 use crate::stats::{stamp_from_micros, Stamp, Stats};
 use crate::subject::SubjectIndex;
 use crate::topic::{fan_out, BroadcastTarget};
-use tern_proto::Message;
+use tern_proto::MessageView;
 
 /// Something a subject can route to.
 #[derive(Debug, Clone)]
@@ -285,7 +285,7 @@ impl Broker {
     pub fn publish(
         &self,
         routes: &Routes,
-        message: &Message,
+        message: MessageView<'_>,
         is_request: bool,
         stamp: Stamp,
         pressure: &mut Vec<Arc<Outbox>>,
@@ -298,7 +298,7 @@ impl Broker {
                 ErrorCode::NoResponders,
                 format!(
                     "no subscriber can answer a request on `{}`",
-                    &*message.subject
+                    message.subject
                 ),
             ));
         }
@@ -309,7 +309,7 @@ impl Broker {
                 let subject = message.subject.clone();
                 let queue = self.bind_queue(&subject, &subject)?;
                 return queue
-                    .publish(Arc::new(message.clone()), stamp)
+                    .publish(Arc::new(message.to_message()), stamp)
                     .map_err(queue_refusal);
             }
             Stats::add(&self.stats.dropped_no_interest, 1);
@@ -321,7 +321,7 @@ impl Broker {
         }
         // Queues keep the message until it is acked: share one copy (its fields are
         // references into the read buffer, so this copies no payload).
-        let message = Arc::new(message.clone());
+        let message = Arc::new(message.to_message());
         let mut refusal = Ok(());
         for queue in &routes.queues {
             if let Err(error) = queue.publish(message.clone(), stamp) {

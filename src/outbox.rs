@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 
 use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, Stamp, Stats};
 use tern_proto::DeliveryMode;
-use tern_proto::Message;
+use tern_proto::{Message, MessageView};
 
 /// Control frames that may wait for the writer before the session stops reading
 /// the client's requests.
@@ -191,7 +191,7 @@ impl Outbox {
         &self,
         sid: u32,
         missed: &AtomicU64,
-        message: &Message,
+        message: MessageView<'_>,
         stamp: Stamp,
     ) -> Pushed {
         let waiting = self.broadcast_pending.fetch_add(1, Ordering::AcqRel);
@@ -283,7 +283,7 @@ impl Outbox {
         }
         if let Err(error) = pending
             .frames
-            .delivery(sid, delivery_id, redelivered, message)
+            .delivery(sid, delivery_id, redelivered, message.view())
         {
             // Only messages the broker accepted get here, from validated fields; the
             // delivery stays unacked and is redelivered when the consumer leaves.
@@ -581,20 +581,20 @@ impl WriteBuffer {
         sid: u32,
         delivery_id: u64,
         redelivered: bool,
-        message: &Message,
+        message: MessageView<'_>,
     ) -> Result<(), tern_proto::ProtocolError> {
         codec::encode_deliver_head(
             &mut self.bytes,
             sid,
             delivery_id,
             redelivered,
-            &message.subject,
-            message.reply_to.as_deref(),
-            &message.headers,
+            message.subject,
+            message.reply_to.map(|reply_to| &**reply_to),
+            message.headers,
             message.payload.len(),
         )?;
         if message.payload.len() < VECTORED_PAYLOAD_BYTES {
-            self.bytes.extend_from_slice(&message.payload);
+            self.bytes.extend_from_slice(message.payload);
             return Ok(());
         }
         let head = self.bytes.split().freeze();
@@ -713,22 +713,22 @@ mod tests {
         outbox.watch_lag(2, second.clone());
         let message = message(Bytes::new());
         assert_eq!(
-            outbox.push_broadcast(1, &first, &message, 0),
+            outbox.push_broadcast(1, &first, message.view(), 0),
             Pushed::Queued
         );
         assert_eq!(
-            outbox.push_broadcast(2, &second, &message, 0),
+            outbox.push_broadcast(2, &second, message.view(), 0),
             Pushed::QueuedUnderPressure,
             "half full"
         );
         for _ in 0..3 {
             assert_eq!(
-                outbox.push_broadcast(1, &first, &message, 0),
+                outbox.push_broadcast(1, &first, message.view(), 0),
                 Pushed::Dropped
             );
         }
         assert_eq!(
-            outbox.push_broadcast(2, &second, &message, 0),
+            outbox.push_broadcast(2, &second, message.view(), 0),
             Pushed::Dropped
         );
         let mut reports = outbox.take_lag_reports();
@@ -751,8 +751,8 @@ mod tests {
         let outbox = Outbox::new(1, 100, Arc::new(Stats::default()), Instant::now());
         let missed = MissedCounter::default();
         let large = Bytes::from(vec![7u8; VECTORED_PAYLOAD_BYTES]);
-        outbox.push_broadcast(1, &missed, &message(Bytes::from_static(b"a")), 0);
-        outbox.push_broadcast(1, &missed, &message(large.clone()), 0);
+        outbox.push_broadcast(1, &missed, message(Bytes::from_static(b"a")).view(), 0);
+        outbox.push_broadcast(1, &missed, message(large.clone()).view(), 0);
         outbox.push_control(Frame::Pong);
         {
             let pending = outbox.lock_pending();
@@ -780,7 +780,7 @@ mod tests {
             Err(WriterGone)
         );
         assert_eq!(
-            outbox.push_broadcast(1, &MissedCounter::default(), &message, 0),
+            outbox.push_broadcast(1, &MissedCounter::default(), message.view(), 0),
             Pushed::Dropped
         );
         assert!(take_frames(&outbox).is_empty());

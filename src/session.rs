@@ -31,7 +31,7 @@ use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
 use crate::queue::{delivery_sid, Queue};
 use crate::stats::{Stamp, Stats};
 use crate::topic::BroadcastTarget;
-use tern_proto::Message;
+use tern_proto::MessageView;
 
 /// How long a closing connection's writer gets to flush its last frames.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -443,7 +443,8 @@ impl Session {
             if !self.outbox.has_control_room() {
                 return Processed::Blocked;
             }
-            match reader.next_buffered() {
+            // Matched by reference: a frame is not moved on its way to its handler.
+            match &reader.next_buffered() {
                 Ok(Some(frame)) => self.handle(frame),
                 Ok(None) => return Processed::Drained,
                 Err(error) if error.is_recoverable() => {
@@ -466,17 +467,17 @@ impl Session {
         }
     }
 
-    fn handle(&mut self, frame: Frame) {
+    fn handle(&mut self, frame: &Frame) {
         match frame {
             Frame::Publish(publish) => self.on_publish(publish),
             Frame::Subscribe(subscribe) => self.on_subscribe(subscribe),
-            Frame::Unsubscribe { sid } => self.on_unsubscribe(sid),
-            Frame::Ack { delivery_id } => self.on_settle(delivery_id, None),
+            Frame::Unsubscribe { sid } => self.on_unsubscribe(*sid),
+            Frame::Ack { delivery_id } => self.on_settle(*delivery_id, None),
             Frame::Nack {
                 delivery_id,
                 requeue,
-            } => self.on_settle(delivery_id, Some(requeue)),
-            Frame::Credit { sid, prefetch } => self.on_credit(sid, prefetch),
+            } => self.on_settle(*delivery_id, Some(*requeue)),
+            Frame::Credit { sid, prefetch } => self.on_credit(*sid, *prefetch),
             Frame::Ping => self.outbox.push_control(Frame::Pong),
             Frame::Pong => {}
             Frame::Hello(_) => self.send_error(
@@ -517,34 +518,34 @@ impl Session {
         ))
     }
 
-    fn on_publish(&mut self, publish: Publish) {
-        let Publish {
-            sequence,
-            subject,
-            reply_to,
-            headers,
-            payload,
-        } = publish;
+    fn on_publish(&mut self, publish: &Publish) {
+        let sequence = publish.sequence;
         let outcome = self.check_publish_allowed().and_then(|()| {
             let routes = self
                 .routes
-                .lookup(&subject, &self.broker)
+                .lookup(&publish.subject, &self.broker)
                 .map_err(subject_refusal)?;
-            if let Some(reply_to) = reply_to.as_deref() {
+            if let Some(reply_to) = publish.reply_to.as_deref() {
                 validate_subject(reply_to).map_err(|error| {
                     Refusal::new(error.error_code(), format!("reply-to: {error}"))
                 })?;
             }
-            let is_request = reply_to.is_some();
-            let message = Message {
-                subject,
-                reply_to,
-                headers,
-                payload,
+            // Routed borrowed from the decoded frame: nothing is moved or counted
+            // per delivery; each subscriber's buffer gets its encoded copy.
+            let message = MessageView {
+                subject: &publish.subject,
+                reply_to: publish.reply_to.as_ref(),
+                headers: &publish.headers,
+                payload: &publish.payload,
             };
             let stamp = std::mem::take(&mut self.next_stamp);
-            self.broker
-                .publish(&routes, &message, is_request, stamp, &mut self.pressure)
+            self.broker.publish(
+                &routes,
+                message,
+                publish.reply_to.is_some(),
+                stamp,
+                &mut self.pressure,
+            )
         });
         match outcome {
             Ok(()) => {
@@ -580,25 +581,25 @@ impl Session {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe) {
+    fn on_subscribe(&mut self, subscribe: &Subscribe) {
         let sid = subscribe.sid;
         if let Err(refusal) = self.subscribe(subscribe) {
             self.send_error(refusal.code, u64::from(sid), refusal.message);
         }
     }
 
-    fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Refusal> {
+    fn subscribe(&mut self, subscribe: &Subscribe) -> Result<(), Refusal> {
         let Subscribe {
             sid,
             mode,
             prefetch,
-            pattern,
-            queue,
-        } = subscribe;
+            ref pattern,
+            ref queue,
+        } = *subscribe;
         // These outlive the frame: give them their own allocation rather than keep the
         // connection's whole read buffer alive for as long as the subscription lasts.
-        let pattern = ByteString::from(&*pattern);
-        let queue = queue.map(|name| ByteString::from(&*name));
+        let pattern = ByteString::from(&**pattern);
+        let queue = queue.as_ref().map(|name| ByteString::from(&**name));
         self.require_role(self.role.can_subscribe(), "subscribe")?;
         if self.draining {
             return Err(Refusal::new(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::outbox::{MissedCounter, Outbox, Pushed};
 use crate::stats::Stamp;
-use tern_proto::Message;
+use tern_proto::MessageView;
 
 /// A broadcast subscription as the router sees it: where to push, under which id.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl BroadcastTarget {
 /// drain. `stamp` marks a latency sample (0: not sampled).
 pub fn fan_out(
     targets: &[BroadcastTarget],
-    message: &Message,
+    message: MessageView<'_>,
     stamp: Stamp,
     pressure: &mut Vec<Arc<Outbox>>,
 ) {

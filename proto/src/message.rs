@@ -10,8 +10,8 @@ use crate::frame::Header;
 ///
 /// Decoded fields are slices of the received frame: building a `Message` from a
 /// frame copies nothing, and cloning one only bumps reference counts. The broker
-/// routes it as `Arc<Message>`, so fanning out to N subscribers costs N reference
-/// increments, not N copies.
+/// routes a borrowed [`MessageView`] and keeps an `Arc<Message>` only where it
+/// must hold the message (queues).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The literal subject it was published to.
@@ -25,6 +25,23 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message, borrowed.
+    ///
+    /// ```
+    /// use tern_proto::Message;
+    /// let message = Message { subject: "a".into(), reply_to: None, headers: vec![], payload: "x".into() };
+    /// assert_eq!(message.view().subject, "a");
+    /// assert_eq!(message.view().to_message(), message);
+    /// ```
+    pub fn view(&self) -> MessageView<'_> {
+        MessageView {
+            subject: &self.subject,
+            reply_to: self.reply_to.as_ref(),
+            headers: &self.headers,
+            payload: &self.payload,
+        }
+    }
+
     /// The first header called `name`.
     ///
     /// ```
@@ -69,6 +86,33 @@ impl Message {
                 .map(|header| Header::new(own(&header.name), own(&header.value)))
                 .collect(),
             payload: Bytes::copy_from_slice(&self.payload),
+        }
+    }
+}
+
+/// A message borrowed from wherever it lives (a decoded PUBLISH, a queued
+/// [`Message`]): what the broker routes and encodes into each subscriber's buffer
+/// without moving the frame or touching a reference count per delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    /// The literal subject it was published to.
+    pub subject: &'a ByteString,
+    /// Where the publisher wants replies, if it is a request.
+    pub reply_to: Option<&'a ByteString>,
+    /// Headers, in publish order.
+    pub headers: &'a [Header],
+    /// The payload (shared, so a large one can be sent without copying it).
+    pub payload: &'a Bytes,
+}
+
+impl MessageView<'_> {
+    /// An owned message: the fields are shared (reference counts), not copied.
+    pub fn to_message(&self) -> Message {
+        Message {
+            subject: self.subject.clone(),
+            reply_to: self.reply_to.cloned(),
+            headers: self.headers.to_vec(),
+            payload: self.payload.clone(),
         }
     }
 }
