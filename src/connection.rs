@@ -1,12 +1,16 @@
 //! A connection's inbound side: reading bytes into a buffer and frames out of it.
 //!
-//! The read buffer is allocated only when the socket is readable and released
-//! whenever it is fully consumed, so an idle connection holds no read buffer.
+//! The read buffer is reused while the connection is busy and released once it has
+//! been fully consumed and the connection is idle (a busy connection's after
+//! [`IDLE_RELEASE_AFTER`]), so an idle connection holds no read buffer.
 
 use bytes::BytesMut;
 use tern_proto::codec::{self, ProtocolError};
 use tern_proto::Frame;
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::timeout;
+
+use crate::outbox::IDLE_RELEASE_AFTER;
 
 /// Smallest read: what a quiet connection (handshake, a subscribe, acks) needs.
 const MIN_READ_BYTES: usize = 4 * 1024;
@@ -70,9 +74,20 @@ impl FrameReader {
                     return Ok(read);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.buffer.is_empty() {
-                        // Idle: hold no buffer while waiting, so idle connections
-                        // cost little memory.
+                    if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+                        // Hold no buffer while waiting, so idle connections cost
+                        // little memory. A busy one (its reads have grown) keeps it
+                        // for a while first: it catches up many times a second, and
+                        // releasing and regrowing each time costs page faults.
+                        if self.read_size > MIN_READ_BYTES {
+                            match timeout(IDLE_RELEASE_AFTER, self.socket.readable()).await {
+                                Ok(ready) => {
+                                    ready?;
+                                    continue;
+                                }
+                                Err(_) => self.read_size = MIN_READ_BYTES,
+                            }
+                        }
                         self.buffer = BytesMut::new();
                     }
                     self.socket.readable().await?;

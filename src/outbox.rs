@@ -48,9 +48,15 @@ pub const CONTROL_FRAME_LIMIT: usize = 1024;
 /// Latency samples kept per batch; more are not recorded (they are samples).
 const SAMPLE_LIMIT: usize = 64;
 
-/// An idle writer keeps at most this much buffer capacity; above it the buffer is
-/// released, so idle connections cost little memory.
+/// A writer idle for [`IDLE_RELEASE_AFTER`] keeps at most this much buffer
+/// capacity; above it the buffers are released, so idle connections cost little
+/// memory.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// How long a writer must be idle before it releases its buffers. Not at once: a
+/// writer that catches up with its publishers is idle many times a second, and
+/// releasing and regrowing its buffers each time costs page faults.
+pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// How long a publisher waits for a subscriber's writer to make any progress before
 /// treating that subscriber as stalled.
@@ -419,13 +425,6 @@ impl Outbox {
         let lagged = self.has_lagged.load(Ordering::Acquire);
         if pending.frames.is_empty() && !pending.close_requested && !lagged {
             pending.writer_idle = true;
-            // Idle: give up large buffers, so idle connections cost little memory.
-            if pending.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
-                pending.frames = WriteBuffer::default();
-            }
-            if batch.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
-                batch.frames = WriteBuffer::default();
-            }
             return false;
         }
         std::mem::swap(&mut pending.frames, &mut batch.frames);
@@ -466,6 +465,23 @@ impl Outbox {
                 self.stats
                     .observe_latency(mode, stamp_elapsed_seconds(stamp, now));
             }
+        }
+    }
+
+    /// Whether the writer holds buffers worth releasing when idle.
+    fn holds_large_buffers(&self, batch: &Pending) -> bool {
+        batch.frames.bytes.capacity() > IDLE_BUFFER_BYTES
+            || self.lock_pending().frames.bytes.capacity() > IDLE_BUFFER_BYTES
+    }
+
+    /// Releases the large buffers of a writer that stayed idle.
+    fn release_idle_buffers(&self, batch: &mut Pending) {
+        if batch.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
+            batch.frames = WriteBuffer::default();
+        }
+        let mut pending = self.lock_pending();
+        if pending.frames.is_empty() && pending.frames.bytes.capacity() > IDLE_BUFFER_BYTES {
+            pending.frames = WriteBuffer::default();
         }
     }
 
@@ -512,6 +528,14 @@ pub async fn run_writer(
     let mut batch = Pending::default();
     loop {
         if !outbox.take_pending(&mut batch) {
+            if outbox.holds_large_buffers(&batch)
+                && tokio::time::timeout(IDLE_RELEASE_AFTER, outbox.wake_writer.notified())
+                    .await
+                    .is_ok()
+            {
+                continue;
+            }
+            outbox.release_idle_buffers(&mut batch);
             outbox.wake_writer.notified().await;
             continue;
         }

@@ -183,8 +183,10 @@ impl<'a> PublishParts<'a> {
     }
 }
 
-/// An idle writer keeps at most this much spare buffer capacity.
+/// A writer idle for [`IDLE_RELEASE_AFTER`] keeps at most this much spare buffer
+/// capacity.
 const IDLE_BUFFER_BYTES: usize = 64 * 1024;
+const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// A connected, handshaken socket.
 struct Established {
@@ -1197,10 +1199,16 @@ async fn write_loop(inner: &Inner, socket: &mut OwnedWriteHalf) -> Result<(), Cl
             batch.clear();
         } else if inner.closed.load(Ordering::Acquire) {
             return Ok(());
-        } else {
-            if batch.capacity() > IDLE_BUFFER_BYTES {
+        } else if batch.capacity() > IDLE_BUFFER_BYTES {
+            // Released only after a while idle: a writer that catches up with its
+            // publishers is idle many times a second.
+            if timeout(IDLE_RELEASE_AFTER, inner.wake_writer.notified())
+                .await
+                .is_err()
+            {
                 batch = BytesMut::new();
             }
+        } else {
             inner.wake_writer.notified().await;
         }
     }
