@@ -155,6 +155,10 @@ pub fn peek_length(buf: &[u8], max_frame_bytes: u32) -> Result<Option<usize>, Pr
 }
 
 /// Decodes a frame body: the bytes after the opcode of one complete frame.
+///
+/// Inlined into [`decode`], so the frame is built where the caller keeps it rather
+/// than copied out of an intermediate `Result`.
+#[inline]
 pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError> {
     let opcode = Opcode::try_from(opcode_byte).map_err(ProtocolError::UnknownOpcode)?;
     let mut body = Body {

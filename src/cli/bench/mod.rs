@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
-use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -297,7 +296,7 @@ async fn receive_loop(
     loop {
         // A message already waiting is taken without the select; the select (and
         // the stop signal) is for when the receiver would wait.
-        let (next, waited) = match receiver.next().now_or_never() {
+        let (next, waited) = match receiver.try_next() {
             Some(next) => (next?, false),
             None => tokio::select! {
                 biased;
