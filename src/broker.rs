@@ -13,11 +13,10 @@ use std::time::Instant;
 use tern_proto::{DeliveryMode, ErrorCode};
 
 use crate::config::Config;
-use crate::outbox::Outbox;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
 use crate::stats::{stamp_from_micros, Stamp, Stats};
 use crate::subject::SubjectIndex;
-use crate::topic::{fan_out, BroadcastTarget};
+use crate::topic::{fan_out, BroadcastTarget, Touched};
 use tern_proto::MessageView;
 
 /// Something a subject can route to.
@@ -281,14 +280,15 @@ impl Broker {
     /// their connection's buffer; each matching queue stores it (shared). `is_request` (a reply-to is set)
     /// turns "nobody can receive this" into `NO_RESPONDERS`. `stamp` is when it was
     /// read, or 0 when this message is not a latency sample. Subscribers whose
-    /// buffers are over half full are added to `pressure` (see [`crate::outbox`]).
+    /// buffers are over half full, and whose writers must be woken, are added to
+    /// `touched` (see [`crate::outbox`]).
     pub fn publish(
         &self,
         routes: &Routes,
         message: MessageView<'_>,
         is_request: bool,
         stamp: Stamp,
-        pressure: &mut Vec<Arc<Outbox>>,
+        touched: &mut Touched,
     ) -> Result<(), Refusal> {
         if is_request
             && routes.subscribers.is_empty()
@@ -315,7 +315,7 @@ impl Broker {
             Stats::add(&self.stats.dropped_no_interest, 1);
             return Ok(());
         }
-        fan_out(&routes.subscribers, message, stamp, pressure);
+        fan_out(&routes.subscribers, message, stamp, touched);
         if routes.queues.is_empty() {
             return Ok(());
         }

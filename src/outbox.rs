@@ -66,9 +66,13 @@ pub const STALL_LIMIT: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     /// Queued.
-    Queued,
-    /// Queued, and the buffer is over half full: the publisher should let it drain.
-    QueuedUnderPressure,
+    Queued {
+        /// The buffer is over half full: the publisher should let it drain.
+        under_pressure: bool,
+        /// The writer was idle and has not been woken: the publisher must call
+        /// [`Outbox::wake_writer`] once it has pushed this batch.
+        wake_writer: bool,
+    },
     /// Dropped: the buffer was full (counted, reported with LAGGED).
     Dropped,
 }
@@ -190,9 +194,17 @@ impl Outbox {
         }
     }
 
+    /// Wakes the writer (after [`Pushed::Queued`] said it was idle).
+    pub fn wake_writer(&self) {
+        self.wake_writer.notify_one();
+    }
+
     /// Queues a broadcast delivery, or drops and counts it when the buffer is full.
-    /// Never waits; says when the publisher should let the buffer drain. `stamp`
-    /// marks a latency sample (0: not sampled).
+    /// Never waits; says when the publisher should let the buffer drain. Does not
+    /// wake an idle writer: it says so, and the publisher wakes it once it has
+    /// pushed its whole read batch (one wake-up and one write per batch, not a
+    /// writer racing the publisher for each message). `stamp` marks a latency
+    /// sample (0: not sampled).
     pub fn push_broadcast(
         &self,
         sid: u32,
@@ -221,11 +233,11 @@ impl Outbox {
         }
         pending.broadcast += 1;
         pending.sample(DeliveryMode::Broadcast, stamp);
-        self.release(pending);
-        if waiting >= self.high_water() && !self.stalled.load(Ordering::Acquire) {
-            Pushed::QueuedUnderPressure
-        } else {
-            Pushed::Queued
+        let wake_writer = std::mem::take(&mut pending.writer_idle);
+        drop(pending);
+        Pushed::Queued {
+            under_pressure: waiting >= self.high_water() && !self.stalled.load(Ordering::Acquire),
+            wake_writer,
         }
     }
 
@@ -738,11 +750,17 @@ mod tests {
         let message = message(Bytes::new());
         assert_eq!(
             outbox.push_broadcast(1, &first, message.view(), 0),
-            Pushed::Queued
+            Pushed::Queued {
+                under_pressure: false,
+                wake_writer: false
+            }
         );
         assert_eq!(
             outbox.push_broadcast(2, &second, message.view(), 0),
-            Pushed::QueuedUnderPressure,
+            Pushed::Queued {
+                under_pressure: true,
+                wake_writer: false
+            },
             "half full"
         );
         for _ in 0..3 {
@@ -792,6 +810,26 @@ mod tests {
         assert!(matches!(&frames[0], Frame::Deliver(d) if d.payload == "a"));
         assert!(matches!(&frames[1], Frame::Deliver(d) if d.payload == large));
         assert_eq!(frames[2], Frame::Pong);
+    }
+
+    #[test]
+    fn an_idle_writer_is_reported_once_for_the_publisher_to_wake() {
+        let outbox = Outbox::new(1, 100, Arc::new(Stats::default()), Instant::now());
+        let mut batch = Pending::default();
+        assert!(!outbox.take_pending(&mut batch), "nothing to write: idle");
+        let missed = MissedCounter::default();
+        let message = message(Bytes::from_static(b"x"));
+        let wakes: Vec<bool> = (0..3)
+            .map(
+                |_| match outbox.push_broadcast(1, &missed, message.view(), 0) {
+                    Pushed::Queued { wake_writer, .. } => wake_writer,
+                    Pushed::Dropped => panic!("room"),
+                },
+            )
+            .collect();
+        assert_eq!(wakes, vec![true, false, false]);
+        assert!(outbox.take_pending(&mut batch));
+        assert_eq!(batch.broadcast, 3, "one batch for the writer");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::connection::{FrameReader, ReadError};
 use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
 use crate::queue::{delivery_sid, Queue};
 use crate::stats::{Stamp, Stats};
-use crate::topic::BroadcastTarget;
+use crate::topic::{BroadcastTarget, Touched};
 use tern_proto::MessageView;
 
 /// How long a closing connection's writer gets to flush its last frames.
@@ -141,7 +141,7 @@ pub async fn serve_connection(
                 draining: false,
                 published: 0,
                 next_stamp: 0,
-                pressure: Vec::new(),
+                touched: Touched::default(),
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -343,9 +343,10 @@ struct Session {
     /// The latency stamp for the next publish: set once per read batch, taken by the
     /// batch's first publish (sampling keeps the clock off the per-message path).
     next_stamp: Stamp,
-    /// Subscribers' outboxes this connection's publishes filled over half: before
-    /// reading more, the session lets them drain (publisher flow control).
-    pressure: Vec<Arc<Outbox>>,
+    /// Subscribers' outboxes this read batch's publishes touched: those filled over
+    /// half get to drain before the session reads more (publisher flow control),
+    /// and idle writers are woken when the batch is done.
+    touched: Touched,
 }
 
 impl Session {
@@ -375,7 +376,7 @@ impl Session {
             self.flush_counters();
             // Publisher flow control: subscribers this batch filled over half get to
             // drain before the next read (bounded: see Outbox::wait_for_drain).
-            let mut pressure = std::mem::take(&mut self.pressure);
+            let mut pressure = std::mem::take(&mut self.touched.pressure);
             let pressured = !pressure.is_empty();
             tokio::select! {
                 biased;
@@ -431,13 +432,20 @@ impl Session {
             }
             // Waited for or not, these outboxes are done with; keep the allocation.
             pressure.clear();
-            self.pressure = pressure;
+            self.touched.pressure = pressure;
         }
     }
 
     /// Handles the complete frames already buffered, stopping early when the
-    /// client's unread answers reach the limit.
+    /// client's unread answers reach the limit; then wakes the writers of the
+    /// subscribers it delivered to (once each per batch).
     fn process_buffered(&mut self, reader: &mut FrameReader) -> Processed {
+        let processed = self.process_frames(reader);
+        self.touched.wake_writers();
+        processed
+    }
+
+    fn process_frames(&mut self, reader: &mut FrameReader) -> Processed {
         self.next_stamp = self.broker.stamp_now();
         loop {
             if !self.outbox.has_control_room() {
@@ -459,7 +467,7 @@ impl Session {
             if self.draining && self.nothing_to_settle() {
                 return Processed::Close(CloseReason::ShutDown);
             }
-            if !self.pressure.is_empty() {
+            if !self.touched.pressure.is_empty() {
                 // A subscriber's buffer is over half full: let it drain before the
                 // rest of this batch (the run loop comes back for it).
                 return Processed::Drained;
@@ -544,7 +552,7 @@ impl Session {
                 message,
                 publish.reply_to.is_some(),
                 stamp,
-                &mut self.pressure,
+                &mut self.touched,
             )
         });
         match outcome {

@@ -24,27 +24,61 @@ impl BroadcastTarget {
     }
 }
 
+/// Subscribers' outboxes one read batch of publishes touched, and what to do about
+/// them when the batch is done.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Outboxes over half full: the publisher lets them drain before reading more.
+    pub pressure: Vec<Arc<Outbox>>,
+    /// Outboxes whose writers were idle: woken once the batch is pushed.
+    pub idle_writers: Vec<Arc<Outbox>>,
+}
+
+impl Touched {
+    /// Wakes the idle writers this batch filled: one wake-up per subscriber per
+    /// batch.
+    pub fn wake_writers(&mut self) {
+        for outbox in self.idle_writers.drain(..) {
+            outbox.wake_writer();
+        }
+    }
+}
+
 /// Pushes `message` to every target: each encodes it into its connection's pending
-/// buffer (large payloads are shared, not copied). A full target drops its copy (counted and
-/// reported by its outbox); the others are unaffected. Targets whose buffer is over
-/// half full are added to `pressure` (once each), so the publisher can let them
-/// drain. `stamp` marks a latency sample (0: not sampled).
+/// buffer (large payloads are shared, not copied). A full target drops its copy
+/// (counted and reported by its outbox); the others are unaffected. Targets whose
+/// buffer is over half full are added to `touched.pressure` (once each), so the
+/// publisher can let them drain; targets whose writer is idle to
+/// `touched.idle_writers`, for the publisher to wake. `stamp` marks a latency
+/// sample (0: not sampled).
 pub fn fan_out(
     targets: &[BroadcastTarget],
     message: MessageView<'_>,
     stamp: Stamp,
-    pressure: &mut Vec<Arc<Outbox>>,
+    touched: &mut Touched,
 ) {
     for target in targets {
         let pushed = target
             .outbox
             .push_broadcast(target.sid, &target.missed, message, stamp);
-        if pushed == Pushed::QueuedUnderPressure
-            && !pressure
+        let Pushed::Queued {
+            under_pressure,
+            wake_writer,
+        } = pushed
+        else {
+            continue;
+        };
+        if wake_writer {
+            // Taken from the outbox once until its writer runs: no duplicates.
+            touched.idle_writers.push(target.outbox.clone());
+        }
+        if under_pressure
+            && !touched
+                .pressure
                 .iter()
                 .any(|outbox| Arc::ptr_eq(outbox, &target.outbox))
         {
-            pressure.push(target.outbox.clone());
+            touched.pressure.push(target.outbox.clone());
         }
     }
 }
