@@ -173,6 +173,25 @@ impl<T> HandoffReceiver<T> {
         Poll::Ready(self.taken.pop_front())
     }
 
+    /// The next item if one is waiting, without registering for a wake-up; `None`
+    /// when none is (or every sender is gone).
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
+        if let Some(item) = self.taken.pop_front() {
+            return Some(item);
+        }
+        let mut state = self.shared.lock();
+        if state.items.is_empty() {
+            return None;
+        }
+        std::mem::swap(&mut state.items, &mut self.taken);
+        let waker = state.sender_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        self.taken.pop_front()
+    }
+
     /// The next item (see [`HandoffReceiver::poll_recv`]).
     pub(crate) async fn recv(&mut self) -> Option<T> {
         poll_fn(|context| self.poll_recv(context)).await
@@ -218,6 +237,18 @@ mod tests {
         }
         producer.await.expect("producer");
         assert_eq!(received, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_waits_and_never_waits() {
+        let (sender, mut receiver) = handoff::<u32>(4);
+        assert_eq!(receiver.try_recv(), None);
+        sender.send_all(&mut vec![1, 2]).await;
+        assert_eq!(receiver.try_recv(), Some(1));
+        assert_eq!(receiver.try_recv(), Some(2));
+        assert_eq!(receiver.try_recv(), None);
+        drop(sender);
+        assert_eq!(receiver.recv().await, None);
     }
 
     #[tokio::test]

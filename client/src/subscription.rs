@@ -51,6 +51,26 @@ impl Subscription {
         self.receiver.recv().await
     }
 
+    /// The next message if one has already arrived, without waiting; `None` when
+    /// none has (use [`Subscription::next`] to wait). Lets a consumer drain a burst
+    /// without an `.await` per message.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let mut ticks = client.subscribe("ticks").await?;
+    /// while let Some(first) = ticks.next().await {
+    ///     let mut burst = vec![first];
+    ///     while let Some(more) = ticks.try_next() {
+    ///         burst.push(more);
+    ///     }
+    ///     println!("{} ticks", burst.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_next(&mut self) -> Option<Message> {
+        self.receiver.try_recv()
+    }
+
     /// How many messages the broker dropped for this subscription because it fell
     /// behind (reported with LAGGED frames). A non-zero value means a gap.
     ///

@@ -298,9 +298,8 @@ impl Receiver {
     pub fn try_next(&mut self) -> Option<anyhow::Result<Option<Bytes>>> {
         match self {
             Receiver::Tern(_, subscription) => subscription
-                .next()
-                .now_or_never()
-                .map(|message| Ok(message.map(|message| message.payload))),
+                .try_next()
+                .map(|message| Ok(Some(message.payload))),
             #[cfg(feature = "nats")]
             Receiver::Nats(_, subscriber) => subscriber
                 .next()
