@@ -164,13 +164,7 @@ impl<T> HandoffReceiver<T> {
             }
             return Poll::Pending;
         }
-        std::mem::swap(&mut state.items, &mut self.taken);
-        let waker = state.sender_waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Poll::Ready(self.taken.pop_front())
+        Poll::Ready(take_batch(&mut self.taken, state))
     }
 
     /// The next item if one is waiting, without registering for a wake-up; `None`
@@ -179,23 +173,29 @@ impl<T> HandoffReceiver<T> {
         if let Some(item) = self.taken.pop_front() {
             return Some(item);
         }
-        let mut state = self.shared.lock();
+        let state = self.shared.lock();
         if state.items.is_empty() {
             return None;
         }
-        std::mem::swap(&mut state.items, &mut self.taken);
-        let waker = state.sender_waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        self.taken.pop_front()
+        take_batch(&mut self.taken, state)
     }
 
     /// The next item (see [`HandoffReceiver::poll_recv`]).
     pub(crate) async fn recv(&mut self) -> Option<T> {
         poll_fn(|context| self.poll_recv(context)).await
     }
+}
+
+/// Moves everything waiting into `taken` (the caller checked there is something),
+/// makes room for a waiting sender, and returns the first item.
+fn take_batch<T>(taken: &mut VecDeque<T>, mut state: MutexGuard<'_, State<T>>) -> Option<T> {
+    std::mem::swap(&mut state.items, taken);
+    let waker = state.sender_waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+    taken.pop_front()
 }
 
 impl<T> Drop for HandoffReceiver<T> {
