@@ -58,9 +58,16 @@ const IDLE_BUFFER_BYTES: usize = 16 * 1024;
 /// releasing and regrowing its buffers each time costs page faults.
 pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
 
+/// Bytes waiting for one connection (pending and being written) past which its
+/// publishers pause, whatever the message count: large messages reach it long before
+/// half of `CONSUMER_CHANNEL_BUFFER_SIZE`. They resume below a quarter of it.
+pub const PRESSURE_BYTES: usize = 4 * 1024 * 1024;
+
 /// How long a publisher waits for a subscriber's writer to make any progress before
-/// treating that subscriber as stalled.
-pub const STALL_LIMIT: Duration = Duration::from_millis(100);
+/// treating that subscriber as stalled. Not shorter: the kernel wakes a blocked
+/// writer only once a third of its send buffer (megabytes, autotuned) has drained,
+/// which for a subscriber reading 10 MB/s takes over 100 ms.
+pub const STALL_LIMIT: Duration = Duration::from_millis(500);
 
 /// What became of a broadcast delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,10 +133,15 @@ pub struct Outbox {
     pending: Mutex<Pending>,
     wake_writer: Notify,
     broadcast_pending: AtomicUsize,
+    /// Bytes of the batch the writer is writing (0 between batches).
+    in_flight_bytes: AtomicUsize,
     broadcast_capacity: usize,
     /// Publishers waiting for this buffer to drain, and the signal they wait for.
     drain_waiters: AtomicUsize,
     drained: Notify,
+    /// Write calls that wrote something: progress, even in the middle of a large
+    /// batch (whose deliveries count as written only once all of it is).
+    writes: AtomicU64,
     /// Set when the subscriber made no progress for [`STALL_LIMIT`]; cleared when
     /// its buffer has drained.
     stalled: AtomicBool,
@@ -156,8 +168,10 @@ impl Outbox {
             pending: Mutex::new(Pending::default()),
             wake_writer: Notify::new(),
             broadcast_pending: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
             broadcast_capacity,
             drain_waiters: AtomicUsize::new(0),
+            writes: AtomicU64::new(0),
             drained: Notify::new(),
             stalled: AtomicBool::new(false),
             control_room: Semaphore::new(CONTROL_FRAME_LIMIT),
@@ -234,11 +248,19 @@ impl Outbox {
         pending.broadcast += 1;
         pending.sample(DeliveryMode::Broadcast, stamp);
         let wake_writer = std::mem::take(&mut pending.writer_idle);
+        let bytes = pending.frames.len() + self.in_flight_bytes.load(Ordering::Acquire);
         drop(pending);
         Pushed::Queued {
-            under_pressure: waiting >= self.high_water() && !self.stalled.load(Ordering::Acquire),
+            under_pressure: (waiting >= self.high_water() || bytes >= PRESSURE_BYTES)
+                && !self.stalled.load(Ordering::Acquire),
             wake_writer,
         }
+    }
+
+    /// Bytes waiting for this connection: encoded and not yet taken, plus the batch
+    /// being written.
+    fn waiting_bytes(&self) -> usize {
+        self.lock_pending().frames.len() + self.in_flight_bytes.load(Ordering::Acquire)
     }
 
     fn high_water(&self) -> usize {
@@ -249,9 +271,11 @@ impl Outbox {
         self.broadcast_capacity / 4
     }
 
-    /// Waits until the broadcast buffer has drained to a quarter, as long as the
-    /// writer keeps making progress; after [`STALL_LIMIT`] without progress the
-    /// subscriber is marked stalled and this returns. Cancel-safe.
+    /// Waits until the broadcast buffer has drained to a quarter (of its message
+    /// capacity and of [`PRESSURE_BYTES`]), as long as the writer keeps making
+    /// progress (writing anything counts); after
+    /// [`STALL_LIMIT`] without progress the subscriber is marked stalled and this
+    /// returns. Cancel-safe.
     pub async fn wait_for_drain(&self) {
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -262,16 +286,21 @@ impl Outbox {
         self.drain_waiters.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.drain_waiters);
         let mut last = self.broadcast_pending.load(Ordering::Acquire);
+        let mut last_writes = self.writes.load(Ordering::Acquire);
         loop {
-            if last <= self.low_water() || self.stalled.load(Ordering::Acquire) {
+            if (last <= self.low_water() && self.waiting_bytes() <= PRESSURE_BYTES / 4)
+                || self.stalled.load(Ordering::Acquire)
+            {
                 return;
             }
             let notified = self.drained.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = self.broadcast_pending.load(Ordering::Acquire);
-            if now < last {
+            let writes = self.writes.load(Ordering::Acquire);
+            if now < last || writes != last_writes {
                 last = now;
+                last_writes = writes;
                 continue;
             }
             if tokio::time::timeout(STALL_LIMIT, notified).await.is_err() {
@@ -440,6 +469,8 @@ impl Outbox {
             return false;
         }
         std::mem::swap(&mut pending.frames, &mut batch.frames);
+        self.in_flight_bytes
+            .store(batch.frames.len(), Ordering::Release);
         std::mem::swap(&mut pending.samples, &mut batch.samples);
         batch.broadcast = std::mem::take(&mut pending.broadcast);
         batch.queued = std::mem::take(&mut pending.queued);
@@ -449,8 +480,19 @@ impl Outbox {
         true
     }
 
+    /// Called after each write call that wrote something: wakes publishers waiting
+    /// for this subscriber, so a large batch that takes long to write is not taken
+    /// for a stall.
+    fn note_write(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        if self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
     /// Called when a batch has been written: frees its room and counts it.
     fn written(&self, batch: &mut Pending) {
+        self.in_flight_bytes.store(0, Ordering::Release);
         let written = std::mem::take(&mut batch.broadcast);
         let waiting = self.broadcast_pending.fetch_sub(written, Ordering::AcqRel) - written;
         if waiting <= self.low_water() && self.stalled.load(Ordering::Relaxed) {
@@ -557,7 +599,10 @@ pub async fn run_writer(
             encode(&mut batch.frames.bytes, &Frame::Lagged { sid, missed });
         }
         let length = batch.frames.len();
-        let result = batch.frames.write_to(&mut socket, write_deadline).await;
+        let result = batch
+            .frames
+            .write_to(&mut socket, &outbox, write_deadline)
+            .await;
         batch.frames.clear();
         Stats::add(&outbox.stats.bytes_out, length as u64);
         outbox.written(&mut batch);
@@ -646,12 +691,14 @@ impl WriteBuffer {
     async fn write_to(
         &mut self,
         socket: &mut OwnedWriteHalf,
+        outbox: &Outbox,
         deadline: Duration,
     ) -> Result<(), WriteFailure> {
         if self.segments.is_empty() {
             let mut position = 0;
             while position < self.bytes.len() {
                 position += progress(deadline, socket.write(&self.bytes[position..])).await?;
+                outbox.note_write();
             }
             return Ok(());
         }
@@ -667,6 +714,7 @@ impl WriteBuffer {
                 .map(|segment| IoSlice::new(segment))
                 .collect();
             let mut written = progress(deadline, socket.write_vectored(&slices)).await?;
+            outbox.note_write();
             while written > 0 {
                 let segment = &mut self.segments[first];
                 if written >= segment.len() {

@@ -700,6 +700,45 @@ async fn a_subscriber_slower_than_its_publisher_but_reading_loses_nothing() {
     assert_eq!(broker.broker.stats().snapshot().dropped_slow_consumer, 0);
 }
 
+/// Large messages to a subscriber that reads slowly but steadily: writing one batch
+/// to it takes longer than 100 ms (the kernel wakes the writer only when a third of
+/// its send buffer has drained), yet it is not taken for stalled (every write that
+/// moves bytes counts as progress, and the stall limit is 500 ms), so its publisher
+/// waits for it and it loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_to_a_slow_but_steady_reader_lose_nothing() {
+    const MESSAGES: u32 = 300;
+    const SIZE: usize = 32 * 1024;
+    let broker = TestBroker::with(|config| config.consumer_channel_buffer_size = 100).await;
+    let mut slow = RawClient::hello_with_receive_buffer(&broker, 32 * 1024).await;
+    slow.send(&common::subscribe(1, "blobs")).await;
+    assert_eq!(slow.next().await, Frame::SubscribeOk { sid: 1 });
+    let publisher = broker.client().await;
+    let publishing = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let mut payload = vec![0u8; SIZE];
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            publisher.publish("blobs", payload).await.expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+    });
+    for expected in 0..MESSAGES {
+        match slow.next_non_ping().await {
+            Frame::Deliver(deliver) => {
+                assert_eq!(deliver.payload.len(), SIZE);
+                assert_eq!(deliver.payload[..4], expected.to_be_bytes());
+            }
+            other => panic!("expected DELIVER {expected}, got {other:?}"),
+        }
+        // About 10 MB/s: a 50-message batch takes some 160 ms to write.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    within("publisher finishes", publishing)
+        .await
+        .expect("publisher");
+    assert_eq!(broker.broker.stats().snapshot().dropped_slow_consumer, 0);
+}
+
 /// Large payloads leave by vectored writes (head from the buffer, payload from the
 /// shared message): mixed with small ones, every byte arrives, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

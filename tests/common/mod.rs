@@ -132,9 +132,29 @@ impl RawClient {
         }
     }
 
+    /// Connects with a small kernel receive buffer (a client that reads slowly
+    /// cannot hide behind megabytes of socket buffering) and completes the handshake.
+    pub async fn hello_with_receive_buffer(broker: &TestBroker, bytes: u32) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(broker.tcp).await.expect("tcp connect");
+        let mut client = RawClient {
+            stream,
+            buffer: BytesMut::new(),
+        };
+        client.handshake(Role::Consumer).await;
+        client
+    }
+
     /// Connects and completes the handshake with `role`.
     pub async fn hello(broker: &TestBroker, role: Role) -> (RawClient, Welcome) {
         let mut client = RawClient::connect(broker).await;
+        let welcome = client.handshake(role).await;
+        (client, welcome)
+    }
+
+    async fn handshake(&mut self, role: Role) -> Welcome {
+        let client = self;
         client
             .send(&Frame::Hello(Hello {
                 version: 1,
@@ -144,7 +164,7 @@ impl RawClient {
             }))
             .await;
         match client.next().await {
-            Frame::Welcome(welcome) => (client, welcome),
+            Frame::Welcome(welcome) => welcome,
             other => panic!("expected WELCOME, got {other:?}"),
         }
     }
