@@ -133,7 +133,8 @@ pub struct Outbox {
     pending: Mutex<Pending>,
     wake_writer: Notify,
     broadcast_pending: AtomicUsize,
-    /// Bytes of the batch the writer is writing (0 between batches).
+    /// Bytes of the batch the writer is writing and has not written yet (0 between
+    /// batches).
     in_flight_bytes: AtomicUsize,
     broadcast_capacity: usize,
     /// Publishers waiting for this buffer to drain, and the signal they wait for.
@@ -483,8 +484,15 @@ impl Outbox {
     /// Called after each write call that wrote something: wakes publishers waiting
     /// for this subscriber, so a large batch that takes long to write is not taken
     /// for a stall.
-    fn note_write(&self) {
+    fn note_write(&self, bytes: usize) {
         self.writes.fetch_add(1, Ordering::AcqRel);
+        // What is written no longer waits: publishers paused on bytes resume while
+        // the rest of the batch is still being written, so the pipe stays full.
+        let _ = self
+            .in_flight_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                Some(waiting.saturating_sub(bytes))
+            });
         if self.drain_waiters.load(Ordering::Acquire) > 0 {
             self.drained.notify_waiters();
         }
@@ -697,8 +705,9 @@ impl WriteBuffer {
         if self.segments.is_empty() {
             let mut position = 0;
             while position < self.bytes.len() {
-                position += progress(deadline, socket.write(&self.bytes[position..])).await?;
-                outbox.note_write();
+                let written = progress(deadline, socket.write(&self.bytes[position..])).await?;
+                position += written;
+                outbox.note_write(written);
             }
             return Ok(());
         }
@@ -714,7 +723,7 @@ impl WriteBuffer {
                 .map(|segment| IoSlice::new(segment))
                 .collect();
             let mut written = progress(deadline, socket.write_vectored(&slices)).await?;
-            outbox.note_write();
+            outbox.note_write(written);
             while written > 0 {
                 let segment = &mut self.segments[first];
                 if written >= segment.len() {
