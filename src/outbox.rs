@@ -205,7 +205,7 @@ impl Outbox {
         let wake = std::mem::take(&mut pending.writer_idle);
         drop(pending);
         if wake {
-            self.wake_writer.notify_one();
+            self.wake_writer();
         }
     }
 

@@ -124,6 +124,10 @@ enum Sink {
 #[derive(Debug, Default)]
 struct SinkCache {
     entries: Vec<StagedSink>,
+    /// Staging vectors emptied by earlier reads, kept with their capacity: a read's
+    /// messages are staged without regrowing a vector from nothing each time.
+    spare_messages: Vec<Vec<Message>>,
+    spare_deliveries: Vec<Vec<Delivery>>,
 }
 
 #[derive(Debug)]
@@ -139,18 +143,35 @@ impl SinkCache {
     /// subscription's buffer is full), then forgets the sinks: a subscription
     /// removed meanwhile is seen by the next read.
     async fn flush(&mut self) {
-        for entry in &mut self.entries {
+        for mut entry in self.entries.drain(..) {
             match &entry.sink {
-                Sink::Broadcast(sender) if !entry.messages.is_empty() => {
-                    sender.send_all(&mut entry.messages).await
+                Sink::Broadcast(sender) => {
+                    sender.send_all(&mut entry.messages).await;
+                    self.spare_messages.push(entry.messages);
                 }
-                Sink::Queue(sender) if !entry.deliveries.is_empty() => {
-                    sender.send_all(&mut entry.deliveries).await
+                Sink::Queue(sender) => {
+                    sender.send_all(&mut entry.deliveries).await;
+                    self.spare_deliveries.push(entry.deliveries);
                 }
-                _ => {}
+                Sink::Inbox => {}
             }
         }
-        self.entries.clear();
+    }
+
+    /// Starts staging for subscription `sid`; returns its index.
+    fn add(&mut self, sid: u32, sink: Sink) -> usize {
+        let (messages, deliveries) = match sink {
+            Sink::Broadcast(_) => (self.spare_messages.pop().unwrap_or_default(), Vec::new()),
+            Sink::Queue(_) => (Vec::new(), self.spare_deliveries.pop().unwrap_or_default()),
+            Sink::Inbox => (Vec::new(), Vec::new()),
+        };
+        self.entries.push(StagedSink {
+            sid,
+            sink,
+            messages,
+            deliveries,
+        });
+        self.entries.len() - 1
     }
 }
 
@@ -970,8 +991,11 @@ impl Inner {
             headers: deliver.headers,
             payload: deliver.payload,
         };
-        let entries = &mut sinks.entries;
-        let index = match entries.iter().position(|entry| entry.sid == deliver.sid) {
+        let index = match sinks
+            .entries
+            .iter()
+            .position(|entry| entry.sid == deliver.sid)
+        {
             Some(index) => index,
             None => {
                 let sink = self
@@ -979,16 +1003,10 @@ impl Inner {
                     .get(&deliver.sid)
                     .map(|entry| entry.sink.clone());
                 let Some(sink) = sink else { return };
-                entries.push(StagedSink {
-                    sid: deliver.sid,
-                    sink,
-                    messages: Vec::new(),
-                    deliveries: Vec::new(),
-                });
-                entries.len() - 1
+                sinks.add(deliver.sid, sink)
             }
         };
-        let entry = &mut entries[index];
+        let entry = &mut sinks.entries[index];
         match &entry.sink {
             Sink::Broadcast(_) => entry.messages.push(message),
             Sink::Queue(_) => entry.deliveries.push(Delivery::new(

@@ -551,7 +551,9 @@ pub fn encode_publish(
     })
 }
 
-/// Appends a DELIVER frame built from borrowed fields: the broker's per-message path.
+/// Appends a DELIVER frame built from borrowed fields ([`encode_deliver_head`] plus the
+/// payload; the broker's writer uses the head alone, to send large payloads without
+/// copying them).
 #[allow(clippy::too_many_arguments)]
 pub fn encode_deliver(
     dst: &mut BytesMut,
