@@ -33,6 +33,7 @@ use crate::error::ClientError;
 use crate::handoff::{handoff, HandoffSender};
 use crate::message::{Message, OutgoingMessage};
 use crate::options::ClientOptions;
+use crate::read_buffer::ReadBuffer;
 use crate::subscription::{Delivery, QueueSubscription, Subscription};
 
 /// Frames from the broker may be a little larger than what it accepts from clients
@@ -207,7 +208,9 @@ impl<'a> PublishParts<'a> {
 /// A writer idle for [`IDLE_RELEASE_AFTER`] keeps at most this much spare buffer
 /// capacity.
 const IDLE_BUFFER_BYTES: usize = 64 * 1024;
-const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// How long the writer, or the reader, must be idle before releasing its buffers.
+pub(crate) const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// A connected, handshaken socket.
 struct Established {
@@ -1171,13 +1174,14 @@ async fn drive(inner: Arc<Inner>, first: Established) {
 async fn read_loop(
     inner: &Arc<Inner>,
     mut socket: OwnedReadHalf,
-    mut buffer: BytesMut,
+    leftover: BytesMut,
     max_frame: u32,
 ) -> Result<(), ClientError> {
     let mut sinks = SinkCache::default();
+    let mut buffer = ReadBuffer::new(leftover, max_frame);
     loop {
         loop {
-            match codec::decode(&mut buffer, max_frame) {
+            match buffer.decode() {
                 Ok(Some(frame)) => inner.handle_frame(frame, &mut sinks),
                 Ok(None) => break,
                 Err(error) if error.is_recoverable() => {
@@ -1187,8 +1191,7 @@ async fn read_loop(
             }
         }
         sinks.flush().await;
-        buffer.reserve(64 * 1024);
-        if socket.read_buf(&mut buffer).await? == 0 {
+        if buffer.read_from(&mut socket).await? == 0 {
             return Err(ClientError::Disconnected);
         }
     }
