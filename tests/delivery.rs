@@ -781,3 +781,48 @@ async fn large_and_small_payloads_arrive_intact_and_in_order() {
     let message = within("blob", second.next()).await.expect("open");
     assert_eq!(&message.payload[..], &payloads[3][..]);
 }
+
+/// A subscription whose byte bound is smaller than one message still gets every
+/// message (one is always let through), whole and in order, while the SDK reads the
+/// socket in frames of their own size and recycles its read buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_byte_bound_smaller_than_a_message_loses_nothing() {
+    const MESSAGES: u32 = 200;
+    let broker = TestBroker::start().await;
+    let options = ClientOptions {
+        subscription_bytes: 16 * 1024,
+        ..ClientOptions::default()
+    };
+    let subscriber = Client::connect_with(broker.address(), options)
+        .await
+        .expect("connect");
+    let mut blobs = subscriber.subscribe("blobs").await.expect("subscribe");
+    let publisher = broker.client().await;
+    let size = |n: u32| {
+        if n % 3 == 0 {
+            10
+        } else {
+            100 * 1024 + n as usize
+        }
+    };
+    let publishing = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let mut payload = vec![n as u8; size(n)];
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            publisher.publish("blobs", payload).await.expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+    });
+    for expected in 0..MESSAGES {
+        let message = within("blob", blobs.next()).await.expect("open");
+        assert_eq!(message.payload.len(), size(expected));
+        assert_eq!(message.payload[..4], expected.to_be_bytes());
+        assert!(message.payload[4..]
+            .iter()
+            .all(|byte| *byte == expected as u8));
+    }
+    within("publisher finishes", publishing)
+        .await
+        .expect("publisher");
+    assert_eq!(blobs.missed(), 0, "nothing dropped");
+}

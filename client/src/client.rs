@@ -392,7 +392,10 @@ impl Client {
     /// ```
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
         validate_pattern(pattern)?;
-        let (sender, receiver) = handoff(self.inner.options.subscription_capacity);
+        let (sender, receiver) = handoff(
+            self.inner.options.subscription_capacity,
+            self.inner.options.subscription_bytes,
+        );
         let spec = Subscribe {
             sid: self.inner.next_sid(),
             mode: Some(DeliveryMode::Broadcast),
@@ -452,7 +455,8 @@ impl Client {
         } else {
             prefetch as usize
         };
-        let (sender, receiver) = handoff(capacity);
+        // Bounded by the prefetch window the consumer chose, not by bytes.
+        let (sender, receiver) = handoff(capacity, usize::MAX);
         let spec = Subscribe {
             sid: self.inner.next_sid(),
             mode: Some(DeliveryMode::Queue),

@@ -7,22 +7,42 @@
 //! message that is a move into a `Vec` and a pop from a `VecDeque`, instead of a
 //! channel's send and receive.
 //!
-//! Bounds: at most `capacity` items wait in the shared buffer; when it is full the
-//! connection task waits (it stops reading the socket, so the broker buffers and
-//! then applies its own policy). The subscription holds at most one taken batch
-//! besides, so at most `2 × capacity` items are buffered per subscription.
+//! Bounds: at most `capacity` items, and at most `byte_capacity` bytes of them (by
+//! [`Weighed::weight`]; one item is always let through, however large), wait in the
+//! shared buffer; when it is full the connection task waits (it stops reading the
+//! socket, so the broker buffers and then applies its own policy). The subscription
+//! holds at most one taken batch besides, so at most twice those bounds are
+//! buffered per subscription.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-/// A new hand-off holding at most `capacity` (at least 1) items in its shared buffer.
-pub(crate) fn handoff<T>(capacity: usize) -> (HandoffSender<T>, HandoffReceiver<T>) {
+/// What an item weighs against the hand-off's byte bound.
+pub(crate) trait Weighed {
+    /// The item's size in bytes (what it holds in memory, roughly).
+    fn weight(&self) -> usize;
+}
+
+impl Weighed for tern_proto::Message {
+    fn weight(&self) -> usize {
+        self.payload.len()
+    }
+}
+
+/// A new hand-off holding at most `capacity` (at least 1) items and `byte_capacity`
+/// bytes in its shared buffer.
+pub(crate) fn handoff<T: Weighed>(
+    capacity: usize,
+    byte_capacity: usize,
+) -> (HandoffSender<T>, HandoffReceiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            bytes: 0,
             capacity: capacity.max(1),
+            byte_capacity,
             senders: 1,
             receiver_gone: false,
             receiver_waker: None,
@@ -48,7 +68,10 @@ struct Shared<T> {
 #[derive(Debug)]
 struct State<T> {
     items: VecDeque<T>,
+    /// Weight of `items`.
+    bytes: usize,
     capacity: usize,
+    byte_capacity: usize,
     /// Live sender handles; the receiver ends when the last is gone.
     senders: usize,
     receiver_gone: bool,
@@ -94,7 +117,7 @@ impl<T> Drop for HandoffSender<T> {
     }
 }
 
-impl<T> HandoffSender<T> {
+impl<T: Weighed> HandoffSender<T> {
     /// Moves every item of `items` (in order) to the receiver, waiting for room when
     /// the shared buffer is full. When the receiver is gone the items are discarded.
     /// Leaves `items` empty, its allocation kept for the next batch.
@@ -109,7 +132,17 @@ impl<T> HandoffSender<T> {
             return Poll::Ready(());
         }
         let room = state.capacity.saturating_sub(state.items.len());
-        let moved = room.min(items.len());
+        let mut moved = 0;
+        let mut bytes = state.bytes;
+        for item in items.iter().take(room) {
+            // One item always fits an empty buffer, however large.
+            if bytes >= state.byte_capacity && !(state.items.is_empty() && moved == 0) {
+                break;
+            }
+            bytes += item.weight();
+            moved += 1;
+        }
+        state.bytes = bytes;
         if moved == items.len() {
             state.items.extend(items.drain(..));
         } else {
@@ -190,6 +223,7 @@ impl<T> HandoffReceiver<T> {
 /// makes room for a waiting sender, and returns the first item.
 fn take_batch<T>(taken: &mut VecDeque<T>, mut state: MutexGuard<'_, State<T>>) -> Option<T> {
     std::mem::swap(&mut state.items, taken);
+    state.bytes = 0;
     let waker = state.sender_waker.take();
     drop(state);
     if let Some(waker) = waker {
@@ -203,6 +237,7 @@ impl<T> Drop for HandoffReceiver<T> {
         let mut state = self.shared.lock();
         state.receiver_gone = true;
         let items = std::mem::take(&mut state.items);
+        state.bytes = 0;
         let waker = state.sender_waker.take();
         drop(state);
         drop(items);
@@ -216,9 +251,16 @@ impl<T> Drop for HandoffReceiver<T> {
 mod tests {
     use super::*;
 
+    /// Test items weigh their value.
+    impl Weighed for u32 {
+        fn weight(&self) -> usize {
+            *self as usize
+        }
+    }
+
     #[tokio::test]
     async fn items_arrive_once_in_order_and_a_full_buffer_makes_the_sender_wait() {
-        let (sender, mut receiver) = handoff::<u32>(3);
+        let (sender, mut receiver) = handoff::<u32>(3, usize::MAX);
         let producer = tokio::spawn(async move {
             let mut batch = Vec::new();
             for chunk in (0..1000u32).collect::<Vec<_>>().chunks(7) {
@@ -241,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn try_recv_takes_what_waits_and_never_waits() {
-        let (sender, mut receiver) = handoff::<u32>(4);
+        let (sender, mut receiver) = handoff::<u32>(4, usize::MAX);
         assert_eq!(receiver.try_recv(), None);
         sender.send_all(&mut vec![1, 2]).await;
         assert_eq!(receiver.try_recv(), Some(1));
@@ -253,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_receiver_releases_a_waiting_sender() {
-        let (sender, receiver) = handoff::<u32>(1);
+        let (sender, receiver) = handoff::<u32>(1, usize::MAX);
         let mut batch = vec![1, 2, 3];
         let waiting = tokio::spawn(async move {
             sender.send_all(&mut batch).await;
@@ -266,12 +308,39 @@ mod tests {
 
     #[tokio::test]
     async fn the_receiver_ends_when_the_last_sender_clone_is_gone() {
-        let (sender, mut receiver) = handoff::<u32>(4);
+        let (sender, mut receiver) = handoff::<u32>(4, usize::MAX);
         let clone = sender.clone();
         sender.send_all(&mut vec![1]).await;
         drop(sender);
         assert_eq!(receiver.recv().await, Some(1));
         drop(clone);
         assert_eq!(receiver.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_holds_back_heavy_items_but_always_lets_one_through() {
+        let (sender, mut receiver) = handoff::<u32>(100, 10);
+        let producer = tokio::spawn(async move {
+            sender.send_all(&mut vec![4, 4, 4, 50, 1]).await;
+        });
+        let mut batches = Vec::new();
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            batch.extend(receiver.taken.drain(..));
+            batches.push(batch);
+        }
+        producer.await.expect("producer");
+        // 4+4+4 reaches the bound; 50 goes alone into an empty buffer.
+        assert_eq!(batches.concat(), vec![4, 4, 4, 50, 1]);
+        assert!(
+            batches
+                .iter()
+                .all(|batch| batch.len() == 1 || batch.iter().sum::<u32>() <= 12),
+            "{batches:?}"
+        );
+        assert!(
+            batches.iter().any(|batch| batch == &vec![50]),
+            "{batches:?}"
+        );
     }
 }

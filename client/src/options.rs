@@ -73,6 +73,12 @@ pub struct ClientOptions {
     /// publishers, then drops for it and reports the gap). The subscription takes
     /// what waits in one batch, so it holds at most twice this many.
     pub subscription_capacity: usize,
+    /// Payload bytes handed to a broadcast subscription and not yet taken by it
+    /// before the client stops reading the socket, whatever the message count (one
+    /// message is always let through, however large). Like `subscription_capacity`,
+    /// at most twice this is held per subscription. Queue subscriptions are bounded
+    /// by their prefetch window instead.
+    pub subscription_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -86,6 +92,7 @@ impl Default for ClientOptions {
             reconnect: ReconnectPolicy::default(),
             max_pending_bytes: 8 * 1024 * 1024,
             subscription_capacity: 8192,
+            subscription_bytes: 64 * 1024 * 1024,
         }
     }
 }

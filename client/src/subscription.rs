@@ -221,6 +221,12 @@ pub struct Delivery {
     inner: Arc<Inner>,
 }
 
+impl crate::handoff::Weighed for Delivery {
+    fn weight(&self) -> usize {
+        self.message.payload.len()
+    }
+}
+
 impl Delivery {
     pub(crate) fn new(
         message: Message,
