@@ -31,8 +31,8 @@ impl Weighed for tern_proto::Message {
     }
 }
 
-/// A new hand-off holding at most `capacity` (at least 1) items and `byte_capacity`
-/// bytes in its shared buffer.
+/// A new hand-off holding at most `capacity` items and `byte_capacity` bytes (each
+/// at least 1) in its shared buffer.
 pub(crate) fn handoff<T: Weighed>(
     capacity: usize,
     byte_capacity: usize,
@@ -42,7 +42,7 @@ pub(crate) fn handoff<T: Weighed>(
             items: VecDeque::new(),
             bytes: 0,
             capacity: capacity.max(1),
-            byte_capacity,
+            byte_capacity: byte_capacity.max(1),
             senders: 1,
             receiver_gone: false,
             receiver_waker: None,
@@ -134,20 +134,16 @@ impl<T: Weighed> HandoffSender<T> {
         let room = state.capacity.saturating_sub(state.items.len());
         let mut moved = 0;
         let mut bytes = state.bytes;
+        // Checked before adding: one item always fits an empty buffer, however large.
         for item in items.iter().take(room) {
-            // One item always fits an empty buffer, however large.
-            if bytes >= state.byte_capacity && !(state.items.is_empty() && moved == 0) {
+            if bytes >= state.byte_capacity {
                 break;
             }
             bytes += item.weight();
             moved += 1;
         }
         state.bytes = bytes;
-        if moved == items.len() {
-            state.items.extend(items.drain(..));
-        } else {
-            state.items.extend(items.drain(..moved));
-        }
+        state.items.extend(items.drain(..moved));
         let waker = if moved > 0 {
             state.receiver_waker.take()
         } else {

@@ -75,10 +75,7 @@ impl ReadBuffer {
         loop {
             let limit = self.make_room();
             match socket.try_read_buf(&mut (&mut self.buffer).limit(limit)) {
-                Ok(read) => {
-                    self.after_read();
-                    return Ok(read);
-                }
+                Ok(read) => return Ok(read),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(error) => return Err(error),
             }
@@ -95,31 +92,30 @@ impl ReadBuffer {
         }
     }
 
-    /// Makes room for the next read and returns how much it may read.
+    /// Makes room for the next read and returns how much it may read. The frame at
+    /// the front, partly received, says whether frames are large (reads stop at its
+    /// end) or small (reads of [`READ_BYTES`]); between frames the last one decides.
     fn make_room(&mut self) -> usize {
-        let mut rest = None;
+        let mut rest = 0;
         if let Ok(Some(length)) = codec::peek_length(&self.buffer, self.max_frame) {
             let total = LENGTH_PREFIX_BYTES + length;
-            if total >= LARGE_FRAME_BYTES {
-                self.large_frame = total;
-            }
-            rest = Some(total.saturating_sub(self.buffer.len()));
+            self.large_frame = if total >= LARGE_FRAME_BYTES { total } else { 0 };
+            rest = total.saturating_sub(self.buffer.len());
         }
-        let (room, limit) = if self.large_frame == 0 {
-            (READ_BYTES, usize::MAX)
+        if self.large_frame == 0 {
+            self.reserve(READ_BYTES);
+            return usize::MAX;
+        }
+        let want = if rest > 0 {
+            rest
         } else {
-            let want = match rest {
-                Some(rest) if rest > 0 => rest,
-                // Between frames: expect one like the last.
-                _ => self
-                    .large_frame
-                    .saturating_sub(self.buffer.len())
-                    .max(LENGTH_PREFIX_BYTES),
-            };
-            (want, want)
+            // Between frames: expect one like the last.
+            self.large_frame
+                .saturating_sub(self.buffer.len())
+                .max(LENGTH_PREFIX_BYTES)
         };
-        self.reserve(room);
-        limit
+        self.reserve(want);
+        want
     }
 
     /// Makes room for `additional` bytes: in the current allocation if it has room
@@ -151,17 +147,6 @@ impl ReadBuffer {
                 self.spares.pop_front();
             }
             self.spares.push_back(left);
-        }
-    }
-
-    /// Back to small reads once a read starts with a small frame.
-    fn after_read(&mut self) {
-        if self.large_frame > 0 {
-            if let Ok(Some(length)) = codec::peek_length(&self.buffer, self.max_frame) {
-                if LENGTH_PREFIX_BYTES + length < LARGE_FRAME_BYTES {
-                    self.large_frame = 0;
-                }
-            }
         }
     }
 
@@ -213,7 +198,6 @@ mod tests {
                 .buffer
                 .extend_from_slice(&bytes[position..position + length]);
             position += length;
-            reader.after_read();
             while let Some(frame) = reader.decode().expect("valid frames") {
                 match frame {
                     Frame::Deliver(deliver) => take(deliver.payload),
