@@ -9,7 +9,7 @@
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use tern_proto::{codec, Header, DEFAULT_MAX_FRAME_BYTES};
+use tern_proto::{codec, Header, Message, DEFAULT_MAX_FRAME_BYTES};
 
 const BATCH: usize = 1000;
 const SIZES: [usize; 3] = [16, 128, 4096];
@@ -36,22 +36,14 @@ fn encode(c: &mut Criterion) {
         let payload = vec![7u8; size];
         let frame_bytes = publish_batch(&payload, &[]).len() / BATCH;
         group.throughput(Throughput::Bytes((frame_bytes * BATCH) as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(size), &payload, |b, payload| {
+        let message = Message::new("orders.eu.created", &payload).expect("valid");
+        group.bench_with_input(BenchmarkId::from_parameter(size), &message, |b, message| {
             let mut buffer = BytesMut::with_capacity(frame_bytes * BATCH + 64);
             b.iter(|| {
                 buffer.clear();
                 for n in 0..BATCH as u64 {
-                    codec::encode_deliver(
-                        &mut buffer,
-                        1,
-                        n,
-                        false,
-                        "orders.eu.created",
-                        None,
-                        &[],
-                        black_box(payload),
-                    )
-                    .expect("encode");
+                    codec::encode_deliver(&mut buffer, 1, n, false, black_box(message))
+                        .expect("encode");
                 }
                 black_box(buffer.len())
             });

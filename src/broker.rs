@@ -17,7 +17,7 @@ use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError}
 use crate::stats::{stamp_from_micros, Stamp, Stats};
 use crate::subject::SubjectIndex;
 use crate::topic::{fan_out, BroadcastTarget, Touched};
-use tern_proto::MessageView;
+use tern_proto::Message;
 
 /// Something a subject can route to.
 #[derive(Debug, Clone)]
@@ -285,7 +285,7 @@ impl Broker {
     pub fn publish(
         &self,
         routes: &Routes,
-        message: MessageView<'_>,
+        message: &Message,
         is_request: bool,
         stamp: Stamp,
         touched: &mut Touched,
@@ -298,7 +298,7 @@ impl Broker {
                 ErrorCode::NoResponders,
                 format!(
                     "no subscriber can answer a request on `{}`",
-                    message.subject
+                    message.subject()
                 ),
             ));
         }
@@ -306,10 +306,10 @@ impl Broker {
             if self.config.delivery_mode == DeliveryMode::Queue {
                 // The original single-switch behaviour: a subject nobody listens to gets
                 // a queue that holds its messages until a consumer comes.
-                let subject = message.subject.clone();
-                let queue = self.bind_queue(&subject, &subject)?;
+                let subject = message.subject();
+                let queue = self.bind_queue(subject, subject)?;
                 return queue
-                    .publish(Arc::new(message.to_message()), stamp)
+                    .publish(Arc::new(message.clone()), stamp)
                     .map_err(queue_refusal);
             }
             Stats::add(&self.stats.dropped_no_interest, 1);
@@ -319,9 +319,9 @@ impl Broker {
         if routes.queues.is_empty() {
             return Ok(());
         }
-        // Queues keep the message until it is acked: share one copy (its fields are
-        // references into the read buffer, so this copies no payload).
-        let message = Arc::new(message.to_message());
+        // Queues keep the message until it is acked: share one copy (a reference
+        // into the read buffer, so this copies no payload).
+        let message = Arc::new(message.clone());
         let mut refusal = Ok(());
         for queue in &routes.queues {
             if let Err(error) = queue.publish(message.clone(), stamp) {

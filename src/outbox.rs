@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 
 use crate::stats::{stamp_elapsed_seconds, stamp_from_micros, Stamp, Stats};
 use tern_proto::DeliveryMode;
-use tern_proto::{Message, MessageView};
+use tern_proto::Message;
 
 /// Control frames that may wait for the writer before the session stops reading
 /// the client's requests.
@@ -224,7 +224,7 @@ impl Outbox {
         &self,
         sid: u32,
         missed: &AtomicU64,
-        message: MessageView<'_>,
+        message: &Message,
         stamp: Stamp,
     ) -> Pushed {
         let waiting = self.broadcast_pending.fetch_add(1, Ordering::AcqRel);
@@ -331,7 +331,7 @@ impl Outbox {
         }
         if let Err(error) = pending
             .frames
-            .delivery(sid, delivery_id, redelivered, message.view())
+            .delivery(sid, delivery_id, redelivered, message)
         {
             // Only messages the broker accepted get here, from validated fields; the
             // delivery stays unacked and is redelivered when the consumer leaves.
@@ -670,26 +670,17 @@ impl WriteBuffer {
         sid: u32,
         delivery_id: u64,
         redelivered: bool,
-        message: MessageView<'_>,
+        message: &Message,
     ) -> Result<(), tern_proto::ProtocolError> {
-        codec::encode_deliver_head(
-            &mut self.bytes,
-            sid,
-            delivery_id,
-            redelivered,
-            message.subject,
-            message.reply_to.map(|reply_to| &**reply_to),
-            message.headers,
-            message.payload.len(),
-        )?;
-        if message.payload.len() < VECTORED_PAYLOAD_BYTES {
-            self.bytes.extend_from_slice(message.payload);
-            return Ok(());
+        let payload = message.payload();
+        if payload.len() < VECTORED_PAYLOAD_BYTES {
+            return codec::encode_deliver(&mut self.bytes, sid, delivery_id, redelivered, message);
         }
+        codec::encode_deliver_head(&mut self.bytes, sid, delivery_id, redelivered, message)?;
         let head = self.bytes.split().freeze();
-        self.segment_bytes += head.len() + message.payload.len();
+        self.segment_bytes += head.len() + payload.len();
         self.segments.push(head);
-        self.segments.push(message.payload.clone());
+        self.segments.push(message.payload_bytes());
         Ok(())
     }
 
@@ -789,12 +780,7 @@ mod tests {
     use super::*;
 
     fn message(payload: Bytes) -> Message {
-        Message {
-            subject: "s".into(),
-            reply_to: None,
-            headers: Vec::new(),
-            payload,
-        }
+        Message::new("s", payload).expect("a valid message")
     }
 
     #[test]
@@ -806,14 +792,14 @@ mod tests {
         outbox.watch_lag(2, second.clone());
         let message = message(Bytes::new());
         assert_eq!(
-            outbox.push_broadcast(1, &first, message.view(), 0),
+            outbox.push_broadcast(1, &first, &message, 0),
             Pushed::Queued {
                 under_pressure: false,
                 wake_writer: false
             }
         );
         assert_eq!(
-            outbox.push_broadcast(2, &second, message.view(), 0),
+            outbox.push_broadcast(2, &second, &message, 0),
             Pushed::Queued {
                 under_pressure: true,
                 wake_writer: false
@@ -822,12 +808,12 @@ mod tests {
         );
         for _ in 0..3 {
             assert_eq!(
-                outbox.push_broadcast(1, &first, message.view(), 0),
+                outbox.push_broadcast(1, &first, &message, 0),
                 Pushed::Dropped
             );
         }
         assert_eq!(
-            outbox.push_broadcast(2, &second, message.view(), 0),
+            outbox.push_broadcast(2, &second, &message, 0),
             Pushed::Dropped
         );
         let mut reports = outbox.take_lag_reports();
@@ -849,23 +835,23 @@ mod tests {
     fn large_payloads_are_shared_not_copied_and_keep_their_place_in_order() {
         let outbox = Outbox::new(1, 100, Arc::new(Stats::default()), Instant::now());
         let missed = MissedCounter::default();
-        let large = Bytes::from(vec![7u8; VECTORED_PAYLOAD_BYTES]);
-        outbox.push_broadcast(1, &missed, message(Bytes::from_static(b"a")).view(), 0);
-        outbox.push_broadcast(1, &missed, message(large.clone()).view(), 0);
+        let large = message(Bytes::from(vec![7u8; VECTORED_PAYLOAD_BYTES]));
+        outbox.push_broadcast(1, &missed, &message(Bytes::from_static(b"a")), 0);
+        outbox.push_broadcast(1, &missed, &large, 0);
         outbox.push_control(Frame::Pong);
         {
             let pending = outbox.lock_pending();
             assert_eq!(pending.frames.segments.len(), 2, "head, then the payload");
             assert_eq!(
                 pending.frames.segments[1].as_ptr(),
-                large.as_ptr(),
+                large.payload().as_ptr(),
                 "the payload is the publisher's buffer"
             );
         }
         let frames = take_frames(&outbox);
         assert_eq!(frames.len(), 3);
-        assert!(matches!(&frames[0], Frame::Deliver(d) if d.payload == "a"));
-        assert!(matches!(&frames[1], Frame::Deliver(d) if d.payload == large));
+        assert!(matches!(&frames[0], Frame::Deliver(d) if d.message.payload() == b"a"));
+        assert!(matches!(&frames[1], Frame::Deliver(d) if d.message == large));
         assert_eq!(frames[2], Frame::Pong);
     }
 
@@ -877,12 +863,10 @@ mod tests {
         let missed = MissedCounter::default();
         let message = message(Bytes::from_static(b"x"));
         let wakes: Vec<bool> = (0..3)
-            .map(
-                |_| match outbox.push_broadcast(1, &missed, message.view(), 0) {
-                    Pushed::Queued { wake_writer, .. } => wake_writer,
-                    Pushed::Dropped => panic!("room"),
-                },
-            )
+            .map(|_| match outbox.push_broadcast(1, &missed, &message, 0) {
+                Pushed::Queued { wake_writer, .. } => wake_writer,
+                Pushed::Dropped => panic!("room"),
+            })
             .collect();
         assert_eq!(wakes, vec![true, false, false]);
         assert!(outbox.take_pending(&mut batch));
@@ -899,7 +883,7 @@ mod tests {
             Err(WriterGone)
         );
         assert_eq!(
-            outbox.push_broadcast(1, &MissedCounter::default(), message.view(), 0),
+            outbox.push_broadcast(1, &MissedCounter::default(), &message, 0),
             Pushed::Dropped
         );
         assert!(take_frames(&outbox).is_empty());

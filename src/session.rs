@@ -31,7 +31,6 @@ use crate::outbox::{run_writer, MissedCounter, Outbox, WriterExit};
 use crate::queue::{delivery_sid, Queue};
 use crate::stats::{Stamp, Stats};
 use crate::topic::{BroadcastTarget, Touched};
-use tern_proto::MessageView;
 
 /// How long a closing connection's writer gets to flush its last frames.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -529,28 +528,24 @@ impl Session {
     fn on_publish(&mut self, publish: &Publish) {
         let sequence = publish.sequence;
         let outcome = self.check_publish_allowed().and_then(|()| {
+            let message = &publish.message;
             let routes = self
                 .routes
-                .lookup(&publish.subject, &self.broker)
+                .lookup(message.subject(), &self.broker)
                 .map_err(subject_refusal)?;
-            if let Some(reply_to) = publish.reply_to.as_deref() {
+            let reply_to = message.reply_to();
+            if let Some(reply_to) = reply_to {
                 validate_subject(reply_to).map_err(|error| {
                     Refusal::new(error.error_code(), format!("reply-to: {error}"))
                 })?;
             }
             // Routed borrowed from the decoded frame: nothing is moved or counted
             // per delivery; each subscriber's buffer gets its encoded copy.
-            let message = MessageView {
-                subject: &publish.subject,
-                reply_to: publish.reply_to.as_ref(),
-                headers: &publish.headers,
-                payload: &publish.payload,
-            };
             let stamp = std::mem::take(&mut self.next_stamp);
             self.broker.publish(
                 &routes,
                 message,
-                publish.reply_to.is_some(),
+                reply_to.is_some(),
                 stamp,
                 &mut self.touched,
             )

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::outbox::{MissedCounter, Outbox, Pushed};
 use crate::stats::Stamp;
-use tern_proto::MessageView;
+use tern_proto::Message;
 
 /// A broadcast subscription as the router sees it: where to push, under which id.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl Touched {
 /// sample (0: not sampled).
 pub fn fan_out(
     targets: &[BroadcastTarget],
-    message: MessageView<'_>,
+    message: &Message,
     stamp: Stamp,
     touched: &mut Touched,
 ) {

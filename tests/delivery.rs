@@ -10,7 +10,7 @@ use common::{wait_until, within, RawClient, TestBroker};
 use tern_client::{
     Client, ClientError, ClientOptions, ErrorCode, OutgoingMessage, ReconnectPolicy,
 };
-use tern_proto::{Frame, Publish, Role, Subscribe};
+use tern_proto::{Frame, Message, Publish, Role, Subscribe};
 
 fn numbered(count: usize) -> Vec<String> {
     (0..count).map(|n| format!("message-{n}")).collect()
@@ -40,7 +40,7 @@ async fn broadcast_delivers_every_message_to_every_subscriber_once_in_order() {
             let message = within("broadcast message", subscription.next())
                 .await
                 .expect("open");
-            received.push(String::from_utf8(message.payload.to_vec()).expect("utf-8"));
+            received.push(String::from_utf8(message.payload().to_vec()).expect("utf-8"));
         }
         assert_eq!(
             received,
@@ -87,7 +87,7 @@ async fn wildcards_route_to_exactly_the_matching_subscriptions() {
                 within("message", subscription.next())
                     .await
                     .expect("open")
-                    .subject
+                    .subject()
                     .to_string(),
             );
         }
@@ -108,10 +108,8 @@ async fn wildcards_route_to_exactly_the_matching_subscriptions() {
         .publish("orders.eu.created", "marker")
         .await
         .expect("publish");
-    assert_eq!(
-        &within("marker", exact.next()).await.expect("open").payload[..],
-        b"marker"
-    );
+    let marker = within("marker", exact.next()).await.expect("open");
+    assert_eq!(marker.payload(), b"marker");
 }
 
 #[tokio::test]
@@ -130,9 +128,9 @@ async fn headers_and_reply_to_travel_unchanged() {
         .expect("send");
     let message = within("message", subscription.next()).await.expect("open");
     assert_eq!(message.header("trace"), Some("t-1"));
-    assert_eq!(message.headers.len(), 2);
-    assert_eq!(message.reply_to.as_deref(), Some("audit.replies"));
-    assert_eq!(&message.payload[..], b"payload");
+    assert_eq!(message.headers().len(), 2);
+    assert_eq!(message.reply_to(), Some("audit.replies"));
+    assert_eq!(message.payload(), b"payload");
 }
 
 #[tokio::test]
@@ -168,11 +166,11 @@ async fn queue_consumers_get_disjoint_sets_whose_union_is_everything() {
         workers.push(tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(job) = jobs.next().await {
-                if &job.payload[..] == b"stop" {
+                if job.payload() == b"stop" {
                     job.ack().await.expect("ack");
                     break;
                 }
-                got.push(String::from_utf8(job.payload.to_vec()).expect("utf-8"));
+                got.push(String::from_utf8(job.payload().to_vec()).expect("utf-8"));
                 job.ack().await.expect("ack");
             }
             drop(client);
@@ -225,7 +223,7 @@ async fn a_single_queue_consumer_sees_fifo_order() {
     for expected in numbered(500) {
         let delivery = within("delivery", queue.next()).await.expect("open");
         assert_eq!(
-            std::str::from_utf8(&delivery.payload).expect("utf-8"),
+            std::str::from_utf8(delivery.payload()).expect("utf-8"),
             expected
         );
         delivery.ack().await.expect("ack");
@@ -262,7 +260,7 @@ async fn prefetch_bounds_unacked_deliveries() {
         })
         .await;
     match consumer.next().await {
-        Frame::Deliver(deliver) => assert_eq!(&deliver.payload[..], b"message-3"),
+        Frame::Deliver(deliver) => assert_eq!(deliver.message.payload(), b"message-3"),
         other => panic!("{other:?}"),
     }
     consumer.expect_alive().await;
@@ -320,7 +318,7 @@ async fn a_disconnected_consumers_unacked_messages_are_redelivered_first_and_fla
             .await
             .expect("open");
         got.push((
-            String::from_utf8(delivery.payload.to_vec()).expect("utf-8"),
+            String::from_utf8(delivery.payload().to_vec()).expect("utf-8"),
             delivery.is_redelivered(),
         ));
         delivery.ack().await.expect("ack");
@@ -351,11 +349,11 @@ async fn nack_with_requeue_redelivers_and_without_requeue_discards() {
     let delivery = within("first", queue.next()).await.expect("open");
     delivery.nack(true).await.expect("nack");
     let again = within("first again", queue.next()).await.expect("open");
-    assert_eq!(&again.payload[..], b"first");
+    assert_eq!(again.payload(), b"first");
     assert!(again.is_redelivered());
     again.nack(false).await.expect("discard");
     let next = within("second", queue.next()).await.expect("open");
-    assert_eq!(&next.payload[..], b"second");
+    assert_eq!(next.payload(), b"second");
     next.ack().await.expect("ack");
     wait_until("discard counted", || {
         broker.broker.stats().snapshot().dropped_rejected == 1
@@ -392,7 +390,7 @@ async fn queue_delivery_mode_holds_messages_published_before_any_consumer() {
                 assert_eq!(deliver.sid, 4);
                 assert_ne!(deliver.delivery_id, 0);
                 assert_eq!(
-                    std::str::from_utf8(&deliver.payload).expect("utf-8"),
+                    std::str::from_utf8(deliver.message.payload()).expect("utf-8"),
                     expected
                 );
             }
@@ -444,7 +442,7 @@ async fn request_reply_round_trips() {
     let mut requests = responder.subscribe("svc.upper").await.expect("subscribe");
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
-            let upper = request.payload.to_ascii_uppercase();
+            let upper = request.payload().to_ascii_uppercase();
             responder.respond(&request, upper).await.expect("respond");
         }
     });
@@ -454,7 +452,7 @@ async fn request_reply_round_trips() {
             .request("svc.upper", word, Duration::from_secs(5))
             .await
             .expect("reply");
-        assert_eq!(&reply.payload[..], word.to_ascii_uppercase().as_bytes());
+        assert_eq!(reply.payload(), word.to_ascii_uppercase().as_bytes());
     }
 }
 
@@ -620,7 +618,7 @@ async fn a_client_reconnects_and_resubscribes_after_the_broker_restarts() {
     let message = within("message after reconnect", subscription.next())
         .await
         .expect("open");
-    assert_eq!(&message.payload[..], b"after restart");
+    assert_eq!(message.payload(), b"after restart");
 }
 
 #[tokio::test]
@@ -651,17 +649,14 @@ async fn publish_frames_from_a_raw_producer_keep_order_across_subjects() {
     for n in 0..300u32 {
         let frame = Frame::Publish(Publish {
             sequence: 0,
-            subject: format!("seq.{}", n % 7).into(),
-            reply_to: None,
-            headers: vec![],
-            payload: n.to_be_bytes().to_vec().into(),
+            message: Message::new(&format!("seq.{}", n % 7), n.to_be_bytes()).expect("valid"),
         });
         burst.extend_from_slice(&frame.to_bytes().expect("encode"));
     }
     producer.send_bytes(&burst).await;
     for n in 0..300u32 {
         let message = within("ordered", all.next()).await.expect("open");
-        assert_eq!(&message.payload[..], n.to_be_bytes());
+        assert_eq!(message.payload(), n.to_be_bytes());
     }
 }
 
@@ -687,7 +682,7 @@ async fn a_subscriber_slower_than_its_publisher_but_reading_loses_nothing() {
     });
     for expected in 0..MESSAGES {
         let message = within("next", slow.next()).await.expect("open");
-        assert_eq!(message.payload, format!("{expected}").as_bytes());
+        assert_eq!(message.payload(), format!("{expected}").as_bytes());
         if expected % 500 == 0 {
             // The subscriber is slower than the publisher: it pauses now and then.
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -725,8 +720,8 @@ async fn large_messages_to_a_slow_but_steady_reader_lose_nothing() {
     for expected in 0..MESSAGES {
         match slow.next_non_ping().await {
             Frame::Deliver(deliver) => {
-                assert_eq!(deliver.payload.len(), SIZE);
-                assert_eq!(deliver.payload[..4], expected.to_be_bytes());
+                assert_eq!(deliver.message.payload().len(), SIZE);
+                assert_eq!(deliver.message.payload()[..4], expected.to_be_bytes());
             }
             other => panic!("expected DELIVER {expected}, got {other:?}"),
         }
@@ -767,19 +762,14 @@ async fn large_and_small_payloads_arrive_intact_and_in_order() {
     }
     for payload in &payloads {
         let message = within("blob", first.next()).await.expect("open");
-        assert_eq!(
-            &message.payload[..],
-            &payload[..],
-            "{} bytes",
-            payload.len()
-        );
+        assert_eq!(message.payload(), &payload[..], "{} bytes", payload.len());
     }
     publisher
         .publish("blobs.x", &payloads[3])
         .await
         .expect("publish");
     let message = within("blob", second.next()).await.expect("open");
-    assert_eq!(&message.payload[..], &payloads[3][..]);
+    assert_eq!(message.payload(), &payloads[3][..]);
 }
 
 /// A subscription whose byte bound is smaller than one message still gets every
@@ -815,9 +805,9 @@ async fn a_subscription_byte_bound_smaller_than_a_message_loses_nothing() {
     });
     for expected in 0..MESSAGES {
         let message = within("blob", blobs.next()).await.expect("open");
-        assert_eq!(message.payload.len(), size(expected));
-        assert_eq!(message.payload[..4], expected.to_be_bytes());
-        assert!(message.payload[4..]
+        assert_eq!(message.payload().len(), size(expected));
+        assert_eq!(message.payload()[..4], expected.to_be_bytes());
+        assert!(message.payload()[4..]
             .iter()
             .all(|byte| *byte == expected as u8));
     }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{publish, queue_subscribe, subscribe, wait_until, RawClient, TestBroker};
-use tern_proto::{DeliveryMode, ErrorCode, Frame, Hello, Publish, Role, Subscribe};
+use tern_proto::{DeliveryMode, ErrorCode, Frame, Hello, Message, Publish, Role, Subscribe};
 use tokio::io::AsyncWriteExt;
 
 /// A subscriber on `canary` that must keep receiving while others misbehave.
@@ -22,7 +22,7 @@ async fn assert_bystander_still_served(broker: &TestBroker, bystander: &mut RawC
     producer.send(&publish(1, "canary")).await;
     assert_eq!(producer.next().await, Frame::PublishOk { sequence: 1 });
     match bystander.next_non_ping().await {
-        Frame::Deliver(deliver) => assert_eq!(&*deliver.subject, "canary"),
+        Frame::Deliver(deliver) => assert_eq!(deliver.message.subject(), "canary"),
         other => panic!("bystander expected a delivery, got {other:?}"),
     }
 }
@@ -210,10 +210,7 @@ async fn a_wildcard_in_a_publish_subject_or_reply_to_is_refused() {
     client
         .send(&Frame::Publish(Publish {
             sequence: 2,
-            subject: "orders".into(),
-            reply_to: Some("replies.>".into()),
-            headers: vec![],
-            payload: "x".into(),
+            message: Message::encode("orders", Some("replies.>"), &[], b"x").expect("valid"),
         }))
         .await;
     match client.next().await {

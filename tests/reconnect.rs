@@ -61,7 +61,7 @@ async fn publishes_made_while_disconnected_are_sent_after_reconnecting() {
             .await
             .expect("open");
         assert_eq!(
-            std::str::from_utf8(&delivery.payload).expect("utf-8"),
+            std::str::from_utf8(delivery.payload()).expect("utf-8"),
             format!("while-down-{n}")
         );
         delivery.ack().await.expect("ack");
@@ -99,7 +99,7 @@ async fn a_delivery_from_a_previous_connection_cannot_be_acked_and_comes_again()
     let fresh = within("delivery after reconnect", queue.next())
         .await
         .expect("open");
-    assert_eq!(&fresh.payload[..], b"job-2");
+    assert_eq!(fresh.payload(), b"job-2");
     fresh.ack().await.expect("ack on the current connection");
 }
 

@@ -386,7 +386,7 @@ impl Client {
     /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
     /// let mut orders = client.subscribe("orders.*.created").await?;
     /// while let Some(message) = orders.next().await {
-    ///     println!("{}: {:?}", message.subject, message.payload);
+    ///     println!("{}: {:?}", message.subject(), message.payload());
     /// }
     /// # Ok(()) }
     /// ```
@@ -419,7 +419,7 @@ impl Client {
     /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
     /// let mut jobs = client.queue_subscribe("jobs.resize", 16).await?;
     /// while let Some(delivery) = jobs.next().await {
-    ///     println!("working on {:?}", delivery.payload);
+    ///     println!("working on {:?}", delivery.payload());
     ///     delivery.ack().await?;
     /// }
     /// # Ok(()) }
@@ -481,7 +481,7 @@ impl Client {
     /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
     /// use std::time::Duration;
     /// let reply = client.request("svc.echo", "hello", Duration::from_secs(1)).await?;
-    /// println!("{:?}", reply.payload);
+    /// println!("{:?}", reply.payload());
     /// # Ok(()) }
     /// ```
     pub async fn request(
@@ -551,7 +551,7 @@ impl Client {
     /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
     /// let mut requests = client.subscribe("svc.echo").await?;
     /// while let Some(request) = requests.next().await {
-    ///     client.respond(&request, request.payload.clone()).await?;
+    ///     client.respond(&request, request.payload()).await?;
     /// }
     /// # Ok(()) }
     /// ```
@@ -560,7 +560,7 @@ impl Client {
         request: &Message,
         payload: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
-        let reply_to = request.reply_to.as_ref().ok_or(ClientError::NoReplyTo)?;
+        let reply_to = request.reply_to().ok_or(ClientError::NoReplyTo)?;
         self.publish(reply_to, payload).await
     }
 
@@ -992,12 +992,7 @@ impl Inner {
     /// Stages a delivery for its subscription (handed over at the end of the read)
     /// or completes the request it answers.
     fn on_deliver(self: &Arc<Self>, deliver: tern_proto::Deliver, sinks: &mut SinkCache) {
-        let message = Message {
-            subject: deliver.subject,
-            reply_to: deliver.reply_to,
-            headers: deliver.headers,
-            payload: deliver.payload,
-        };
+        let message = deliver.message;
         let index = match sinks
             .entries
             .iter()
@@ -1025,7 +1020,7 @@ impl Inner {
             )),
             Sink::Inbox => {
                 let id = message
-                    .subject
+                    .subject()
                     .rsplit('.')
                     .next()
                     .and_then(|token| token.parse::<u64>().ok());

@@ -27,7 +27,7 @@ pub(crate) trait Weighed {
 
 impl Weighed for tern_proto::Message {
     fn weight(&self) -> usize {
-        self.payload.len()
+        self.payload().len()
     }
 }
 

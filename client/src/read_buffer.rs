@@ -172,17 +172,8 @@ mod tests {
 
     fn deliver(payload_len: usize) -> Vec<u8> {
         let mut frame = BytesMut::new();
-        codec::encode_deliver(
-            &mut frame,
-            1,
-            0,
-            false,
-            "a.b",
-            None,
-            &[],
-            &vec![7; payload_len],
-        )
-        .expect("encodes");
+        let message = tern_proto::Message::new("a.b", vec![7; payload_len]).expect("valid");
+        codec::encode_deliver(&mut frame, 1, 0, false, &message).expect("encodes");
         frame.to_vec()
     }
 
@@ -200,7 +191,7 @@ mod tests {
             position += length;
             while let Some(frame) = reader.decode().expect("valid frames") {
                 match frame {
-                    Frame::Deliver(deliver) => take(deliver.payload),
+                    Frame::Deliver(deliver) => take(deliver.message.payload_bytes()),
                     other => panic!("unexpected frame {other:?}"),
                 }
             }

@@ -43,7 +43,7 @@ impl Subscription {
     /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
     /// let mut subscription = client.subscribe("orders.>").await?;
     /// if let Some(message) = subscription.next().await {
-    ///     println!("{}", message.subject);
+    ///     println!("{}", message.subject());
     /// }
     /// # Ok(()) }
     /// ```
@@ -223,7 +223,7 @@ pub struct Delivery {
 
 impl crate::handoff::Weighed for Delivery {
     fn weight(&self) -> usize {
-        self.message.payload.len()
+        self.message.payload().len()
     }
 }
 
@@ -274,7 +274,7 @@ impl Delivery {
     ///
     /// ```no_run
     /// # fn example(delivery: tern_client::Delivery) {
-    /// println!("{} bytes on {}", delivery.message().payload.len(), delivery.message().subject);
+    /// println!("{} bytes on {}", delivery.message().payload().len(), delivery.message().subject());
     /// # }
     /// ```
     pub fn message(&self) -> &Message {

@@ -19,6 +19,7 @@ use crate::frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
     Subscribe, Welcome,
 };
+use crate::message::{put_message_fields, put_string, Message};
 use crate::opcode::Opcode;
 use crate::LENGTH_PREFIX_BYTES;
 
@@ -182,16 +183,8 @@ pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError>
         }
         Opcode::Publish => {
             let sequence = body.u64("sequence")?;
-            let subject = body.string("subject")?;
-            let reply_to = body.optional_string("reply_to")?;
-            let headers = body.headers()?;
-            Frame::Publish(Publish {
-                sequence,
-                subject,
-                reply_to,
-                headers,
-                payload: body.rest(),
-            })
+            let message = Message::decode(body.rest(), opcode)?;
+            Frame::Publish(Publish { sequence, message })
         }
         Opcode::Subscribe => {
             let sid = body.u32("sid")?;
@@ -270,17 +263,12 @@ pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError>
             let sid = body.u32("sid")?;
             let delivery_id = body.u64("delivery_id")?;
             let flags = body.u8("flags")?;
-            let subject = body.string("subject")?;
-            let reply_to = body.optional_string("reply_to")?;
-            let headers = body.headers()?;
+            let message = Message::decode(body.rest(), opcode)?;
             Frame::Deliver(Deliver {
                 sid,
                 delivery_id,
                 redelivered: flags & FLAG_REDELIVERED != 0,
-                subject,
-                reply_to,
-                headers,
-                payload: body.rest(),
+                message,
             })
         }
         Opcode::PublishOk => {
@@ -402,23 +390,6 @@ impl Body {
         Ok((!value.is_empty()).then_some(value))
     }
 
-    fn headers(&mut self) -> Result<Vec<Header>, ProtocolError> {
-        let count = usize::from(self.u16("header_count")?);
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        // Each header takes at least 4 bytes (two empty strings): checking first keeps
-        // a lying count from reserving memory the frame cannot fill.
-        self.need(count.saturating_mul(4), "headers")?;
-        let mut headers = Vec::with_capacity(count);
-        for _ in 0..count {
-            let name = self.string("header_name")?;
-            let value = self.string("header_value")?;
-            headers.push(Header { name, value });
-        }
-        Ok(headers)
-    }
-
     fn rest(self) -> Bytes {
         self.bytes
     }
@@ -439,23 +410,20 @@ impl Frame {
     /// Appends this frame's wire bytes to `dst`. On error nothing is appended.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), ProtocolError> {
         match self {
-            Frame::Publish(publish) => encode_publish(
-                dst,
-                publish.sequence,
-                &publish.subject,
-                publish.reply_to.as_deref(),
-                &publish.headers,
-                &publish.payload,
-            ),
+            Frame::Publish(publish) => {
+                let encoded = publish.message.encoded();
+                write_frame(dst, Opcode::Publish, 8 + encoded.len(), |dst| {
+                    dst.put_u64(publish.sequence);
+                    dst.put_slice(encoded);
+                    Ok(())
+                })
+            }
             Frame::Deliver(deliver) => encode_deliver(
                 dst,
                 deliver.sid,
                 deliver.delivery_id,
                 deliver.redelivered,
-                &deliver.subject,
-                deliver.reply_to.as_deref(),
-                &deliver.headers,
-                &deliver.payload,
+                &deliver.message,
             ),
             other => write_frame(dst, other.opcode(), 64, |dst| encode_fields(other, dst)),
         }
@@ -543,78 +511,61 @@ pub fn encode_publish(
     let size_hint = 8 + 2 + subject.len() + 2 + reply_to.map_or(0, str::len) + 2 + payload.len();
     write_frame(dst, Opcode::Publish, size_hint, |dst| {
         dst.put_u64(sequence);
-        put_string(dst, "subject", subject)?;
-        put_string(dst, "reply_to", reply_to.unwrap_or(""))?;
-        put_headers(dst, headers)?;
-        dst.put_slice(payload);
-        Ok(())
+        put_message_fields(dst, subject, reply_to, headers, payload)
     })
 }
 
-/// Appends a DELIVER frame built from borrowed fields ([`encode_deliver_head`] plus the
-/// payload; the broker's writer uses the head alone, to send large payloads without
-/// copying them).
-#[allow(clippy::too_many_arguments)]
+/// Bytes of a DELIVER frame before its message: length prefix, opcode, sid,
+/// delivery id and flags.
+const DELIVER_FIXED_BYTES: usize = LENGTH_PREFIX_BYTES + 1 + 4 + 8 + 1;
+
+/// Appends a DELIVER frame for `message`: the fixed fields, then the message's
+/// encoded fields copied in one piece.
 pub fn encode_deliver(
     dst: &mut BytesMut,
     sid: u32,
     delivery_id: u64,
     redelivered: bool,
-    subject: &str,
-    reply_to: Option<&str>,
-    headers: &[Header],
-    payload: &[u8],
+    message: &Message,
 ) -> Result<(), ProtocolError> {
-    dst.reserve(LENGTH_PREFIX_BYTES + 1 + 4 + 8 + 1 + 2 + subject.len() + 4 + payload.len());
-    encode_deliver_head(
-        dst,
-        sid,
-        delivery_id,
-        redelivered,
-        subject,
-        reply_to,
-        headers,
-        payload.len(),
-    )?;
-    dst.put_slice(payload);
+    let encoded = message.encoded();
+    put_deliver_fixed(dst, sid, delivery_id, redelivered, encoded.len())?;
+    dst.put_slice(encoded);
     Ok(())
 }
 
-/// Appends everything of a DELIVER frame except its payload, with a length prefix
-/// that counts the payload: the caller sends `payload_len` payload bytes right after
-/// (a vectored write can then send a large payload without copying it).
-#[allow(clippy::too_many_arguments)]
+/// Appends a DELIVER frame for `message` without its payload, with a length prefix
+/// that counts the payload: the caller sends [`Message::payload`] right after (a
+/// vectored write can then send a large payload without copying it).
 pub fn encode_deliver_head(
     dst: &mut BytesMut,
     sid: u32,
     delivery_id: u64,
     redelivered: bool,
-    subject: &str,
-    reply_to: Option<&str>,
-    headers: &[Header],
-    payload_len: usize,
+    message: &Message,
 ) -> Result<(), ProtocolError> {
-    let start = dst.len();
-    write_frame(
-        dst,
-        Opcode::Deliver,
-        4 + 8 + 1 + 2 + subject.len() + 4,
-        |dst| {
-            dst.put_u32(sid);
-            dst.put_u64(delivery_id);
-            dst.put_u8(if redelivered { FLAG_REDELIVERED } else { 0 });
-            put_string(dst, "subject", subject)?;
-            put_string(dst, "reply_to", reply_to.unwrap_or(""))?;
-            put_headers(dst, headers)?;
-            Ok(())
-        },
-    )?;
-    let length = dst.len() - start - LENGTH_PREFIX_BYTES + payload_len;
-    let Ok(length32) = u32::try_from(length) else {
-        dst.truncate(start);
-        return Err(ProtocolError::FrameOverflow { length });
-    };
-    dst[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&length32.to_be_bytes());
+    let encoded = message.encoded();
+    put_deliver_fixed(dst, sid, delivery_id, redelivered, encoded.len())?;
+    dst.put_slice(&encoded[..message.head_len()]);
+    Ok(())
+}
+
+/// DELIVER's fixed fields, for a message of `message_len` encoded bytes.
+fn put_deliver_fixed(
+    dst: &mut BytesMut,
+    sid: u32,
+    delivery_id: u64,
+    redelivered: bool,
+    message_len: usize,
+) -> Result<(), ProtocolError> {
+    let length = DELIVER_FIXED_BYTES - LENGTH_PREFIX_BYTES + message_len;
+    let length = u32::try_from(length).map_err(|_| ProtocolError::FrameOverflow { length })?;
+    dst.reserve(DELIVER_FIXED_BYTES + message_len);
+    dst.put_u32(length);
+    dst.put_u8(Opcode::Deliver as u8);
+    dst.put_u32(sid);
+    dst.put_u64(delivery_id);
+    dst.put_u8(if redelivered { FLAG_REDELIVERED } else { 0 });
     Ok(())
 }
 
@@ -641,34 +592,15 @@ fn write_frame(
     Ok(())
 }
 
-fn put_string(dst: &mut BytesMut, field: &'static str, value: &str) -> Result<(), ProtocolError> {
-    let length = u16::try_from(value.len()).map_err(|_| ProtocolError::FieldTooLong {
-        field,
-        length: value.len(),
-    })?;
-    dst.put_u16(length);
-    dst.put_slice(value.as_bytes());
-    Ok(())
-}
-
-fn put_headers(dst: &mut BytesMut, headers: &[Header]) -> Result<(), ProtocolError> {
-    let count = u16::try_from(headers.len()).map_err(|_| ProtocolError::FieldTooLong {
-        field: "headers",
-        length: headers.len(),
-    })?;
-    dst.put_u16(count);
-    for header in headers {
-        put_string(dst, "header_name", &header.name)?;
-        put_string(dst, "header_value", &header.value)?;
-    }
-    Ok(())
-}
-
 /// One example of every frame type with its exact bytes. The same list is checked
 /// against `PROTOCOL.md`, so the spec's hex examples cannot drift from the code.
 #[doc(hidden)]
 pub fn golden_examples() -> Vec<(&'static str, Frame)> {
     let header = || vec![Header::new("k", "v")];
+    let example = |subject, reply_to, headers: &[Header], payload: &[u8]| {
+        Message::encode(subject, reply_to, headers, payload)
+            .expect("the examples fit the wire's limits")
+    };
     vec![
         (
             "HELLO",
@@ -683,20 +615,14 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
             "PUBLISH (fire and forget)",
             Frame::Publish(Publish {
                 sequence: 0,
-                subject: "orders.eu".into(),
-                reply_to: None,
-                headers: vec![],
-                payload: Bytes::from_static(b"hi"),
+                message: example("orders.eu", None, &[], b"hi"),
             }),
         ),
         (
             "PUBLISH (confirmed request with header)",
             Frame::Publish(Publish {
                 sequence: 7,
-                subject: "svc.echo".into(),
-                reply_to: Some("_INBOX.a1.1".into()),
-                headers: header(),
-                payload: Bytes::from_static(b"ping"),
+                message: example("svc.echo", Some("_INBOX.a1.1"), &header(), b"ping"),
             }),
         ),
         (
@@ -760,10 +686,7 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
                 sid: 1,
                 delivery_id: 0,
                 redelivered: false,
-                subject: "orders.eu".into(),
-                reply_to: None,
-                headers: vec![],
-                payload: Bytes::from_static(b"hi"),
+                message: example("orders.eu", None, &[], b"hi"),
             }),
         ),
         (
@@ -772,10 +695,7 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
                 sid: 2,
                 delivery_id: 0x0000_0002_0000_0001,
                 redelivered: true,
-                subject: "orders.eu".into(),
-                reply_to: Some("r".into()),
-                headers: header(),
-                payload: Bytes::from_static(b"hi"),
+                message: example("orders.eu", Some("r"), &header(), b"hi"),
             }),
         ),
         ("PUBLISH_OK", Frame::PublishOk { sequence: 7 }),
@@ -819,22 +739,23 @@ mod tests {
     fn a_deliver_head_plus_its_payload_equals_the_whole_frame() {
         let headers = [Header::new("k", "v")];
         let payload = b"a large payload, sent separately";
+        let message = Message::encode("s.t", Some("r"), &headers, payload).expect("message");
         let mut whole = BytesMut::new();
-        encode_deliver(&mut whole, 3, 9, true, "s.t", Some("r"), &headers, payload).expect("whole");
+        encode_deliver(&mut whole, 3, 9, true, &message).expect("whole");
         let mut split = BytesMut::new();
-        encode_deliver_head(
-            &mut split,
-            3,
-            9,
-            true,
-            "s.t",
-            Some("r"),
-            &headers,
-            payload.len(),
-        )
-        .expect("head");
-        split.extend_from_slice(payload);
+        encode_deliver_head(&mut split, 3, 9, true, &message).expect("head");
+        split.extend_from_slice(message.payload());
         assert_eq!(split, whole);
+        let decoded = decode(&mut whole, crate::DEFAULT_MAX_FRAME_BYTES).expect("decodes");
+        assert_eq!(
+            decoded,
+            Some(Frame::Deliver(Deliver {
+                sid: 3,
+                delivery_id: 9,
+                redelivered: true,
+                message
+            }))
+        );
     }
 
     use super::*;
@@ -870,10 +791,7 @@ mod tests {
         );
         let publish = Frame::Publish(Publish {
             sequence: 0,
-            subject: "a".into(),
-            reply_to: None,
-            headers: vec![],
-            payload: Bytes::from_static(b"x"),
+            message: Message::new("a", "x").expect("valid"),
         });
         assert_eq!(
             to_hex(&encoded(&publish)),
@@ -925,13 +843,13 @@ mod tests {
                     Err(_) => {}
                     Ok(Some(Frame::Publish(p))) => {
                         assert!(
-                            matches!(&frame, Frame::Publish(f) if f.payload.starts_with(&p.payload)),
+                            matches!(&frame, Frame::Publish(f) if f.message.payload().starts_with(p.message.payload())),
                             "{name}"
                         )
                     }
                     Ok(Some(Frame::Deliver(d))) => {
                         assert!(
-                            matches!(&frame, Frame::Deliver(f) if f.payload.starts_with(&d.payload)),
+                            matches!(&frame, Frame::Deliver(f) if f.message.payload().starts_with(d.message.payload())),
                             "{name}"
                         )
                     }
@@ -1069,10 +987,8 @@ mod tests {
                 .prop_map(|(sequence, subject, reply_to, headers, payload)| {
                     Frame::Publish(Publish {
                         sequence,
-                        subject: subject.into(),
-                        reply_to: reply_to.map(Into::into),
-                        headers,
-                        payload: payload.into(),
+                        message: Message::encode(&subject, reply_to.as_deref(), &headers, &payload)
+                            .expect("generated fields fit"),
                     })
                 }),
             (any::<u32>(), 0u8..=2, any::<u32>(), text(), optional()).prop_map(
@@ -1099,10 +1015,13 @@ mod tests {
                             sid,
                             delivery_id,
                             redelivered,
-                            subject: subject.into(),
-                            reply_to: reply_to.map(Into::into),
-                            headers,
-                            payload: payload.into(),
+                            message: Message::encode(
+                                &subject,
+                                reply_to.as_deref(),
+                                &headers,
+                                &payload,
+                            )
+                            .expect("generated fields fit"),
                         })
                     }
                 ),

@@ -1,12 +1,12 @@
 //! Every frame of the Tern protocol, as plain data.
 //!
-//! String fields are [`ByteString`]s and payloads are [`Bytes`]: decoding slices them
+//! String fields are [`ByteString`]s and messages are [`Message`]s: decoding slices them
 //! out of the received frame without copying, and cloning them only bumps a refcount.
 
-use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::error_code::ErrorCode;
+use crate::message::Message;
 use crate::opcode::Opcode;
 
 /// What a connection may do, declared in HELLO.
@@ -162,14 +162,9 @@ pub struct Welcome {
 pub struct Publish {
     /// Non-zero asks for a PUBLISH_OK / PUBLISH_ERROR carrying this number; 0 = fire and forget.
     pub sequence: u64,
-    /// Literal subject (no wildcards).
-    pub subject: ByteString,
-    /// Where replies should go, for requests.
-    pub reply_to: Option<ByteString>,
-    /// Message headers.
-    pub headers: Vec<Header>,
-    /// Opaque payload.
-    pub payload: Bytes,
+    /// The message: a literal subject (no wildcards), reply-to for requests,
+    /// headers and payload.
+    pub message: Message,
 }
 
 /// SUBSCRIBE: start receiving messages.
@@ -197,14 +192,8 @@ pub struct Deliver {
     pub delivery_id: u64,
     /// True when this message was delivered before and not acked.
     pub redelivered: bool,
-    /// The subject the message was published to.
-    pub subject: ByteString,
-    /// The publisher's reply-to, if any.
-    pub reply_to: Option<ByteString>,
-    /// Message headers.
-    pub headers: Vec<Header>,
-    /// Opaque payload.
-    pub payload: Bytes,
+    /// The message as published.
+    pub message: Message,
 }
 
 /// PUBLISH_ERROR: a confirmed publish was refused.

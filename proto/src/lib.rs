@@ -31,7 +31,7 @@ pub use frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
     Subscribe, Welcome,
 };
-pub use message::{Message, MessageView};
+pub use message::{Headers, Message};
 pub use opcode::Opcode;
 pub use subject::SubjectError;
 

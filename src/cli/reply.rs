@@ -74,10 +74,10 @@ async fn answer(
     request: &Message,
     response: &Option<Bytes>,
 ) -> anyhow::Result<()> {
-    if request.reply_to.is_none() {
+    if request.reply_to().is_none() {
         return Ok(());
     }
-    let payload = response.clone().unwrap_or_else(|| request.payload.clone());
+    let payload = response.clone().unwrap_or_else(|| request.payload_bytes());
     client
         .respond(request, payload)
         .await

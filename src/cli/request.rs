@@ -29,7 +29,7 @@ pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
     let client = connect(&args.server, "tern-req", Role::Both, false).await?;
     match client.request(&args.subject, args.message, wait).await {
         Ok(reply) => {
-            print_line(&reply.payload)?;
+            print_line(reply.payload())?;
             client.close().await;
             Ok(())
         }

@@ -78,11 +78,11 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
 
 fn print_message(message: &Message, with_headers: bool) -> anyhow::Result<bool> {
     if with_headers {
-        for header in &message.headers {
-            if !print_line(format!("{}: {}", header.name, header.value).as_bytes())? {
+        for (name, value) in message.headers() {
+            if !print_line(format!("{name}: {value}").as_bytes())? {
                 return Ok(false);
             }
         }
     }
-    Ok(print_line(&message.payload)?)
+    Ok(print_line(message.payload())?)
 }

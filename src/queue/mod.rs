@@ -178,7 +178,7 @@ impl Queue {
     /// consumer when one has room and nothing is waiting ahead of it.
     /// `stamp` marks a latency sample (0: not sampled).
     pub fn publish(&self, message: Arc<Message>, stamp: Stamp) -> Result<(), QueueError> {
-        let size = message.payload.len() as u64;
+        let size = message.payload().len() as u64;
         let mut state = self.lock();
         let messages = state.store.len() + state.unacked_messages;
         let bytes = state.store.bytes() + state.unacked_bytes;
@@ -432,12 +432,7 @@ mod tests {
     use bytes::Bytes;
 
     fn message(payload: &'static str) -> Arc<Message> {
-        Arc::new(Message {
-            subject: "jobs".into(),
-            reply_to: None,
-            headers: Vec::new(),
-            payload: Bytes::from_static(payload.as_bytes()),
-        })
+        Arc::new(Message::new("jobs", payload).expect("a valid message"))
     }
 
     fn queue(max_messages: usize) -> Queue {
@@ -466,9 +461,11 @@ mod tests {
         crate::outbox::take_frames(outbox)
             .into_iter()
             .filter_map(|frame| match frame {
-                tern_proto::Frame::Deliver(deliver) => {
-                    Some((deliver.delivery_id, deliver.redelivered, deliver.payload))
-                }
+                tern_proto::Frame::Deliver(deliver) => Some((
+                    deliver.delivery_id,
+                    deliver.redelivered,
+                    deliver.message.payload_bytes(),
+                )),
                 _ => None,
             })
             .collect()

@@ -25,7 +25,7 @@ pub struct QueuedMessage {
 impl QueuedMessage {
     /// Payload bytes counted against `QUEUE_MAX_BYTES`.
     pub fn size(&self) -> u64 {
-        self.message.payload.len() as u64
+        self.message.payload().len() as u64
     }
 }
 

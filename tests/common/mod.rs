@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tern::broker::Broker;
 use tern::{Config, Server};
-use tern_proto::{codec, DeliveryMode, ErrorCode, Frame, Hello, Publish, Role, Subscribe, Welcome};
+use tern_proto::{
+    codec, DeliveryMode, ErrorCode, Frame, Hello, Message, Publish, Role, Subscribe, Welcome,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -267,10 +269,7 @@ pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
 pub fn publish(sequence: u64, subject: &str) -> Frame {
     Frame::Publish(Publish {
         sequence,
-        subject: subject.into(),
-        reply_to: None,
-        headers: vec![],
-        payload: "x".into(),
+        message: Message::new(subject, "x").expect("a subject the wire can carry"),
     })
 }
 

@@ -253,27 +253,46 @@ pub enum Receiver {
     Frames(FramedRead<TcpStream, LengthDelimitedCodec>),
 }
 
+/// A received payload: shared bytes, or the Tern message that carries it (taken
+/// as it is, without a reference count for a payload slice).
+pub enum Payload {
+    /// Bytes received.
+    Shared(Bytes),
+    /// A Tern message.
+    Tern(tern_client::Message),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(bytes) => bytes,
+            Payload::Tern(message) => message.payload(),
+        }
+    }
+}
+
 impl Receiver {
     /// The next payload; `None` when the connection ended. Queue receivers ack it.
-    pub async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
+    pub async fn next(&mut self) -> anyhow::Result<Option<Payload>> {
         match self {
-            Receiver::Tern(_, subscription) => {
-                Ok(subscription.next().await.map(|message| message.payload))
-            }
+            Receiver::Tern(_, subscription) => Ok(subscription.next().await.map(Payload::Tern)),
             Receiver::TernQueue(_, subscription) => match subscription.next().await {
                 Some(delivery) => {
                     delivery
                         .ack()
                         .await
                         .map_err(|error| anyhow!("ack: {error}"))?;
-                    Ok(Some(delivery.into_message().payload))
+                    Ok(Some(Payload::Tern(delivery.into_message())))
                 }
                 None => Ok(None),
             },
             #[cfg(feature = "nats")]
-            Receiver::Nats(_, subscriber) => {
-                Ok(subscriber.next().await.map(|message| message.payload))
-            }
+            Receiver::Nats(_, subscriber) => Ok(subscriber
+                .next()
+                .await
+                .map(|message| Payload::Shared(message.payload))),
             #[cfg(feature = "nats")]
             Receiver::NatsQueue(_, messages) => match messages.next().await {
                 Some(Ok(message)) => {
@@ -281,13 +300,13 @@ impl Receiver {
                         .ack()
                         .await
                         .map_err(|error| anyhow!("ack: {error}"))?;
-                    Ok(Some(message.payload.clone()))
+                    Ok(Some(Payload::Shared(message.payload.clone())))
                 }
                 Some(Err(error)) => Err(anyhow!("jetstream: {error}")),
                 None => Ok(None),
             },
             Receiver::Frames(frames) => match frames.next().await {
-                Some(frame) => Ok(Some(frame?.freeze())),
+                Some(frame) => Ok(Some(Payload::Shared(frame?.freeze()))),
                 None => Ok(None),
             },
         }
@@ -295,18 +314,18 @@ impl Receiver {
 
     /// The next payload if one is already waiting (`None`: it would wait). Cheaper
     /// than polling [`Receiver::next`] once: that future spans every variant.
-    pub fn try_next(&mut self) -> Option<anyhow::Result<Option<Bytes>>> {
+    pub fn try_next(&mut self) -> Option<anyhow::Result<Option<Payload>>> {
         match self {
             Receiver::Tern(_, subscription) => subscription
                 .try_next()
-                .map(|message| Ok(Some(message.payload))),
+                .map(|message| Ok(Some(Payload::Tern(message)))),
             #[cfg(feature = "nats")]
             Receiver::Nats(_, subscriber) => subscriber
                 .next()
                 .now_or_never()
-                .map(|message| Ok(message.map(|message| message.payload))),
+                .map(|message| Ok(message.map(|message| Payload::Shared(message.payload)))),
             Receiver::Frames(frames) => frames.next().now_or_never().map(|frame| match frame {
-                Some(frame) => Ok(Some(frame?.freeze())),
+                Some(frame) => Ok(Some(Payload::Shared(frame?.freeze()))),
                 None => Ok(None),
             }),
             _ => self.next().now_or_never(),
@@ -522,7 +541,7 @@ impl Rpc {
             Rpc::Tern(client) => client
                 .request(subject, payload, wait)
                 .await
-                .map(|reply| reply.payload)
+                .map(|reply| reply.payload_bytes())
                 .map_err(|error| anyhow!("request: {error}")),
             #[cfg(feature = "nats")]
             Rpc::Nats(client) => {
@@ -555,7 +574,7 @@ impl Rpc {
                 let _ = ready.send(());
                 while let Some(delivery) = requests.next().await {
                     client
-                        .respond(delivery.message(), &delivery.message().payload)
+                        .respond(delivery.message(), delivery.message().payload())
                         .await
                         .map_err(|error| anyhow!("respond: {error}"))?;
                     delivery
