@@ -19,7 +19,7 @@ use crate::frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
     Subscribe, Welcome,
 };
-use crate::message::{put_message_fields, put_string, Message};
+use crate::message::{put_message_fields, Message};
 use crate::opcode::Opcode;
 use crate::LENGTH_PREFIX_BYTES;
 
@@ -589,6 +589,21 @@ fn write_frame(
         return Err(ProtocolError::FrameOverflow { length });
     };
     dst[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&length32.to_be_bytes());
+    Ok(())
+}
+
+/// Appends a length-prefixed string field.
+pub(crate) fn put_string(
+    dst: &mut BytesMut,
+    field: &'static str,
+    value: &str,
+) -> Result<(), ProtocolError> {
+    let length = u16::try_from(value.len()).map_err(|_| ProtocolError::FieldTooLong {
+        field,
+        length: value.len(),
+    })?;
+    dst.put_u16(length);
+    dst.put_slice(value.as_bytes());
     Ok(())
 }
 
