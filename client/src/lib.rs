@@ -46,7 +46,6 @@ pub mod error;
 mod handoff;
 pub mod message;
 pub mod options;
-mod read_buffer;
 pub mod subscription;
 
 pub use client::{Client, ServerInfo};

@@ -1,6 +1,7 @@
 //! `tern-proto`: the Tern wire protocol, shared by the broker and every client.
 //!
-//! This crate does no I/O and has no async code. It knows how to turn bytes into
+//! Without features, this crate does no I/O and has no async code (the features
+//! below add thin tokio adapters). It knows how to turn bytes into
 //! [`Frame`]s and back, and which subjects, patterns and error codes are valid.
 //! `PROTOCOL.md` next to this crate is the normative specification; the golden-byte
 //! tests in [`codec`] pin the code to it.
@@ -11,14 +12,17 @@
 //! - [`opcode`] — the one-byte frame type identifiers.
 //! - [`error_code`] — stable numeric error codes and whether each closes the connection.
 //! - [`codec`] — the sans-IO encoder and incremental decoder.
+//! - [`read_buffer`] — a connection's read buffer: adaptive, recycling, releasable.
 //! - [`subject`] — subject, pattern and queue-name validation.
 //! - `tokio_codec` (feature `tokio-codec`) — a tokio-util `Decoder`/`Encoder` adapter.
+//! - feature `tokio-io` — `ReadBuffer::read_from`, reading a tokio TCP read half.
 
 pub mod codec;
 pub mod error_code;
 pub mod frame;
 pub mod message;
 pub mod opcode;
+pub mod read_buffer;
 pub mod subject;
 #[cfg(feature = "tokio-codec")]
 pub mod tokio_codec;
@@ -33,6 +37,7 @@ pub use frame::{
 };
 pub use message::{Headers, Message};
 pub use opcode::Opcode;
+pub use read_buffer::ReadBuffer;
 pub use subject::SubjectError;
 
 /// The protocol version this crate speaks. Bumped only for incompatible changes.
