@@ -1,9 +1,13 @@
-//! The `tern` binary: parses the command line and hands over to [`tern::cli`].
+//! The `tern` command: `tern serve` runs the broker (crate `tern-broker`); the other
+//! subcommands are small clients on the SDK (`tern-client`), the health check and
+//! `tern bench`. Everything here is command-line plumbing; see [`cli`].
+
+mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    tern::cli::run(tern::cli::Cli::parse())
+    cli::run(cli::Cli::parse())
 }

@@ -30,7 +30,7 @@ async fn healthz_answers_json_and_ready_is_200_while_serving() {
 
 #[tokio::test]
 async fn ready_is_503_before_the_listener_runs() {
-    let server = tern::Server::bind(common::test_config())
+    let server = tern_broker::Server::bind(common::test_config())
         .await
         .expect("bind");
     let http = server.http_addr();
@@ -41,7 +41,11 @@ async fn ready_is_503_before_the_listener_runs() {
         .expect("bind");
     let probe_address = listener.local_addr().expect("address");
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(tern::http::serve(listener, broker.clone(), stop.clone()));
+    tokio::spawn(tern_broker::admin::serve(
+        listener,
+        broker.clone(),
+        stop.clone(),
+    ));
     let (status, body) = http_get(probe_address, "/ready").await;
     assert_eq!(status, 503);
     assert!(body.contains("starting"), "{body}");
@@ -240,7 +244,7 @@ fn serve_help_names_every_variable_and_default() {
         .expect("run");
     let help = String::from_utf8_lossy(&output.stdout).replace('\n', " ");
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    for setting in tern::config::SETTINGS {
+    for setting in tern_broker::config::SETTINGS {
         assert!(
             help.contains(&format!("[env: {}]", setting.env)),
             "--help lacks {}",

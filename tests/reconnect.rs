@@ -16,7 +16,10 @@ fn quick_reconnect() -> ClientOptions {
 }
 
 /// A second broker on the first one's port, as after a restart.
-async fn restart(first: TestBroker, configure: impl FnOnce(&mut tern::Config)) -> TestBroker {
+async fn restart(
+    first: TestBroker,
+    configure: impl FnOnce(&mut tern_broker::Config),
+) -> TestBroker {
     let port = first.tcp.port();
     first.shutdown().await;
     let mut config = test_config();

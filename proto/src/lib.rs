@@ -1,7 +1,7 @@
 //! `tern-proto`: the Tern wire protocol, shared by the broker and every client.
 //!
-//! Without features, this crate does no I/O and has no async code (the features
-//! below add thin tokio adapters). It knows how to turn bytes into
+//! Without features, this crate does no I/O and has no async code (the feature
+//! below adds a thin tokio adapter). It knows how to turn bytes into
 //! [`Frame`]s and back, and which subjects, patterns and error codes are valid.
 //! `PROTOCOL.md` next to this crate is the normative specification; the golden-byte
 //! tests in [`codec`] pin the code to it.
@@ -14,8 +14,8 @@
 //! - [`codec`] — the sans-IO encoder and incremental decoder.
 //! - [`read_buffer`] — a connection's read buffer: adaptive, recycling, releasable.
 //! - [`subject`] — subject, pattern and queue-name validation.
-//! - `tokio_codec` (feature `tokio-codec`) — a tokio-util `Decoder`/`Encoder` adapter.
-//! - feature `tokio-io` — `ReadBuffer::read_from`, reading a tokio TCP read half.
+//! - feature `tokio-io` — `ReadBuffer::read_from`, reading any tokio `AsyncRead`
+//!   (`read_buffer::ReadSource`).
 
 pub mod codec;
 pub mod error_code;
@@ -24,8 +24,6 @@ pub mod message;
 pub mod opcode;
 pub mod read_buffer;
 pub mod subject;
-#[cfg(feature = "tokio-codec")]
-pub mod tokio_codec;
 
 pub use bytes::{Bytes, BytesMut};
 pub use bytestring::ByteString;

@@ -187,44 +187,64 @@ impl ReadBuffer {
         self.read_size = MIN_READ_BYTES;
     }
 
-    /// Reads once from `socket` into the buffer (decode everything buffered first).
+    /// Reads once from `source` into the buffer (decode everything buffered first).
     /// Returns how many bytes were read; 0 means the peer closed. While nothing
     /// arrives between frames, releases the buffer's memory: at once if the
     /// connection is quiet, after `idle_release_after` if it is busy
-    /// ([`ReadBuffer::is_busy`]).
-    /// Cancel-safe: bytes are either in the buffer or still in the socket.
+    /// ([`ReadBuffer::is_busy`]). Sources that cannot wait for readability without
+    /// reading ([`ReadSource::wait_readable`]) keep a buffer while they wait.
+    /// Cancel-safe: bytes are either in the buffer or still in the source.
     #[cfg(feature = "tokio-io")]
-    pub async fn read_from(
+    pub async fn read_from<S: ReadSource>(
         &mut self,
-        socket: &mut tokio::net::tcp::OwnedReadHalf,
+        source: &mut S,
         idle_release_after: std::time::Duration,
     ) -> std::io::Result<usize> {
+        use std::task::Poll;
         loop {
-            match socket.try_read_buf(&mut self.read_target()) {
-                Ok(read) => {
-                    self.record_read(read);
-                    return Ok(read);
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+            // What is already there, without waiting.
+            let attempt =
+                std::future::poll_fn(|context| Poll::Ready(self.poll_read(source, context))).await;
+            if let Poll::Ready(read) = attempt {
+                return read;
             }
             // With a partial frame buffered, more is on its way: just wait (a timer
             // per wait costs a busy connection measurably).
             if self.is_empty() && self.holds_memory() {
                 if self.is_busy() {
-                    match tokio::time::timeout(idle_release_after, socket.readable()).await {
-                        Ok(ready) => {
-                            ready?;
-                            continue;
-                        }
+                    match tokio::time::timeout(idle_release_after, source.wait_readable()).await {
+                        Ok(Ok(true)) => continue,
+                        Ok(Ok(false)) => {}
+                        Ok(Err(error)) => return Err(error),
                         Err(_) => self.release(),
                     }
                 } else {
                     self.release();
                 }
             }
-            socket.readable().await?;
+            if !source.wait_readable().await? {
+                // The source cannot tell without reading: read, waiting for bytes.
+                return std::future::poll_fn(|context| self.poll_read(source, context)).await;
+            }
         }
+    }
+
+    /// One read attempt into the buffer's read target.
+    #[cfg(feature = "tokio-io")]
+    fn poll_read<S: ReadSource>(
+        &mut self,
+        source: &mut S,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = tokio_util::io::poll_read_buf(
+            std::pin::Pin::new(source),
+            context,
+            &mut self.read_target(),
+        );
+        if let std::task::Poll::Ready(Ok(read)) = poll {
+            self.record_read(read);
+        }
+        poll
     }
 
     /// Makes room for the next read and returns how much it may read. The frame at
@@ -332,6 +352,39 @@ fn large_allocation(frame: usize) -> Option<usize> {
         .checked_div(frame)
         .map(|frames| frames.max(1) * frame)
 }
+
+/// A byte stream a [`ReadBuffer`] reads from: any tokio `AsyncRead` (a TCP socket,
+/// a TLS stream, an in-memory pipe).
+#[cfg(feature = "tokio-io")]
+pub trait ReadSource: tokio::io::AsyncRead + Unpin {
+    /// Waits until a read would make progress, without reading, and returns `true`;
+    /// a source that cannot tell returns `false` at once, and the buffer then waits
+    /// in a read, holding its memory. TCP sockets can tell, so an idle TCP
+    /// connection holds no read buffer.
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<bool>> + Send {
+        std::future::ready(Ok(false))
+    }
+}
+
+#[cfg(feature = "tokio-io")]
+impl ReadSource for tokio::net::tcp::OwnedReadHalf {
+    async fn wait_readable(&self) -> std::io::Result<bool> {
+        self.readable().await.map(|()| true)
+    }
+}
+
+#[cfg(feature = "tokio-io")]
+impl ReadSource for tokio::net::TcpStream {
+    async fn wait_readable(&self) -> std::io::Result<bool> {
+        self.readable().await.map(|()| true)
+    }
+}
+
+#[cfg(feature = "tokio-io")]
+impl<S: tokio::io::AsyncRead> ReadSource for tokio::io::ReadHalf<S> {}
+
+#[cfg(feature = "tokio-io")]
+impl ReadSource for tokio::io::DuplexStream {}
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,9 @@
 //! broker's HTTP endpoint (for container health checks); `bench` measures a broker
 //! (and `relay`, hidden, is the ceiling it compares against).
 //!
+//! `serve` is the only command that uses the broker library (`tern-broker`); the
+//! clients use the SDK only.
+//!
 //! Client commands print one clear line on stderr and exit 1 on failure
 //! (connection refused, no responders, timeout, refused publish).
 
@@ -13,6 +16,7 @@ mod relay;
 mod reply;
 mod request;
 pub mod serve;
+mod signals;
 mod subscribe;
 
 use std::process::ExitCode;
@@ -39,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (configured by environment variables or these flags).
-    Serve(crate::config::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Publish MESSAGE, or each line of stdin as one message.
     Pub(publish::PubArgs),
     /// Print each message of a subscription on its own line.

@@ -1,15 +1,60 @@
-//! `tern serve`: configuration → logging → runtime → [`Server`].
+//! `tern serve`: flags (one per declared setting) → configuration → logging →
+//! runtime → [`Server`].
 
 use std::process::ExitCode;
 
+use clap::{Arg, ArgMatches, Command};
+use tern_broker::config::{env, Config, Flags, LogFormat, SETTINGS};
+use tern_broker::Server;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat, ServeArgs};
-use crate::{shutdown, Server};
+use super::signals;
 
 /// Exit code for configuration errors (as for bad command-line usage).
 pub const EXIT_CONFIG: u8 = 2;
+
+/// `tern serve` flags: one per setting of [`SETTINGS`], each overriding its
+/// environment variable. Generated from the declarations, so a new setting gets
+/// its flag and its `--help` line without another edit.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    flags: Flags,
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Flags::default();
+        for setting in SETTINGS {
+            if let Some(value) = matches.get_one::<String>(setting.flag) {
+                flags.set(setting.env, value.clone());
+            }
+        }
+        Ok(ServeArgs { flags })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = ServeArgs::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(command: Command) -> Command {
+        SETTINGS.iter().fold(command, |command, setting| {
+            command.arg(
+                Arg::new(setting.flag)
+                    .long(setting.flag)
+                    .value_name(setting.value_name)
+                    .help(setting.flag_help()),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        ServeArgs::augment_args(command)
+    }
+}
 
 /// Runs the broker until SIGTERM/SIGINT and a clean drain.
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -21,7 +66,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             value.to_string_lossy().into_owned(),
         )
     });
-    let config = match Config::from_sources(environment, &args) {
+    let config = match Config::from_sources(environment, &args.flags) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("tern: configuration error: {error}");
@@ -32,8 +77,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(filter) => filter,
         Err(error) => {
             eprintln!(
-                "tern: configuration error: invalid value `{}` for RUST_LOG: {error}",
-                config.log_filter
+                "tern: configuration error: invalid value `{}` for {}: {error}",
+                config.log_filter,
+                env::RUST_LOG
             );
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -58,7 +104,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let server = Server::bind(config).await?;
         let stop = CancellationToken::new();
-        shutdown::cancel_on_signal(stop.clone());
+        signals::cancel_on_signal(stop.clone());
         server.run(stop).await
     });
     match result {
@@ -66,6 +112,76 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(error) => {
             eprintln!("tern: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn every_flag_help_names_its_variable_and_default() {
+        let command = Wrapper::command();
+        for setting in SETTINGS {
+            let argument = command
+                .get_arguments()
+                .find(|argument| argument.get_long() == Some(setting.flag))
+                .unwrap_or_else(|| panic!("no --{} flag", setting.flag));
+            let help = argument
+                .get_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                help.contains(&format!("[env: {}]", setting.env)),
+                "--{}: {help}",
+                setting.flag
+            );
+            assert!(
+                help.contains(&format!("[default: {}]", setting.default)),
+                "--{}: {help}",
+                setting.flag
+            );
+        }
+    }
+
+    #[test]
+    fn a_flag_reaches_its_setting() {
+        let parsed = Wrapper::try_parse_from(["serve", "--tcp-port", "7001", "--log", "debug"])
+            .expect("flags parse");
+        let config = Config::from_sources(std::iter::empty(), &parsed.serve.flags).expect("valid");
+        assert_eq!(config.tcp_port, 7001);
+        assert_eq!(config.log_filter, "debug");
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_setting_with_its_flag_and_default() {
+        let readme = include_str!("../../README.md");
+        for setting in SETTINGS {
+            let row = format!(
+                "| `{}` | `--{}` | `{}` |",
+                setting.env, setting.flag, setting.default
+            );
+            assert!(readme.contains(&row), "README.md lacks the row `{row}`");
+        }
+    }
+
+    #[test]
+    fn env_example_lists_every_setting_with_its_default() {
+        let example = include_str!("../../.env.example");
+        for setting in SETTINGS {
+            let line = format!("{}={}", setting.env, setting.default);
+            assert!(
+                example.lines().any(|l| l.trim() == line),
+                ".env.example lacks `{line}`"
+            );
         }
     }
 }

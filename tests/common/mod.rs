@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tern::broker::Broker;
-use tern::{Config, Server};
+use tern_broker::broker::Broker;
+use tern_broker::{Config, Server};
 use tern_proto::{
     codec, DeliveryMode, ErrorCode, Frame, Hello, Message, Publish, Role, Subscribe, Welcome,
 };
@@ -26,7 +26,7 @@ pub struct TestBroker {
     pub http: SocketAddr,
     pub broker: Arc<Broker>,
     pub stop: CancellationToken,
-    task: Option<JoinHandle<Result<(), tern::ServerError>>>,
+    task: Option<JoinHandle<Result<(), tern_broker::ServerError>>>,
 }
 
 /// The configuration tests start from: loopback, port 0, short timeouts.
@@ -83,7 +83,7 @@ impl TestBroker {
     }
 
     /// The server task, for tests that watch it finish.
-    pub fn take_task(&mut self) -> JoinHandle<Result<(), tern::ServerError>> {
+    pub fn take_task(&mut self) -> JoinHandle<Result<(), tern_broker::ServerError>> {
         self.task.take().expect("task not taken yet")
     }
 

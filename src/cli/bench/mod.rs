@@ -166,19 +166,19 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
 struct EmbeddedBroker {
     address: String,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), crate::ServerError>>,
+    task: tokio::task::JoinHandle<Result<(), tern_broker::ServerError>>,
 }
 
 impl EmbeddedBroker {
     async fn start() -> anyhow::Result<EmbeddedBroker> {
-        let config = crate::Config {
+        let config = tern_broker::Config {
             bind_addr: std::net::Ipv4Addr::LOCALHOST.into(),
             tcp_port: 0,
             http_port: 0,
             max_consumers: 100_000,
-            ..crate::Config::default()
+            ..tern_broker::Config::default()
         };
-        let server = crate::Server::bind(config).await?;
+        let server = tern_broker::Server::bind(config).await?;
         let address = server.tcp_addr().to_string();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone()));

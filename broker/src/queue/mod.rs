@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytestring::ByteString;
 use tracing::error;
 
-use crate::outbox::Outbox;
-use crate::stats::Stamp;
+use crate::clock::Stamp;
+use crate::outbound::Outbox;
 use tern_proto::Message;
 
 /// Capacity limits of every queue.
@@ -453,12 +453,12 @@ mod tests {
             id,
             100,
             Arc::new(crate::stats::Stats::default()),
-            std::time::Instant::now(),
+            crate::clock::now(),
         )
     }
 
     fn received(outbox: &Outbox) -> Vec<(u64, bool, Bytes)> {
-        crate::outbox::take_frames(outbox)
+        crate::outbound::take_frames(outbox)
             .into_iter()
             .filter_map(|frame| match frame {
                 tern_proto::Frame::Deliver(deliver) => Some((

@@ -1,4 +1,4 @@
-//! The subscription index: which subscriptions and queues a subject reaches.
+//! The subject index: which subscriptions and queues a subject reaches.
 //!
 //! A token trie, as in nats-server's sublist. Literal tokens are hash-map children,
 //! `*` is a dedicated child and `>` entries sit on the node before it. Matching a

@@ -1,4 +1,11 @@
-//! Binding the listeners, accepting connections and the shutdown sequence.
+//! The server: binds the listeners, accepts connections, and drains on shutdown.
+//!
+//! - this module — [`Server`]: bind, then `run` (the accept loop);
+//! - [`readiness`] — the readiness latch behind `/ready`;
+//! - [`drain`] — the shutdown sequence, step by step.
+
+pub mod drain;
+pub mod readiness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,18 +17,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use crate::config::Config;
-use crate::{http, session};
+use crate::config::{env, Config};
+use crate::{admin, session};
+use readiness::ReadinessHold;
 
 /// Pause after a failed `accept` (typically out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Extra time, beyond the grace period, for sessions to finish their final flush.
-const SHUTDOWN_SLACK: Duration = Duration::from_secs(3);
-
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// A listener could not bind.
     #[error("cannot listen on {address} ({setting}): {source}")]
@@ -44,6 +50,8 @@ pub struct Server {
     broker: Arc<Broker>,
     tcp: TcpListener,
     http: TcpListener,
+    /// Released once the accept loop runs: the broker then turns ready.
+    listening: ReadinessHold,
 }
 
 impl Server {
@@ -54,21 +62,24 @@ impl Server {
         let tcp = TcpListener::bind(tcp_address)
             .await
             .map_err(|source| ServerError::Bind {
-                setting: "TCP_PORT",
+                setting: env::TCP_PORT,
                 address: tcp_address,
                 source,
             })?;
         let http = TcpListener::bind(http_address)
             .await
             .map_err(|source| ServerError::Bind {
-                setting: "HTTP_PORT",
+                setting: env::HTTP_PORT,
                 address: http_address,
                 source,
             })?;
+        let broker = Arc::new(Broker::new(config));
+        let listening = broker.readiness().hold();
         Ok(Server {
-            broker: Arc::new(Broker::new(config)),
+            broker,
             tcp,
             http,
+            listening,
         })
     }
 
@@ -91,17 +102,25 @@ impl Server {
         self.broker.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains: `/ready` turns 503, the
-    /// listener closes, every client gets GOODBYE and up to `SHUTDOWN_GRACE_SECS` to
-    /// settle its acks. Returns once every connection is closed.
+    /// Serves until `shutdown` is cancelled, then drains (see [`drain`]): `/ready`
+    /// turns 503, the listener closes, every client gets GOODBYE and up to
+    /// `SHUTDOWN_GRACE_SECS` to settle its acks. Returns once every connection is
+    /// closed.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let Server { broker, tcp, http } = self;
+        let Server {
+            broker,
+            tcp,
+            http,
+            listening,
+        } = self;
         let tcp_address = tcp.local_addr().ok();
         let http_address = http.local_addr().ok();
         let http_stop = CancellationToken::new();
-        let http_task = tokio::spawn(http::serve(http, broker.clone(), http_stop.clone()));
+        let http_task = tokio::spawn(admin::serve(http, broker.clone(), http_stop.clone()));
         let sessions = TaskTracker::new();
-        broker.set_ready(true);
+        // The broker's own start-up hold, then the listeners': ready from here on.
+        drop(broker.take_startup_hold());
+        drop(listening);
         info!(
             tcp = ?tcp_address,
             http = ?http_address,
@@ -114,6 +133,8 @@ impl Server {
                 _ = shutdown.cancelled() => break,
                 accepted = tcp.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // We batch our own writes; Nagle would only add latency.
+                        let _ = stream.set_nodelay(true);
                         sessions.spawn(session::serve_connection(stream, peer, broker.clone(), shutdown.clone()));
                     }
                     Err(error) => {
@@ -123,24 +144,7 @@ impl Server {
                 },
             }
         }
-        broker.begin_shutdown();
-        drop(tcp);
-        let grace = broker.config().shutdown_grace;
-        info!(
-            connections = broker.connection_count(),
-            grace_secs = grace.as_secs(),
-            "shutting down: draining connections"
-        );
-        sessions.close();
-        if tokio::time::timeout(grace + SHUTDOWN_SLACK, sessions.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                connections = broker.connection_count(),
-                "connections still open after the grace period"
-            );
-        }
+        drain::drain(&broker, tcp, sessions).await;
         http_stop.cancel();
         if let Ok(Err(error)) = http_task.await {
             return Err(ServerError::Http(error));

@@ -1,4 +1,5 @@
-//! Turning SIGTERM / SIGINT into a cancelled [`CancellationToken`].
+//! Turning SIGTERM / SIGINT into a cancelled [`CancellationToken`] (the binary's
+//! concern: the broker library only watches the token).
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;

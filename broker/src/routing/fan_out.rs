@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::outbox::{MissedCounter, Outbox, Pushed};
-use crate::stats::Stamp;
+use crate::clock::Stamp;
+use crate::outbound::{MissedCounter, Outbox, Pushed};
 use tern_proto::Message;
 
 /// A broadcast subscription as the router sees it: where to push, under which id.

@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use tern::subject::{pattern_matches, SubjectIndex};
+use tern_broker::routing::{pattern_matches, SubjectIndex};
 
 const REGIONS: [&str; 8] = ["eu", "us", "ap", "sa", "af", "me", "oc", "an"];
 const EVENTS: [&str; 4] = ["created", "paid", "shipped", "cancelled"];

@@ -7,20 +7,21 @@
 //! holds no read buffer.
 
 use tern_proto::codec::ProtocolError;
+use tern_proto::read_buffer::ReadSource;
 use tern_proto::{Frame, ReadBuffer};
-use tokio::net::tcp::OwnedReadHalf;
 
-use crate::outbox::IDLE_RELEASE_AFTER;
+use crate::outbound::IDLE_RELEASE_AFTER;
 
 /// Reads frames from one client.
 #[derive(Debug)]
-pub struct FrameReader {
-    socket: OwnedReadHalf,
+pub struct FrameReader<R> {
+    source: R,
     buffer: ReadBuffer,
 }
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The bytes are not a valid frame.
     #[error(transparent)]
@@ -30,11 +31,11 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-impl FrameReader {
+impl<R: ReadSource> FrameReader<R> {
     /// Wraps the read half of a connection.
-    pub fn new(socket: OwnedReadHalf, max_frame_bytes: u32) -> Self {
+    pub fn new(source: R, max_frame_bytes: u32) -> Self {
         FrameReader {
-            socket,
+            source,
             buffer: ReadBuffer::new(max_frame_bytes),
         }
     }
@@ -48,7 +49,7 @@ impl FrameReader {
     /// Cancel-safe: bytes are either in the buffer or still in the socket.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
         self.buffer
-            .read_from(&mut self.socket, IDLE_RELEASE_AFTER)
+            .read_from(&mut self.source, IDLE_RELEASE_AFTER)
             .await
     }
 

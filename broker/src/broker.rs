@@ -1,48 +1,24 @@
-//! The state every connection shares: the subscription index, the queues, limits,
-//! counters and the lifecycle flags (ready, shutting down).
+//! The state every connection shares: routing, the queues, the connection
+//! registry, limits, counters and readiness; and the publish path that ties them.
 //!
-//! Lock order, where two are held: queue registry → subject index. Neither is held
-//! across an `.await`. The publish path takes no lock in the steady state: sessions
-//! cache routing results per subject and revalidate them with one atomic load of
-//! [`Broker::routing_generation`].
+//! Lock order, where two are held: queue registry → subject index (when a new queue
+//! becomes routable). Neither is held across an `.await`. The publish path takes no
+//! lock in the steady state: sessions cache routing results per subject and
+//! revalidate them with one atomic load of [`Broker::routing_generation`]. The full
+//! lock order is in `docs/ARCHITECTURE.md`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tern_proto::{DeliveryMode, ErrorCode};
+use tern_proto::{DeliveryMode, ErrorCode, Message};
 
-use crate::config::Config;
+use crate::clock::{self, Instant, Stamp};
+use crate::config::{env, Config};
+use crate::connections::ConnectionRegistry;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
-use crate::stats::{stamp_from_micros, Stamp, Stats};
-use crate::subject::SubjectIndex;
-use crate::topic::{fan_out, BroadcastTarget, Touched};
-use tern_proto::Message;
-
-/// Something a subject can route to.
-#[derive(Debug, Clone)]
-pub enum Route {
-    /// A broadcast subscription.
-    Subscriber(BroadcastTarget),
-    /// A queue (bound once, whatever its number of consumers).
-    Queue(Arc<Queue>),
-}
-
-/// Everything one subject routes to, split by delivery path.
-#[derive(Debug, Default)]
-pub struct Routes {
-    /// Broadcast subscriptions: each gets a copy.
-    pub subscribers: Vec<BroadcastTarget>,
-    /// Queues: each stores the message for one of its consumers.
-    pub queues: Vec<Arc<Queue>>,
-}
-
-impl Routes {
-    /// True when nothing matches.
-    pub fn is_empty(&self) -> bool {
-        self.subscribers.is_empty() && self.queues.is_empty()
-    }
-}
+use crate::routing::{fan_out, BroadcastTarget, Router, Routes, Touched};
+use crate::server::readiness::{Readiness, ReadinessHold};
+use crate::stats::Stats;
 
 /// A refused request, with the code the client receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,40 +43,43 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Broker {
     config: Config,
-    index: RwLock<SubjectIndex<Route>>,
-    generation: AtomicU64,
+    router: Router,
     queues: QueueRegistry,
+    connections: ConnectionRegistry,
     stats: Arc<Stats>,
     subscriptions: AtomicUsize,
     subscriptions_by_mode: [AtomicUsize; 2],
-    connections: AtomicUsize,
-    next_connection_id: AtomicU64,
+    /// Shared with the queues: they stop dispatching once it is set.
     shutting_down: Arc<AtomicBool>,
-    ready: AtomicBool,
+    readiness: Arc<Readiness>,
+    /// The broker's own start-up hold, released by [`crate::Server::run`].
+    startup: Mutex<Option<ReadinessHold>>,
     started: Instant,
 }
 
 impl Broker {
-    /// A broker with no connections, subscriptions or queues.
+    /// A broker with no connections, subscriptions or queues. Not ready until its
+    /// start-up hold ([`Broker::take_startup_hold`]) and every other hold on its
+    /// [`Readiness`] are released.
     pub fn new(config: Config) -> Self {
         let shutting_down = Arc::new(AtomicBool::new(false));
         let limits = QueueLimits {
             max_messages: config.queue_max_messages,
             max_bytes: config.queue_max_bytes,
         };
+        let (readiness, startup) = Readiness::new();
         Broker {
             queues: QueueRegistry::new(config.max_queues, limits, shutting_down.clone()),
+            connections: ConnectionRegistry::new(config.max_connections),
             config,
-            index: RwLock::new(SubjectIndex::new()),
-            generation: AtomicU64::new(1),
+            router: Router::default(),
             stats: Arc::new(Stats::new()),
             subscriptions: AtomicUsize::new(0),
             subscriptions_by_mode: [AtomicUsize::new(0), AtomicUsize::new(0)],
-            connections: AtomicUsize::new(0),
-            next_connection_id: AtomicU64::new(1),
             shutting_down,
-            ready: AtomicBool::new(false),
-            started: Instant::now(),
+            readiness,
+            startup: Mutex::new(Some(startup)),
+            started: clock::now(),
         }
     }
 
@@ -119,56 +98,50 @@ impl Broker {
         self.started
     }
 
+    /// Every open connection.
+    pub fn connections(&self) -> &ConnectionRegistry {
+        &self.connections
+    }
+
+    /// The readiness latch: start-up steps hold it.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    /// Takes the broker's own start-up hold (once; `None` afterwards). Dropping it
+    /// makes the broker ready when nothing else holds readiness.
+    pub fn take_startup_hold(&self) -> Option<ReadinessHold> {
+        self.startup
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+    }
+
     /// Changes whenever the subject index changes; route caches compare it.
     pub fn routing_generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.router.generation()
     }
 
     /// Computes what `subject` routes to (takes the index's read lock).
     pub fn routes_for(&self, subject: &str) -> Routes {
-        let mut routes = Routes::default();
-        let index = self
-            .index
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        index.for_each_match(subject, |route| match route {
-            Route::Subscriber(target) => routes.subscribers.push(target.clone()),
-            Route::Queue(queue) => routes.queues.push(queue.clone()),
-        });
-        routes
-    }
-
-    fn modify_index(&self, change: impl FnOnce(&mut SubjectIndex<Route>)) {
-        let mut index = self
-            .index
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        change(&mut index);
-        // Bumped under the write lock: a cache that sees the old value cannot have
-        // read the new index state under it.
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.router.routes_for(subject)
     }
 
     /// Makes a broadcast subscription routable.
     pub fn add_subscriber(&self, pattern: &str, target: BroadcastTarget) {
-        self.modify_index(|index| index.insert(pattern, Route::Subscriber(target)));
+        self.router.add_subscriber(pattern, target);
     }
 
     /// Removes a broadcast subscription from routing.
     pub fn remove_subscriber(&self, pattern: &str, connection_id: u64, sid: u32) {
-        self.modify_index(|index| {
-            index.remove(
-                pattern,
-                |route| matches!(route, Route::Subscriber(target) if target.is(connection_id, sid)),
-            );
-        });
+        self.router.remove_subscriber(pattern, connection_id, sid);
     }
 
     /// Finds or creates queue `name` bound to `pattern`.
     pub fn bind_queue(&self, name: &str, pattern: &str) -> Result<Arc<Queue>, Refusal> {
         self.queues
             .bind(name, pattern, |queue| {
-                self.modify_index(|index| index.insert(pattern, Route::Queue(queue.clone())));
+                self.router.add_queue(pattern, queue.clone());
                 tracing::info!(queue = name, pattern, "queue created");
             })
             .map(|(queue, _created)| queue)
@@ -192,6 +165,11 @@ impl Broker {
         self.queues.all()
     }
 
+    /// Number of queues.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
     /// Takes one of the `MAX_CONSUMERS` subscription slots for a subscription of
     /// `mode`.
     pub fn reserve_subscription(&self, mode: DeliveryMode) -> Result<(), Refusal> {
@@ -206,7 +184,10 @@ impl Broker {
             .map_err(|_| {
                 Refusal::new(
                     ErrorCode::TooManySubscriptions,
-                    format!("subscription limit of {max} (MAX_CONSUMERS) reached"),
+                    format!(
+                        "subscription limit of {max} ({}) reached",
+                        env::MAX_CONSUMERS
+                    ),
                 )
             })
     }
@@ -229,40 +210,30 @@ impl Broker {
 
     /// Takes a connection slot and an id, or `None` at `MAX_CONNECTIONS`.
     pub fn open_connection(&self) -> Option<u64> {
-        let max = self.config.max_connections;
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                (count < max).then_some(count + 1)
-            })
-            .ok()?;
+        let id = self.connections.open()?;
         Stats::add(&self.stats.connections_accepted, 1);
-        Some(self.next_connection_id.fetch_add(1, Ordering::Relaxed))
+        Some(id)
     }
 
-    /// Gives a connection slot back.
-    pub fn close_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+    /// Gives connection `id`'s slot back and forgets it.
+    pub fn close_connection(&self, id: u64) {
+        self.connections.close_slot(id);
     }
 
     /// Open connections.
     pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
-    /// Marks the broker as accepting connections (readiness).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+        self.connections.len()
     }
 
     /// Whether `/ready` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.is_shutting_down()
+        self.readiness.is_ready()
     }
 
     /// Starts the shutdown: not ready, no new work, queues stop dispatching.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        self.ready.store(false, Ordering::Release);
+        self.readiness.begin_shutdown();
     }
 
     /// Whether shutdown has begun.
@@ -273,7 +244,7 @@ impl Broker {
     /// A [`Stamp`] for now: publishes carry one (sampled) so the delivery latency
     /// can be measured when it is written.
     pub fn stamp_now(&self) -> Stamp {
-        stamp_from_micros(self.started.elapsed().as_micros())
+        clock::stamp_since(self.started)
     }
 
     /// Routes one validated message. Broadcast subscribers each get it encoded into
@@ -281,7 +252,7 @@ impl Broker {
     /// turns "nobody can receive this" into `NO_RESPONDERS`. `stamp` is when it was
     /// read, or 0 when this message is not a latency sample. Subscribers whose
     /// buffers are over half full, and whose writers must be woken, are added to
-    /// `touched` (see [`crate::outbox`]).
+    /// `touched` (see [`crate::outbound`]).
     pub fn publish(
         &self,
         routes: &Routes,
@@ -329,11 +300,6 @@ impl Broker {
             }
         }
         refusal
-    }
-
-    /// Number of queues.
-    pub fn queue_count(&self) -> usize {
-        self.queues.len()
     }
 }
 

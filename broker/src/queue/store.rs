@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::stats::Stamp;
+use crate::clock::Stamp;
 use tern_proto::Message;
 
 /// A message waiting in a queue (or held unacked by a consumer).

@@ -1,18 +1,7 @@
-//! HTTP endpoints for orchestrators: `GET /healthz` (liveness), `GET /ready`
-//! (readiness) and `GET /metrics` (Prometheus). Handlers are thin wrappers over plain
-//! functions ([`health`], [`readiness`], [`crate::metrics::render`]) so the logic is
-//! testable without a socket.
+//! The probe reports: liveness (`/healthz`) and readiness (`/ready`), as plain
+//! functions over the broker's state.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::stats::StatsSnapshot;
@@ -37,7 +26,7 @@ pub struct Health {
 
 /// Body of `GET /ready`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Readiness {
+pub struct ReadinessReport {
     /// Whether the broker accepts connections.
     pub ready: bool,
     /// `ready`, `starting` or `shutting_down`.
@@ -57,7 +46,7 @@ pub fn health(broker: &Broker) -> Health {
 }
 
 /// The readiness report.
-pub fn readiness(broker: &Broker) -> Readiness {
+pub fn readiness(broker: &Broker) -> ReadinessReport {
     let status = if broker.is_shutting_down() {
         "shutting_down"
     } else if broker.is_ready() {
@@ -65,55 +54,10 @@ pub fn readiness(broker: &Broker) -> Readiness {
     } else {
         "starting"
     };
-    Readiness {
+    ReadinessReport {
         ready: status == "ready",
         status,
     }
-}
-
-/// The HTTP routes: `/healthz`, `/ready`, `/metrics`.
-pub fn router(broker: Arc<Broker>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(broker)
-}
-
-async fn healthz(State(broker): State<Arc<Broker>>) -> Json<Health> {
-    Json(health(&broker))
-}
-
-async fn ready(State(broker): State<Arc<Broker>>) -> (StatusCode, Json<Readiness>) {
-    let report = readiness(&broker);
-    let status = if report.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(report))
-}
-
-async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
-    match crate::metrics::render(&broker) {
-        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not encode metrics",
-        )
-            .into_response(),
-    }
-}
-
-/// Serves the routes until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(broker))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }
 
 #[cfg(test)]
@@ -126,15 +70,15 @@ mod tests {
         let broker = Broker::new(Config::default());
         assert_eq!(
             readiness(&broker),
-            Readiness {
+            ReadinessReport {
                 ready: false,
                 status: "starting"
             }
         );
-        broker.set_ready(true);
+        drop(broker.take_startup_hold());
         assert_eq!(
             readiness(&broker),
-            Readiness {
+            ReadinessReport {
                 ready: true,
                 status: "ready"
             }
@@ -142,7 +86,7 @@ mod tests {
         broker.begin_shutdown();
         assert_eq!(
             readiness(&broker),
-            Readiness {
+            ReadinessReport {
                 ready: false,
                 status: "shutting_down"
             }

@@ -5,7 +5,7 @@
 //! never look up a label: counting is one relaxed atomic add, and the sessions and
 //! writers add once per batch rather than once per message where they can. Gauges that
 //! describe current state (connections, subscriptions, queue depths) are read from the
-//! broker when `/metrics` is scraped; see [`crate::metrics`].
+//! broker when `/metrics` is scraped; see [`crate::admin::metrics`].
 
 use std::collections::BTreeMap;
 
@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tern_proto::{DeliveryMode, ErrorCode};
 
-use crate::session::CloseReason;
+use crate::close_reason::CloseReason;
 
 /// Label pairs of one series.
 type Labels = Vec<(&'static str, &'static str)>;
@@ -264,31 +264,9 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
     counter
 }
 
-/// A compact publish timestamp: microseconds on a wrapping 32-bit clock, 0 meaning
-/// "not sampled". Differences are exact for latencies under 71 minutes.
-pub type Stamp = u32;
-
-/// Turns a broker uptime into a [`Stamp`] (never 0).
-pub fn stamp_from_micros(micros: u128) -> Stamp {
-    (micros as u32).max(1)
-}
-
-/// Seconds between `stamp` and `now` on the wrapping clock.
-pub fn stamp_elapsed_seconds(stamp: Stamp, now: Stamp) -> f64 {
-    f64::from(now.wrapping_sub(stamp)) / 1_000_000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stamps_survive_the_wrap() {
-        let before = stamp_from_micros(u128::from(u32::MAX) - 10);
-        let after = stamp_from_micros(u128::from(u32::MAX) + 20);
-        assert!((stamp_elapsed_seconds(before, after) - 0.000_030).abs() < 1e-9);
-        assert_eq!(stamp_from_micros(0), 1, "0 is reserved for 'not sampled'");
-    }
 
     #[test]
     fn snapshot_sums_publish_errors_over_codes() {

@@ -1,0 +1,68 @@
+//! HTTP endpoints for orchestrators and operators: `GET /healthz` (liveness),
+//! `GET /ready` (readiness) and `GET /metrics` (Prometheus). Handlers are thin
+//! wrappers over plain functions ([`health::health`], [`health::readiness`],
+//! [`metrics::render`]) so the logic is testable without a socket.
+//!
+//! - [`health`] — the liveness and readiness reports;
+//! - [`metrics`] — the Prometheus exposition.
+
+pub mod health;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+pub use health::{health, readiness, Health, ReadinessReport};
+
+/// The HTTP routes: `/healthz`, `/ready`, `/metrics`.
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(broker)
+}
+
+async fn healthz(State(broker): State<Arc<Broker>>) -> Json<Health> {
+    Json(health(&broker))
+}
+
+async fn ready(State(broker): State<Arc<Broker>>) -> (StatusCode, Json<ReadinessReport>) {
+    let report = readiness(&broker);
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report))
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    match metrics::render(&broker) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics",
+        )
+            .into_response(),
+    }
+}
+
+/// Serves the routes until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(broker))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}

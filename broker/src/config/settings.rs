@@ -1,0 +1,164 @@
+//! Every setting, declared once: its [`Config`] field and type, environment
+//! variable, `tern serve` flag, default, what it accepts and its help line.
+//! `.env.example`, the README's configuration table and `tern serve --help` are
+//! checked against (or generated from) this list.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tern_proto::DeliveryMode;
+
+use super::values::{Between, LogFormat, Millis, Parsed, Secs};
+use super::MAX_PREFETCH;
+
+/// How counts are described in errors.
+const COUNT: &str = "a whole number";
+/// How byte sizes are described in errors.
+const BYTES: &str = "a number of bytes";
+
+settings! {
+    /// `BIND_ADDR`: the address both listeners bind to.
+    bind_addr: IpAddr = BIND_ADDR {
+        flag: "bind-addr",
+        default: "0.0.0.0",
+        value: "IP",
+        accepts: Parsed::new("an IPv4 or IPv6 address such as 0.0.0.0 or 127.0.0.1"),
+        help: "Address both listeners bind to",
+    }
+    /// `TCP_PORT`: the binary protocol's port (0: any free port).
+    tcp_port: u16 = TCP_PORT {
+        flag: "tcp-port",
+        default: "9080",
+        value: "PORT",
+        accepts: Parsed::new("a port number from 0 to 65535"),
+        help: "Port of the binary protocol listener (0 = any free port)",
+    }
+    /// `HTTP_PORT`: the port of `/healthz`, `/ready` and `/metrics` (0: any).
+    http_port: u16 = HTTP_PORT {
+        flag: "http-port",
+        default: "8080",
+        value: "PORT",
+        accepts: Parsed::new("a port number from 0 to 65535"),
+        help: "Port of /healthz and /ready (0 = any free port)",
+    }
+    /// `DELIVERY_MODE`: the mode of a subscription that names none.
+    delivery_mode: DeliveryMode = DELIVERY_MODE {
+        flag: "delivery-mode",
+        default: "broadcast",
+        value: "MODE",
+        accepts: Parsed::new("one of: broadcast, queue"),
+        help: "Mode of subscriptions that name none: broadcast or queue",
+    }
+    /// `MAX_CONSUMERS`: the server-wide subscription cap.
+    max_consumers: usize = MAX_CONSUMERS {
+        flag: "max-consumers",
+        default: "10",
+        value: "N",
+        accepts: Between::new(1, 10_000_000, COUNT),
+        help: "Most concurrent subscriptions, server-wide",
+    }
+    /// `CONSUMER_CHANNEL_BUFFER_SIZE`: broadcast messages buffered per connection.
+    consumer_channel_buffer_size: usize = CONSUMER_CHANNEL_BUFFER_SIZE {
+        flag: "consumer-channel-buffer-size",
+        default: "10000",
+        value: "N",
+        accepts: Between::new(1, 100_000_000, COUNT),
+        help: "Broadcast messages buffered per connection (publishers slow down past half; a stalled subscriber's extra messages are dropped)",
+    }
+    /// `QUEUE_MAX_MESSAGES`: the most messages one queue holds (ready + unacked).
+    queue_max_messages: usize = QUEUE_MAX_MESSAGES {
+        flag: "queue-max-messages",
+        default: "100000",
+        value: "N",
+        accepts: Between::new(1, 1_000_000_000, COUNT),
+        help: "Most messages one queue holds (ready + unacked)",
+    }
+    /// `QUEUE_MAX_BYTES`: the most payload bytes one queue holds.
+    queue_max_bytes: u64 = QUEUE_MAX_BYTES {
+        flag: "queue-max-bytes",
+        default: "67108864",
+        value: "BYTES",
+        accepts: Between::new(1, 1 << 40, BYTES),
+        help: "Most payload bytes one queue holds (ready + unacked)",
+    }
+    /// `MAX_QUEUES`: the most queues the broker keeps.
+    max_queues: usize = MAX_QUEUES {
+        flag: "max-queues",
+        default: "10000",
+        value: "N",
+        accepts: Between::new(1, 10_000_000, COUNT),
+        help: "Most queues the broker keeps",
+    }
+    /// `MAX_FRAME_BYTES`: the largest frame a client may send.
+    max_frame_bytes: u32 = MAX_FRAME_BYTES {
+        flag: "max-frame-bytes",
+        default: "1048576",
+        value: "BYTES",
+        accepts: Between::new(1024, 64 << 20, BYTES),
+        help: "Largest frame a client may send",
+    }
+    /// `MAX_CONNECTIONS`: the most concurrent client connections.
+    max_connections: usize = MAX_CONNECTIONS {
+        flag: "max-connections",
+        default: "10000",
+        value: "N",
+        accepts: Between::new(1, 10_000_000, COUNT),
+        help: "Most concurrent client connections",
+    }
+    /// `DEFAULT_PREFETCH`: the prefetch of a queue subscription that asks for 0.
+    default_prefetch: u32 = DEFAULT_PREFETCH {
+        flag: "default-prefetch",
+        default: "64",
+        value: "N",
+        accepts: Between::new(1, MAX_PREFETCH, COUNT),
+        help: "Prefetch of a queue subscription that asks for 0",
+    }
+    /// `HANDSHAKE_TIMEOUT_MS`: the time a new connection has to send HELLO.
+    handshake_timeout: Duration = HANDSHAKE_TIMEOUT_MS {
+        flag: "handshake-timeout-ms",
+        default: "5000",
+        value: "MS",
+        accepts: Millis::new(1, 3_600_000),
+        help: "Time a new connection has to send HELLO",
+    }
+    /// `PING_INTERVAL_SECS`: idle time before the server pings a client.
+    ping_interval: Duration = PING_INTERVAL_SECS {
+        flag: "ping-interval-secs",
+        default: "30",
+        value: "SECS",
+        accepts: Secs::new(1, 86_400),
+        help: "Idle time before the server pings a client; twice this without traffic closes it",
+    }
+    /// `WRITE_DEADLINE_MS`: the longest one write to a client may block.
+    write_deadline: Duration = WRITE_DEADLINE_MS {
+        flag: "write-deadline-ms",
+        default: "10000",
+        value: "MS",
+        accepts: Millis::new(1, 3_600_000),
+        help: "Longest a write to a client may block before it is closed as a slow consumer",
+    }
+    /// `SHUTDOWN_GRACE_SECS`: the time clients get to settle acks after GOODBYE.
+    shutdown_grace: Duration = SHUTDOWN_GRACE_SECS {
+        flag: "shutdown-grace-secs",
+        default: "10",
+        value: "SECS",
+        accepts: Secs::new(0, 3_600),
+        help: "Time clients get to settle acks after GOODBYE",
+    }
+    /// `LOG_FORMAT`: text or JSON logs.
+    log_format: LogFormat = LOG_FORMAT {
+        flag: "log-format",
+        default: "text",
+        value: "FORMAT",
+        accepts: Parsed::new("one of: text, json"),
+        help: "Log output: text or json",
+    }
+    /// `RUST_LOG`: the log filter (tracing-subscriber `EnvFilter` syntax).
+    log_filter: String = RUST_LOG {
+        flag: "log",
+        default: "info",
+        value: "FILTER",
+        accepts: Parsed::new("a log filter"),
+        help: "Log filter, tracing-subscriber EnvFilter syntax",
+    }
+}

@@ -1,0 +1,147 @@
+//! What a setting accepts: how its text becomes a value, and how to say what is
+//! accepted when it does not.
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why a setting's text was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// The text does not parse.
+    Unparsable,
+    /// It parsed to this value, which is out of range.
+    OutOfRange(String),
+}
+
+/// A kind of value a setting accepts.
+pub trait Accepts {
+    /// The value a setting of this kind holds.
+    type Value;
+    /// Parses and checks `text` (already trimmed).
+    fn parse(&self, text: &str) -> Result<Self::Value, Rejected>;
+    /// What is accepted, for error messages: "a whole number from 1 to 10".
+    fn expected(&self) -> String;
+}
+
+/// Any `FromStr` value, described in words.
+#[derive(Debug)]
+pub struct Parsed<T>(pub &'static str, PhantomData<T>);
+
+impl<T> Parsed<T> {
+    /// Accepts what `T::from_str` accepts, described as `expected`.
+    pub const fn new(expected: &'static str) -> Self {
+        Parsed(expected, PhantomData)
+    }
+}
+
+impl<T: FromStr> Accepts for Parsed<T> {
+    type Value = T;
+
+    fn parse(&self, text: &str) -> Result<T, Rejected> {
+        text.parse().map_err(|_| Rejected::Unparsable)
+    }
+
+    fn expected(&self) -> String {
+        self.0.to_owned()
+    }
+}
+
+/// A number from `min` to `max` inclusive.
+#[derive(Debug)]
+pub struct Between<T> {
+    min: T,
+    max: T,
+    what: &'static str,
+}
+
+impl<T> Between<T> {
+    /// `what` ("a whole number") from `min` to `max`.
+    pub const fn new(min: T, max: T, what: &'static str) -> Self {
+        Between { min, max, what }
+    }
+}
+
+impl<T: FromStr + PartialOrd + Display + Copy> Accepts for Between<T> {
+    type Value = T;
+
+    fn parse(&self, text: &str) -> Result<T, Rejected> {
+        let value: T = text.parse().map_err(|_| Rejected::Unparsable)?;
+        if value < self.min || value > self.max {
+            return Err(Rejected::OutOfRange(value.to_string()));
+        }
+        Ok(value)
+    }
+
+    fn expected(&self) -> String {
+        format!("{} from {} to {}", self.what, self.min, self.max)
+    }
+}
+
+/// A duration given as a whole number of milliseconds, within a range.
+#[derive(Debug)]
+pub struct Millis(pub Between<u64>);
+
+impl Millis {
+    /// From `min` to `max` milliseconds.
+    pub const fn new(min: u64, max: u64) -> Self {
+        Millis(Between::new(min, max, "milliseconds"))
+    }
+}
+
+impl Accepts for Millis {
+    type Value = Duration;
+
+    fn parse(&self, text: &str) -> Result<Duration, Rejected> {
+        self.0.parse(text).map(Duration::from_millis)
+    }
+
+    fn expected(&self) -> String {
+        self.0.expected()
+    }
+}
+
+/// A duration given as a whole number of seconds, within a range.
+#[derive(Debug)]
+pub struct Secs(pub Between<u64>);
+
+impl Secs {
+    /// From `min` to `max` seconds.
+    pub const fn new(min: u64, max: u64) -> Self {
+        Secs(Between::new(min, max, "seconds"))
+    }
+}
+
+impl Accepts for Secs {
+    type Value = Duration;
+
+    fn parse(&self, text: &str) -> Result<Duration, Rejected> {
+        self.0.parse(text).map(Duration::from_secs)
+    }
+
+    fn expected(&self) -> String {
+        self.0.expected()
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected `text` or `json`".to_owned()),
+        }
+    }
+}

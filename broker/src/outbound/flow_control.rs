@@ -1,0 +1,248 @@
+//! Flow control on a connection's outbound side.
+//!
+//! Two mechanisms, one per kind of traffic:
+//! - **publisher flow control** ([`FlowControl`]): broadcast deliveries are counted
+//!   against `CONSUMER_CHANNEL_BUFFER_SIZE` messages and [`PRESSURE_BYTES`]. Past
+//!   half (or past the byte bound) the publishers feeding this connection pause
+//!   reading their sockets until it drains to a quarter, as long as the writer
+//!   keeps making progress; a subscriber that makes none for [`STALL_LIMIT`] is
+//!   marked stalled and no longer waited for (its extra messages are then dropped
+//!   and reported, see `lag.rs`);
+//! - **answer backpressure** ([`ControlRoom`]): the frames answering a client's own
+//!   requests (PUBLISH_OK, ERROR, PONG) take one of [`CONTROL_FRAME_LIMIT`] permits;
+//!   when none is left the session stops reading that client's requests.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tracing::debug;
+
+/// Control frames that may wait for the writer before the session stops reading
+/// the client's requests. Large enough that a client pipelining confirmed publishes
+/// never waits on it while it reads; small enough to bound a client that never reads.
+pub const CONTROL_FRAME_LIMIT: usize = 1024;
+
+/// Bytes waiting for one connection (pending and being written) past which its
+/// publishers pause, whatever the message count: large messages reach it long before
+/// half of `CONSUMER_CHANNEL_BUFFER_SIZE`. They resume below a quarter of it.
+pub const PRESSURE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a publisher waits for a subscriber's writer to make any progress before
+/// treating that subscriber as stalled. Not shorter: the kernel wakes a blocked
+/// writer only once a third of its send buffer (megabytes, autotuned) has drained,
+/// which for a subscriber reading 10 MB/s takes over 100 ms.
+pub const STALL_LIMIT: Duration = Duration::from_millis(500);
+
+/// Publisher flow control of one connection's broadcast buffer.
+#[derive(Debug)]
+pub(super) struct FlowControl {
+    /// `CONSUMER_CHANNEL_BUFFER_SIZE`.
+    capacity: usize,
+    /// Broadcast deliveries pushed and not yet written.
+    broadcast_pending: AtomicUsize,
+    /// Bytes of the batch the writer is writing and has not written yet (0 between
+    /// batches).
+    in_flight_bytes: AtomicUsize,
+    /// Publishers waiting for this buffer to drain, and the signal they wait for.
+    drain_waiters: AtomicUsize,
+    drained: Notify,
+    /// Write calls that wrote something: progress, even in the middle of a large
+    /// batch (whose deliveries count as written only once all of it is).
+    writes: AtomicU64,
+    /// Set when the subscriber made no progress for [`STALL_LIMIT`]; cleared when
+    /// its buffer has drained.
+    stalled: AtomicBool,
+}
+
+impl FlowControl {
+    /// Flow control for a buffer of `capacity` broadcast messages.
+    pub(super) fn new(capacity: usize) -> Self {
+        FlowControl {
+            capacity,
+            broadcast_pending: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
+            drain_waiters: AtomicUsize::new(0),
+            drained: Notify::new(),
+            writes: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    /// The buffer's message capacity.
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Takes room for one broadcast delivery: the number waiting before it, or
+    /// `None` when the buffer is full (nothing taken).
+    pub(super) fn reserve(&self) -> Option<usize> {
+        let waiting = self.broadcast_pending.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.capacity {
+            self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(waiting)
+    }
+
+    /// Gives back room taken by [`FlowControl::reserve`] for a delivery that was not
+    /// queued after all.
+    pub(super) fn unreserve(&self) {
+        self.broadcast_pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a publisher that just pushed, with `waiting` deliveries ahead of its
+    /// own and `pending_bytes` encoded and not yet taken, should let this buffer
+    /// drain. Never for a stalled subscriber.
+    pub(super) fn under_pressure(&self, waiting: usize, pending_bytes: usize) -> bool {
+        (waiting >= self.high_water() || pending_bytes + self.in_flight() >= PRESSURE_BYTES)
+            && !self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the batch being written and not written yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight_bytes.load(Ordering::Acquire)
+    }
+
+    fn high_water(&self) -> usize {
+        (self.capacity / 2).max(1)
+    }
+
+    fn low_water(&self) -> usize {
+        self.capacity / 4
+    }
+
+    /// Waits until the broadcast buffer has drained to a quarter (of its message
+    /// capacity and of [`PRESSURE_BYTES`]; `waiting_bytes` reads the bytes waiting),
+    /// as long as the writer keeps making progress (writing anything counts); after
+    /// [`STALL_LIMIT`] without progress the subscriber is marked stalled and this
+    /// returns. Cancel-safe.
+    pub(super) async fn wait_for_drain(
+        &self,
+        connection_id: u64,
+        waiting_bytes: impl Fn() -> usize,
+    ) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.drain_waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.drain_waiters);
+        let mut last = self.broadcast_pending.load(Ordering::Acquire);
+        let mut last_writes = self.writes.load(Ordering::Acquire);
+        loop {
+            if (last <= self.low_water() && waiting_bytes() <= PRESSURE_BYTES / 4)
+                || self.stalled.load(Ordering::Acquire)
+            {
+                return;
+            }
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.broadcast_pending.load(Ordering::Acquire);
+            let writes = self.writes.load(Ordering::Acquire);
+            if now < last || writes != last_writes {
+                last = now;
+                last_writes = writes;
+                continue;
+            }
+            if tokio::time::timeout(STALL_LIMIT, notified).await.is_err() {
+                self.stalled.store(true, Ordering::Release);
+                debug!(
+                    connection = connection_id,
+                    "subscriber made no progress for {STALL_LIMIT:?}: not waiting for it"
+                );
+                return;
+            }
+        }
+    }
+
+    /// The writer took a batch of `bytes` to write.
+    pub(super) fn batch_taken(&self, bytes: usize) {
+        self.in_flight_bytes.store(bytes, Ordering::Release);
+    }
+
+    /// Called after each write call that wrote something: wakes publishers waiting
+    /// for this subscriber, so a large batch that takes long to write is not taken
+    /// for a stall.
+    pub(super) fn note_write(&self, bytes: usize) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        // What is written no longer waits: publishers paused on bytes resume while
+        // the rest of the batch is still being written, so the pipe stays full.
+        let _ = self
+            .in_flight_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                Some(waiting.saturating_sub(bytes))
+            });
+        if self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// A batch holding `written` broadcast deliveries has been written: frees their
+    /// room, clears a stall once the buffer has drained, wakes waiting publishers.
+    pub(super) fn batch_written(&self, written: usize) {
+        self.in_flight_bytes.store(0, Ordering::Release);
+        let waiting = self.broadcast_pending.fetch_sub(written, Ordering::AcqRel) - written;
+        if waiting <= self.low_water() && self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Release);
+        }
+        if written > 0 && self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Broadcast deliveries pushed and not yet written.
+    #[cfg(test)]
+    pub(super) fn broadcast_pending(&self) -> usize {
+        self.broadcast_pending.load(Ordering::Acquire)
+    }
+}
+
+/// Room for the control frames that answer a client's own requests.
+#[derive(Debug)]
+pub(super) struct ControlRoom {
+    permits: Semaphore,
+}
+
+impl ControlRoom {
+    /// [`CONTROL_FRAME_LIMIT`] permits.
+    pub(super) fn new() -> Self {
+        ControlRoom {
+            permits: Semaphore::new(CONTROL_FRAME_LIMIT),
+        }
+    }
+
+    /// Takes a permit if one is left. Taking may fail by a frame or two past the
+    /// limit (one request can produce an error and a close); the session stops
+    /// reading before that matters. Only frames that took a permit give one back.
+    pub(super) fn try_take(&self) -> bool {
+        match self.permits.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Gives back the permits of written frames.
+    pub(super) fn give_back(&self, permits: usize) {
+        self.permits.add_permits(permits);
+    }
+
+    /// Whether a permit is left.
+    pub(super) fn has_room(&self) -> bool {
+        self.permits.available_permits() > 0
+    }
+
+    /// Waits until a permit is left.
+    pub(super) async fn wait_for_room(&self) {
+        if self.permits.available_permits() == 0 {
+            // Acquire then release at once: we only wait for room to exist.
+            let _ = self.permits.acquire().await;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Encoded frames waiting for one write: a byte buffer, and for large payloads a
+//! list of segments written with `writev` so the payload is not copied.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tern_proto::{codec, Frame, Message};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::warn;
+
+use super::flow_control::FlowControl;
+
+/// Payloads at least this large are not copied into the write buffer: the frame's
+/// head goes in the buffer and the payload is written from the shared message by a
+/// vectored write. Below it, one copy is cheaper than an extra segment.
+pub const VECTORED_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// Segments per vectored write (well under the kernel's `IOV_MAX` of 1024).
+const SEGMENTS_PER_WRITE: usize = 64;
+
+/// Why a write ended the connection.
+pub(super) enum WriteFailure {
+    Io(std::io::Error),
+    Deadline,
+}
+
+/// Encoded frames: bytes, and for large payloads a list of segments (encoded heads
+/// interleaved with shared payloads, written before `bytes`) sent with `writev`.
+#[derive(Debug, Default)]
+pub(super) struct WriteBuffer {
+    pub(super) bytes: BytesMut,
+    pub(super) segments: Vec<Bytes>,
+    segment_bytes: usize,
+}
+
+impl WriteBuffer {
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len() + self.segment_bytes
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encodes a DELIVER of `message`.
+    pub(super) fn delivery(
+        &mut self,
+        sid: u32,
+        delivery_id: u64,
+        redelivered: bool,
+        message: &Message,
+    ) -> Result<(), tern_proto::ProtocolError> {
+        let payload = message.payload();
+        if payload.len() < VECTORED_PAYLOAD_BYTES {
+            return codec::encode_deliver(&mut self.bytes, sid, delivery_id, redelivered, message);
+        }
+        codec::encode_deliver_head(&mut self.bytes, sid, delivery_id, redelivered, message)?;
+        let head = self.bytes.split().freeze();
+        self.segment_bytes += head.len() + payload.len();
+        self.segments.push(head);
+        self.segments.push(message.payload_bytes());
+        Ok(())
+    }
+
+    /// Encodes any other frame (a skipped frame is logged: only frames built by the
+    /// broker from validated fields get here).
+    pub(super) fn frame(&mut self, frame: &Frame) {
+        if let Err(error) = frame.encode(&mut self.bytes) {
+            warn!(%error, "could not encode an outbound frame; skipped");
+        }
+    }
+
+    /// Writes everything: plain writes when there are no segments, otherwise
+    /// vectored writes of up to [`SEGMENTS_PER_WRITE`] segments each. Each write may
+    /// block for at most `deadline`; each one that writes something is progress
+    /// for flow control.
+    pub(super) async fn write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut W,
+        flow: &FlowControl,
+        deadline: Duration,
+    ) -> Result<(), WriteFailure> {
+        if self.segments.is_empty() {
+            let mut position = 0;
+            while position < self.bytes.len() {
+                let written = progress(deadline, socket.write(&self.bytes[position..])).await?;
+                position += written;
+                flow.note_write(written);
+            }
+            return Ok(());
+        }
+        if !self.bytes.is_empty() {
+            let tail = self.bytes.split().freeze();
+            self.segments.push(tail);
+        }
+        let mut first = 0;
+        while first < self.segments.len() {
+            let slices: Vec<IoSlice<'_>> = self.segments[first..]
+                .iter()
+                .take(SEGMENTS_PER_WRITE)
+                .map(|segment| IoSlice::new(segment))
+                .collect();
+            let mut written = progress(deadline, socket.write_vectored(&slices)).await?;
+            flow.note_write(written);
+            while written > 0 {
+                let segment = &mut self.segments[first];
+                if written >= segment.len() {
+                    written -= segment.len();
+                    first += 1;
+                } else {
+                    segment.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the buffer, keeping its capacity.
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.segments.clear();
+        self.segment_bytes = 0;
+    }
+
+    /// Every byte, in write order (segments, then bytes): what the client reads.
+    #[cfg(test)]
+    pub(super) fn contiguous(&self) -> BytesMut {
+        let mut bytes = BytesMut::new();
+        for segment in &self.segments {
+            bytes.extend_from_slice(segment);
+        }
+        bytes.extend_from_slice(&self.bytes);
+        bytes
+    }
+}
+
+/// Runs one write with a deadline; zero bytes written is an error.
+async fn progress(
+    deadline: Duration,
+    write: impl std::future::Future<Output = std::io::Result<usize>>,
+) -> Result<usize, WriteFailure> {
+    match tokio::time::timeout(deadline, write).await {
+        Err(_) => Err(WriteFailure::Deadline),
+        Ok(Err(error)) => Err(WriteFailure::Io(error)),
+        Ok(Ok(0)) => Err(WriteFailure::Io(std::io::ErrorKind::WriteZero.into())),
+        Ok(Ok(written)) => Ok(written),
+    }
+}

@@ -1,0 +1,207 @@
+//! The session's frame handlers: every complete frame in the read buffer is handled
+//! before the next read; each client frame has one handler here (subscriptions in
+//! `subscriptions.rs`).
+
+use bytestring::ByteString;
+use tern_proto::read_buffer::ReadSource;
+use tern_proto::subject::{validate_subject, SubjectError};
+use tern_proto::{ErrorCode, Frame, Publish, Role};
+
+use super::subscriptions::Subscription;
+use super::{Processed, Session};
+use crate::broker::Refusal;
+use crate::close_reason::CloseReason;
+use crate::config::MAX_PREFETCH;
+use crate::queue::{delivery_sid, QueueError};
+use crate::stats::Stats;
+use crate::transport::FrameReader;
+
+impl Session {
+    /// Handles the complete frames already buffered, stopping early when the
+    /// client's unread answers reach the limit; then wakes the writers of the
+    /// subscribers it delivered to (once each per batch).
+    pub(super) fn process_buffered<R: ReadSource>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> Processed {
+        let processed = self.process_frames(reader);
+        self.touched.wake_writers();
+        processed
+    }
+
+    fn process_frames<R: ReadSource>(&mut self, reader: &mut FrameReader<R>) -> Processed {
+        self.next_stamp = self.broker.stamp_now();
+        loop {
+            if !self.outbox.has_control_room() {
+                return Processed::Blocked;
+            }
+            // Matched by reference: a frame is not moved on its way to its handler.
+            match &reader.next_buffered() {
+                Ok(Some(frame)) => self.handle(frame),
+                Ok(None) => return Processed::Drained,
+                Err(error) if error.is_recoverable() => {
+                    self.send_error(error.error_code(), 0, error.to_string())
+                }
+                Err(error) => {
+                    let code = error.error_code();
+                    self.send_error(code, 0, error.to_string());
+                    return Processed::Close(CloseReason::ProtocolViolation(code));
+                }
+            }
+            if self.draining && self.nothing_to_settle() {
+                return Processed::Close(CloseReason::ShutDown);
+            }
+            if !self.touched.pressure.is_empty() {
+                // A subscriber's buffer is over half full: let it drain before the
+                // rest of this batch (the run loop comes back for it).
+                return Processed::Drained;
+            }
+        }
+    }
+
+    fn handle(&mut self, frame: &Frame) {
+        match frame {
+            Frame::Publish(publish) => self.on_publish(publish),
+            Frame::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Frame::Unsubscribe { sid } => self.on_unsubscribe(*sid),
+            Frame::Ack { delivery_id } => self.on_settle(*delivery_id, None),
+            Frame::Nack {
+                delivery_id,
+                requeue,
+            } => self.on_settle(*delivery_id, Some(*requeue)),
+            Frame::Credit { sid, prefetch } => self.on_credit(*sid, *prefetch),
+            Frame::Ping => self.outbox.push_control(Frame::Pong),
+            Frame::Pong => {}
+            Frame::Hello(_) => self.send_error(
+                ErrorCode::UnexpectedFrame,
+                0,
+                "HELLO was already received on this connection",
+            ),
+            other => self.send_error(
+                ErrorCode::UnexpectedFrame,
+                0,
+                format!("{:?} is a server-to-client frame", other.opcode()),
+            ),
+        }
+    }
+
+    pub(super) fn send_error(&self, code: ErrorCode, context: u64, message: impl Into<ByteString>) {
+        self.outbox
+            .push_control(Frame::error(code, context, message));
+    }
+
+    pub(super) fn require_role(&self, allowed: bool, action: &str) -> Result<(), Refusal> {
+        if allowed {
+            return Ok(());
+        }
+        let role = match self.role {
+            Role::Producer => "PRODUCER",
+            Role::Consumer => "CONSUMER",
+            Role::Both => "BOTH",
+        };
+        Err(Refusal::new(
+            ErrorCode::PermissionDenied,
+            format!("a {role} connection may not {action}"),
+        ))
+    }
+
+    fn on_publish(&mut self, publish: &Publish) {
+        let sequence = publish.sequence;
+        let outcome = self.check_publish_allowed().and_then(|()| {
+            let message = &publish.message;
+            let routes = self
+                .routes
+                .lookup(message.subject(), &self.broker)
+                .map_err(subject_refusal)?;
+            let reply_to = message.reply_to();
+            if let Some(reply_to) = reply_to {
+                validate_subject(reply_to).map_err(|error| {
+                    Refusal::new(error.error_code(), format!("reply-to: {error}"))
+                })?;
+            }
+            // Routed borrowed from the decoded frame: nothing is moved or counted
+            // per delivery; each subscriber's buffer gets its encoded copy.
+            let stamp = std::mem::take(&mut self.next_stamp);
+            self.broker.publish(
+                &routes,
+                message,
+                reply_to.is_some(),
+                stamp,
+                &mut self.touched,
+            )
+        });
+        match outcome {
+            Ok(()) => {
+                self.published += 1;
+                if sequence != 0 {
+                    self.outbox.push_control(Frame::PublishOk { sequence });
+                }
+            }
+            Err(refusal) => {
+                self.broker.stats().count_publish_error(refusal.code);
+                if sequence == 0 {
+                    self.send_error(refusal.code, 0, refusal.message);
+                } else {
+                    self.outbox
+                        .push_control(Frame::PublishError(tern_proto::PublishError {
+                            sequence,
+                            code: refusal.code.as_u16(),
+                            message: refusal.message.into(),
+                        }));
+                }
+            }
+        }
+    }
+
+    fn check_publish_allowed(&self) -> Result<(), Refusal> {
+        self.require_role(self.role.can_publish(), "publish")?;
+        self.refuse_new_work_while_draining()
+    }
+
+    fn on_settle(&mut self, delivery_id: u64, nack: Option<bool>) {
+        if let Err(refusal) = self.require_role(self.role.can_subscribe(), "acknowledge") {
+            return self.send_error(refusal.code, delivery_id, refusal.message);
+        }
+        let sid = delivery_sid(delivery_id);
+        let result = match self.subscriptions.get(&sid) {
+            Some(Subscription::Queue { queue }) => match nack {
+                None => queue.ack(self.id, sid, delivery_id).map(|()| false),
+                Some(requeue) => queue.nack(self.id, sid, delivery_id, requeue),
+            },
+            _ => Err(QueueError::UnknownDelivery(delivery_id)),
+        };
+        match result {
+            Ok(true) => Stats::add(&self.broker.stats().dropped_rejected, 1),
+            Ok(false) => {}
+            Err(error) => {
+                self.send_error(ErrorCode::UnknownDelivery, delivery_id, error.to_string())
+            }
+        }
+    }
+
+    fn on_credit(&mut self, sid: u32, prefetch: u32) {
+        let result = self.require_role(self.role.can_subscribe(), "set credit").and_then(|()| {
+            if prefetch > MAX_PREFETCH {
+                return Err(Refusal::new(ErrorCode::InvalidArgument, format!("prefetch {prefetch} is above the maximum of {MAX_PREFETCH}")));
+            }
+            match self.subscriptions.get(&sid) {
+                Some(Subscription::Queue { queue }) => queue
+                    .set_prefetch(self.id, sid, prefetch)
+                    .map_err(|error| Refusal::new(ErrorCode::UnknownSubscription, error.to_string())),
+                Some(Subscription::Broadcast { .. }) => Err(Refusal::new(
+                    ErrorCode::NotAQueueSubscription,
+                    format!("subscription {sid} is a broadcast subscription; only queue subscriptions take credit"),
+                )),
+                None => Err(Refusal::new(ErrorCode::UnknownSubscription, format!("no active subscription with id {sid}"))),
+            }
+        });
+        if let Err(refusal) = result {
+            self.send_error(refusal.code, u64::from(sid), refusal.message);
+        }
+    }
+}
+
+/// A subject that failed validation, as the client is told.
+pub(super) fn subject_refusal(error: SubjectError) -> Refusal {
+    Refusal::new(error.error_code(), error.to_string())
+}

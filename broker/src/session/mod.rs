@@ -1,0 +1,300 @@
+//! One client's connection: handshake, then frames in → broker → frames out.
+//!
+//! - this module — [`serve_connection`] (a connection's whole life) and the
+//!   session's run loop: read, handle every complete frame, wait again;
+//! - [`handshake`] — HELLO/WELCOME, refusing connections over the limit;
+//! - [`handlers`] — one handler per client frame (publish, ack, credit, ping);
+//! - [`subscriptions`] — SUBSCRIBE / UNSUBSCRIBE and detaching on close;
+//! - [`keepalive`] — PING after silence, close when stale;
+//! - [`route_cache`] — subject → routes, revalidated by one atomic load;
+//! - [`drain`] — this connection's part of the shutdown sequence.
+//!
+//! A protocol error ends this connection only. Whatever ends a session, its
+//! subscriptions are detached and its unacked queue deliveries go back to their
+//! queues; why it ended is one [`CloseReason`], logged and counted once.
+
+mod drain;
+mod handlers;
+pub mod handshake;
+mod keepalive;
+mod route_cache;
+mod subscriptions;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tern_proto::read_buffer::ReadSource;
+use tern_proto::{ErrorCode, Role};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::broker::Broker;
+use crate::clock::{self, Instant, Stamp};
+use crate::close_reason::CloseReason;
+use crate::connections::Connection;
+use crate::outbound::{run_writer, Outbox, WriterExit};
+use crate::routing::Touched;
+use crate::stats::Stats;
+use crate::transport::{FrameReader, Transport};
+use handshake::{handshake, refuse_connection, FINAL_FLUSH_TIMEOUT};
+use keepalive::{Keepalive, Tick};
+use route_cache::RouteCache;
+use subscriptions::Subscription;
+
+pub use handshake::SERVER_NAME;
+
+/// Serves one accepted connection, over any [`Transport`], until it closes.
+pub async fn serve_connection<T: Transport>(
+    transport: T,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let (read_half, write_half) = transport.into_halves();
+    let Some(connection_id) = broker.open_connection() else {
+        refuse_connection(write_half, &broker).await;
+        return;
+    };
+    let config = broker.config();
+    let outbox = Outbox::new(
+        connection_id,
+        config.consumer_channel_buffer_size,
+        broker.stats().clone(),
+        broker.started(),
+    );
+    let connection = Connection::new(connection_id, peer, outbox.clone(), shutdown.child_token());
+    broker.connections().register(connection.clone());
+    let mut writer = tokio::spawn(run_writer(
+        write_half,
+        outbox.clone(),
+        config.write_deadline,
+    ));
+    let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
+
+    let reason = match handshake(&mut reader, &outbox, &broker, &connection, peer).await {
+        Ok(role) => {
+            let mut session = Session {
+                id: connection_id,
+                broker: broker.clone(),
+                outbox: outbox.clone(),
+                connection: connection.clone(),
+                role,
+                subscriptions: HashMap::new(),
+                routes: RouteCache::default(),
+                draining: false,
+                published: 0,
+                next_stamp: 0,
+                touched: Touched::default(),
+            };
+            let reason = session.run(&mut reader, &mut writer, &shutdown).await;
+            session.detach_all();
+            reason
+        }
+        Err(reason) => reason,
+    };
+    outbox.close();
+    if !writer.is_finished() && timeout(FINAL_FLUSH_TIMEOUT, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    broker.close_connection(connection_id);
+    broker.stats().count_close(reason);
+    match reason {
+        CloseReason::ClientClosed | CloseReason::ShutDown => {
+            debug!(connection = connection_id, %peer, reason = reason.as_str(), "connection closed")
+        }
+        CloseReason::ProtocolViolation(code) => {
+            info!(connection = connection_id, %peer, reason = reason.as_str(), code = code.name(), "connection closed")
+        }
+        _ => {
+            info!(connection = connection_id, %peer, reason = reason.as_str(), "connection closed")
+        }
+    }
+}
+
+/// What handling the buffered frames ended with.
+enum Processed {
+    /// Every complete frame was handled, or publishes filled a subscriber's buffer
+    /// over half and the rest waits until it drained (`Session::touched`).
+    Drained,
+    /// Stopped: too many answers wait for the client to read them.
+    Blocked,
+    /// The connection must close.
+    Close(CloseReason),
+}
+
+/// Waits for each outbox in turn to drain (or to be found stalled).
+async fn drain_all(outboxes: &[Arc<Outbox>]) {
+    for outbox in outboxes {
+        outbox.wait_for_drain().await;
+    }
+}
+
+/// One handshaken client.
+struct Session {
+    id: u64,
+    broker: Arc<Broker>,
+    outbox: Arc<Outbox>,
+    connection: Arc<Connection>,
+    role: Role,
+    subscriptions: HashMap<u32, Subscription>,
+    routes: RouteCache,
+    draining: bool,
+    published: u64,
+    /// The latency stamp for the next publish: set once per read batch, taken by the
+    /// batch's first publish (sampling keeps the clock off the per-message path).
+    next_stamp: Stamp,
+    /// Subscribers' outboxes this read batch's publishes touched: those filled over
+    /// half get to drain before the session reads more (publisher flow control),
+    /// and idle writers are woken when the batch is done.
+    touched: Touched,
+}
+
+impl Session {
+    /// Reads and handles frames until the connection must close; says why.
+    async fn run<R: ReadSource>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        writer: &mut JoinHandle<WriterExit>,
+        shutdown: &CancellationToken,
+    ) -> CloseReason {
+        let grace = self.broker.config().shutdown_grace;
+        let mut keepalive = Keepalive::new(self.broker.config().ping_interval);
+        let mut drain_deadline: Option<Instant> = None;
+        let close = self.connection.close_token().clone();
+        loop {
+            let blocked = match self.process_buffered(reader) {
+                Processed::Drained => false,
+                Processed::Blocked => true,
+                Processed::Close(reason) => {
+                    self.flush_counters();
+                    return reason;
+                }
+            };
+            self.flush_counters();
+            // Publisher flow control: subscribers this batch filled over half get to
+            // drain before the next read (bounded: see Outbox::wait_for_drain).
+            let mut pressure = std::mem::take(&mut self.touched.pressure);
+            let pressured = !pressure.is_empty();
+            tokio::select! {
+                biased;
+                // The connection's token is a child of the shutdown token: one
+                // branch serves both the shutdown and an operator's close.
+                _ = close.cancelled(), if drain_deadline.is_none() => {
+                    if !shutdown.is_cancelled() {
+                        return CloseReason::ClosedByAdmin;
+                    }
+                    drain_deadline = Some(clock::now() + grace);
+                    self.begin_drain(grace);
+                    if self.nothing_to_settle() {
+                        return CloseReason::ShutDown;
+                    }
+                }
+                _ = sleep_until(drain_deadline.unwrap_or_else(clock::now)), if drain_deadline.is_some() => {
+                    return CloseReason::ShutDown;
+                }
+                exit = &mut *writer => {
+                    return match exit {
+                        Ok(WriterExit::Failed(_)) | Err(_) => CloseReason::WriteFailed,
+                        Ok(WriterExit::TimedOut) => CloseReason::SlowConsumer,
+                        Ok(WriterExit::Closed) => CloseReason::ClientClosed,
+                    };
+                }
+                // The client is not reading its answers: read nothing more from it
+                // until the writer makes room.
+                _ = self.outbox.wait_for_control_room(), if blocked => {}
+                tick = keepalive.tick() => match tick {
+                    Tick::Quiet => {}
+                    Tick::Ping => self.outbox.push_control(tern_proto::Frame::Ping),
+                    Tick::Stale => {
+                        self.send_error(ErrorCode::StaleConnection, 0, format!("no traffic for {} s after PING", keepalive.interval().as_secs()));
+                        return CloseReason::Stale;
+                    }
+                },
+                () = drain_all(&pressure), if pressured => {}
+                read = reader.fill(), if !blocked && !pressured => match read {
+                    Ok(0) => {
+                        if reader.buffered_len() > 0 {
+                            self.send_error(ErrorCode::MalformedFrame, 0, format!(
+                                "connection closed in the middle of a frame ({} bytes of it received)", reader.buffered_len()
+                            ));
+                            return CloseReason::ProtocolViolation(ErrorCode::MalformedFrame);
+                        }
+                        return CloseReason::ClientClosed;
+                    }
+                    Ok(read) => {
+                        keepalive.heard_from_client();
+                        Stats::add(&self.broker.stats().bytes_in, read as u64);
+                        self.connection.count_received_bytes(read as u64);
+                    }
+                    Err(_) => return CloseReason::ReadFailed,
+                },
+            }
+            // Waited for or not, these outboxes are done with; keep the allocation.
+            pressure.clear();
+            self.touched.pressure = pressure;
+        }
+    }
+
+    /// Adds this batch's publishes to the broker's and the connection's counters.
+    fn flush_counters(&mut self) {
+        let published = std::mem::take(&mut self.published);
+        Stats::add(&self.broker.stats().published, published);
+        self.connection.count_received_messages(published);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::transport::Stream;
+    use bytes::BytesMut;
+    use tern_proto::{codec, Frame, Hello};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The transport seam: a session served over an in-memory pipe (standing in for
+    /// TLS or WebSocket) speaks the same protocol as over TCP.
+    #[tokio::test]
+    async fn a_session_runs_over_any_duplex_stream() {
+        let broker = Arc::new(Broker::new(Config::default()));
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let shutdown = CancellationToken::new();
+        let session = tokio::spawn(serve_connection(
+            Stream(server),
+            "127.0.0.1:1".parse().expect("address"),
+            broker.clone(),
+            shutdown.clone(),
+        ));
+        let hello = Frame::Hello(Hello {
+            version: 1,
+            role: Role::Both,
+            client_name: "pipe".into(),
+            auth_token: "".into(),
+        });
+        client
+            .write_all(&hello.to_bytes().expect("encodes"))
+            .await
+            .expect("write");
+        let mut buffer = BytesMut::new();
+        let frame = loop {
+            if let Some(frame) = codec::decode(&mut buffer, u32::MAX).expect("valid") {
+                break frame;
+            }
+            assert!(client.read_buf(&mut buffer).await.expect("read") > 0);
+        };
+        assert!(matches!(frame, Frame::Welcome(_)), "{frame:?}");
+        let listed = broker.connections().list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name.as_deref(), Some("pipe"));
+        assert!(broker.connections().close(listed[0].id));
+        session.await.expect("session ends");
+        assert_eq!(
+            broker.stats().snapshot().connections_closed["closed_by_admin"],
+            1
+        );
+        assert!(broker.connections().is_empty());
+    }
+}

@@ -1,0 +1,180 @@
+//! SUBSCRIBE and UNSUBSCRIBE: validating a subscription, attaching it to routing (a
+//! broadcast subscription) or to a queue (a consumer), and detaching it again, on
+//! UNSUBSCRIBE or when the connection ends.
+
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use tern_proto::subject::{validate_pattern, validate_subject};
+use tern_proto::{DeliveryMode, ErrorCode, Frame, Subscribe};
+
+use super::handlers::subject_refusal;
+use super::Session;
+use crate::broker::Refusal;
+use crate::config::MAX_PREFETCH;
+use crate::outbound::MissedCounter;
+use crate::queue::Queue;
+use crate::routing::BroadcastTarget;
+
+/// An active subscription of this connection.
+#[derive(Debug)]
+pub(super) enum Subscription {
+    /// Routed by its pattern; its LAGGED gaps are watched by the outbox.
+    Broadcast { pattern: ByteString },
+    /// A consumer of a queue.
+    Queue { queue: Arc<Queue> },
+}
+
+impl Session {
+    pub(super) fn on_subscribe(&mut self, subscribe: &Subscribe) {
+        let sid = subscribe.sid;
+        if let Err(refusal) = self.subscribe(subscribe) {
+            self.send_error(refusal.code, u64::from(sid), refusal.message);
+        }
+        self.connection.set_subscriptions(self.subscriptions.len());
+    }
+
+    fn subscribe(&mut self, subscribe: &Subscribe) -> Result<(), Refusal> {
+        let Subscribe {
+            sid,
+            mode,
+            prefetch,
+            ref pattern,
+            ref queue,
+        } = *subscribe;
+        // These outlive the frame: give them their own allocation rather than keep the
+        // connection's whole read buffer alive for as long as the subscription lasts.
+        let pattern = ByteString::from(&**pattern);
+        let queue = queue.as_ref().map(|name| ByteString::from(&**name));
+        self.require_role(self.role.can_subscribe(), "subscribe")?;
+        self.refuse_new_work_while_draining()?;
+        if self.subscriptions.contains_key(&sid) {
+            return Err(Refusal::new(
+                ErrorCode::DuplicateSubscription,
+                format!("subscription id {sid} is already active"),
+            ));
+        }
+        // Naming a queue asks for queue delivery; only an explicit broadcast mode
+        // contradicts it.
+        let mode = match (mode, &queue) {
+            (Some(DeliveryMode::Broadcast), Some(_)) => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "a broadcast subscription cannot name a queue; use mode queue (2)",
+                ))
+            }
+            (None, Some(_)) => DeliveryMode::Queue,
+            (mode, _) => mode.unwrap_or(self.broker.config().delivery_mode),
+        };
+        match mode {
+            // Prefetch is ignored for broadcast (PROTOCOL.md §4.4), whatever its value.
+            DeliveryMode::Broadcast => self.subscribe_broadcast(sid, pattern),
+            DeliveryMode::Queue => self.subscribe_queue(sid, pattern, queue, prefetch),
+        }
+    }
+
+    fn subscribe_broadcast(&mut self, sid: u32, pattern: ByteString) -> Result<(), Refusal> {
+        validate_pattern(&pattern).map_err(subject_refusal)?;
+        self.broker.reserve_subscription(DeliveryMode::Broadcast)?;
+        // SUBSCRIBE_OK goes out before anything can be delivered for it.
+        self.outbox.push_control(Frame::SubscribeOk { sid });
+        let missed = MissedCounter::default();
+        self.outbox.watch_lag(sid, missed.clone());
+        let target = BroadcastTarget {
+            sid,
+            outbox: self.outbox.clone(),
+            missed,
+        };
+        self.broker.add_subscriber(&pattern, target);
+        self.subscriptions
+            .insert(sid, Subscription::Broadcast { pattern });
+        Ok(())
+    }
+
+    fn subscribe_queue(
+        &mut self,
+        sid: u32,
+        pattern: ByteString,
+        queue: Option<ByteString>,
+        prefetch: u32,
+    ) -> Result<(), Refusal> {
+        if prefetch > MAX_PREFETCH {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("prefetch {prefetch} is above the maximum of {MAX_PREFETCH}"),
+            ));
+        }
+        // Without a queue name the pattern names the queue, so it must be a plain
+        // subject: a wildcard or empty pattern is INVALID_QUEUE_NAME.
+        let name = queue.unwrap_or_else(|| pattern.clone());
+        validate_subject(&name).map_err(|error| {
+            Refusal::new(ErrorCode::InvalidQueueName, format!("queue name: {error}"))
+        })?;
+        let binding = if pattern.is_empty() {
+            self.broker
+                .queue(&name)
+                .map_or_else(|| name.clone(), |existing| existing.pattern().clone())
+        } else {
+            validate_pattern(&pattern).map_err(subject_refusal)?;
+            pattern
+        };
+        self.broker.reserve_subscription(DeliveryMode::Queue)?;
+        let queue = match self.broker.bind_queue(&name, &binding) {
+            Ok(queue) => queue,
+            Err(refusal) => {
+                self.broker.release_subscription(DeliveryMode::Queue);
+                return Err(refusal);
+            }
+        };
+        self.outbox.push_control(Frame::SubscribeOk { sid });
+        let prefetch = if prefetch == 0 {
+            self.broker.config().default_prefetch
+        } else {
+            prefetch
+        };
+        queue.add_consumer(self.id, sid, self.outbox.clone(), prefetch);
+        self.subscriptions
+            .insert(sid, Subscription::Queue { queue });
+        Ok(())
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, sid: u32) {
+        if let Err(refusal) = self.require_role(self.role.can_subscribe(), "unsubscribe") {
+            return self.send_error(refusal.code, u64::from(sid), refusal.message);
+        }
+        match self.subscriptions.remove(&sid) {
+            Some(subscription) => self.detach(sid, subscription),
+            None => self.send_error(
+                ErrorCode::UnknownSubscription,
+                u64::from(sid),
+                format!("no active subscription with id {sid}"),
+            ),
+        }
+        self.connection.set_subscriptions(self.subscriptions.len());
+    }
+
+    /// Removes a subscription from routing or from its queue (whose unacked
+    /// deliveries to it go back to the front) and frees its slot.
+    fn detach(&self, sid: u32, subscription: Subscription) {
+        let mode = match subscription {
+            Subscription::Broadcast { pattern } => {
+                self.broker.remove_subscriber(&pattern, self.id, sid);
+                self.outbox.unwatch_lag(sid);
+                DeliveryMode::Broadcast
+            }
+            Subscription::Queue { queue } => {
+                queue.remove_consumer(self.id, sid);
+                DeliveryMode::Queue
+            }
+        };
+        self.broker.release_subscription(mode);
+    }
+
+    /// Detaches every subscription: the connection is ending.
+    pub(super) fn detach_all(&mut self) {
+        for (sid, subscription) in std::mem::take(&mut self.subscriptions) {
+            self.detach(sid, subscription);
+        }
+        self.connection.set_subscriptions(0);
+    }
+}

@@ -1,0 +1,53 @@
+//! What a session runs over: any byte stream that splits into a read half and a
+//! write half. TCP is one; TLS and WebSocket streams plug in through [`Stream`].
+//!
+//! - [`Transport`] — a stream the broker can serve a client on;
+//! - [`reader`] — reading frames from the read half ([`FrameReader`]).
+//!
+//! TCP splits without a lock (`TcpStream::into_split`) and lets an idle reader hold
+//! no buffer while it waits (`ReadSource::wait_readable`); a generic stream is split
+//! with `tokio::io::split` (a lock per poll, uncontended: one reader, one writer).
+
+pub mod reader;
+
+pub use reader::{FrameReader, ReadError};
+pub use tern_proto::read_buffer::ReadSource;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// A connected byte stream a session can serve.
+pub trait Transport: Send + 'static {
+    /// The read half: frames come from here.
+    type Reader: ReadSource + Send + 'static;
+    /// The write half: the connection's writer task owns it.
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    /// Splits the stream so reading and writing proceed independently.
+    fn into_halves(self) -> (Self::Reader, Self::Writer);
+}
+
+impl Transport for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    fn into_halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+/// Any other full-duplex stream (TLS, WebSocket, an in-memory pipe in tests).
+#[derive(Debug)]
+pub struct Stream<S>(pub S);
+
+impl<S> Transport for Stream<S>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    type Reader = ReadHalf<S>;
+    type Writer = WriteHalf<S>;
+
+    fn into_halves(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        tokio::io::split(self.0)
+    }
+}
