@@ -14,8 +14,7 @@
 //! - [`codec`] — the sans-IO encoder and incremental decoder.
 //! - [`read_buffer`] — a connection's read buffer: adaptive, recycling, releasable.
 //! - [`subject`] — subject, pattern and queue-name validation.
-//! - feature `tokio-io` — `ReadBuffer::read_from`, reading any tokio `AsyncRead`
-//!   (`read_buffer::ReadSource`).
+//! - feature `tokio-io` — `ReadBuffer::read_from`, reading any tokio `AsyncRead`.
 
 pub mod codec;
 pub mod error_code;

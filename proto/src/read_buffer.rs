@@ -3,7 +3,7 @@
 //! released, and releasable when the connection idles. It does no I/O: the caller
 //! reads into [`ReadBuffer::read_target`] and reports with
 //! [`ReadBuffer::record_read`], or (feature `tokio-io`) lets
-//! `ReadBuffer::read_from` read a tokio socket.
+//! `ReadBuffer::read_from` read any tokio `AsyncRead`.
 //!
 //! Decoded messages are slices of the buffer's allocation (no copy per message), so
 //! the buffer cannot simply be reused: a new allocation is needed whenever the
@@ -191,47 +191,49 @@ impl ReadBuffer {
     /// Returns how many bytes were read; 0 means the peer closed. While nothing
     /// arrives between frames, releases the buffer's memory: at once if the
     /// connection is quiet, after `idle_release_after` if it is busy
-    /// ([`ReadBuffer::is_busy`]). Sources that cannot wait for readability without
-    /// reading ([`ReadSource::wait_readable`]) keep a buffer while they wait.
+    /// ([`ReadBuffer::is_busy`]), so an idle connection holds no read buffer, whatever
+    /// the source (a TCP socket, a TLS stream).
     /// Cancel-safe: bytes are either in the buffer or still in the source.
     #[cfg(feature = "tokio-io")]
-    pub async fn read_from<S: ReadSource>(
+    pub async fn read_from<S: tokio::io::AsyncRead + Unpin>(
         &mut self,
         source: &mut S,
         idle_release_after: std::time::Duration,
     ) -> std::io::Result<usize> {
+        use std::future::Future;
         use std::task::Poll;
-        loop {
-            // What is already there, without waiting.
-            let attempt =
-                std::future::poll_fn(|context| Poll::Ready(self.poll_read(source, context))).await;
-            if let Poll::Ready(read) = attempt {
-                return read;
+        // Armed only when a busy connection waits between frames: a timer per read
+        // would cost a busy connection measurably.
+        let mut idle_timer = std::pin::pin!(None::<tokio::time::Sleep>);
+        std::future::poll_fn(|context| {
+            if let Poll::Ready(read) = self.poll_read(source, context) {
+                return Poll::Ready(read);
             }
-            // With a partial frame buffered, more is on its way: just wait (a timer
-            // per wait costs a busy connection measurably).
+            // Nothing to read (the source will wake us). With a partial frame
+            // buffered, more is on its way: just wait.
             if self.is_empty() && self.holds_memory() {
-                if self.is_busy() {
-                    match tokio::time::timeout(idle_release_after, source.wait_readable()).await {
-                        Ok(Ok(true)) => continue,
-                        Ok(Ok(false)) => {}
-                        Ok(Err(error)) => return Err(error),
-                        Err(_) => self.release(),
-                    }
-                } else {
+                if !self.is_busy() {
                     self.release();
+                } else {
+                    if idle_timer.is_none() {
+                        idle_timer.set(Some(tokio::time::sleep(idle_release_after)));
+                    }
+                    if let Some(timer) = idle_timer.as_mut().as_pin_mut() {
+                        if timer.poll(context).is_ready() {
+                            self.release();
+                            idle_timer.set(None);
+                        }
+                    }
                 }
             }
-            if !source.wait_readable().await? {
-                // The source cannot tell without reading: read, waiting for bytes.
-                return std::future::poll_fn(|context| self.poll_read(source, context)).await;
-            }
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// One read attempt into the buffer's read target.
     #[cfg(feature = "tokio-io")]
-    fn poll_read<S: ReadSource>(
+    fn poll_read<S: tokio::io::AsyncRead + Unpin>(
         &mut self,
         source: &mut S,
         context: &mut std::task::Context<'_>,
@@ -352,39 +354,6 @@ fn large_allocation(frame: usize) -> Option<usize> {
         .checked_div(frame)
         .map(|frames| frames.max(1) * frame)
 }
-
-/// A byte stream a [`ReadBuffer`] reads from: any tokio `AsyncRead` (a TCP socket,
-/// a TLS stream, an in-memory pipe).
-#[cfg(feature = "tokio-io")]
-pub trait ReadSource: tokio::io::AsyncRead + Unpin {
-    /// Waits until a read would make progress, without reading, and returns `true`;
-    /// a source that cannot tell returns `false` at once, and the buffer then waits
-    /// in a read, holding its memory. TCP sockets can tell, so an idle TCP
-    /// connection holds no read buffer.
-    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<bool>> + Send {
-        std::future::ready(Ok(false))
-    }
-}
-
-#[cfg(feature = "tokio-io")]
-impl ReadSource for tokio::net::tcp::OwnedReadHalf {
-    async fn wait_readable(&self) -> std::io::Result<bool> {
-        self.readable().await.map(|()| true)
-    }
-}
-
-#[cfg(feature = "tokio-io")]
-impl ReadSource for tokio::net::TcpStream {
-    async fn wait_readable(&self) -> std::io::Result<bool> {
-        self.readable().await.map(|()| true)
-    }
-}
-
-#[cfg(feature = "tokio-io")]
-impl<S: tokio::io::AsyncRead> ReadSource for tokio::io::ReadHalf<S> {}
-
-#[cfg(feature = "tokio-io")]
-impl ReadSource for tokio::io::DuplexStream {}
 
 #[cfg(test)]
 mod tests {

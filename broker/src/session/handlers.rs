@@ -2,8 +2,8 @@
 //! before the next read; each client frame has one handler here (subscriptions in
 //! `subscriptions.rs`).
 
+use crate::transport::ReadSource;
 use bytestring::ByteString;
-use tern_proto::read_buffer::ReadSource;
 use tern_proto::subject::{validate_subject, SubjectError};
 use tern_proto::{ErrorCode, Frame, Publish, Role};
 

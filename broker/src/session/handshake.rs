@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tern_proto::read_buffer::ReadSource;
+use crate::transport::ReadSource;
 use tern_proto::{ErrorCode, Frame, Role, Welcome, SUPPORTED_VERSIONS};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;

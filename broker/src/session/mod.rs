@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tern_proto::read_buffer::ReadSource;
+use crate::transport::ReadSource;
 use tern_proto::{ErrorCode, Role};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout};

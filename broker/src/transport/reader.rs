@@ -6,8 +6,8 @@
 //! idles (a busy connection's after [`IDLE_RELEASE_AFTER`]), so an idle connection
 //! holds no read buffer.
 
+use crate::transport::ReadSource;
 use tern_proto::codec::ProtocolError;
-use tern_proto::read_buffer::ReadSource;
 use tern_proto::{Frame, ReadBuffer};
 
 use crate::outbound::IDLE_RELEASE_AFTER;

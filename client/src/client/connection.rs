@@ -1,0 +1,81 @@
+//! Dialling a broker and the handshake: TCP connect within `connect_timeout`,
+//! HELLO, then WELCOME (or the broker's ERROR as [`ClientError::Handshake`]).
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use tern_proto::{codec, ErrorCode, Frame, Hello, Welcome, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::error::ClientError;
+use crate::options::ClientOptions;
+
+/// A connected, handshaken socket.
+pub(super) struct Established {
+    pub(super) stream: TcpStream,
+    pub(super) welcome: Welcome,
+    pub(super) leftover: BytesMut,
+}
+
+/// Connects and performs the handshake.
+pub(super) async fn open(
+    address: &str,
+    options: &ClientOptions,
+) -> Result<Established, ClientError> {
+    let connect = timeout(options.connect_timeout, TcpStream::connect(address)).await;
+    let mut stream = match connect {
+        Err(_) => return Err(ClientError::Timeout),
+        Ok(Err(source)) => {
+            return Err(ClientError::Connect {
+                address: address.to_owned(),
+                source,
+            })
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    stream.set_nodelay(true)?;
+    let hello = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        role: options.role,
+        client_name: ByteString::from(options.name.as_str()),
+        auth_token: ByteString::from(options.auth_token.as_str()),
+    });
+    stream.write_all(&hello.to_bytes()?).await?;
+    let mut buffer = BytesMut::with_capacity(1024);
+    let welcome = timeout(
+        options.connect_timeout,
+        read_welcome(&mut stream, &mut buffer),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout)??;
+    Ok(Established {
+        stream,
+        welcome,
+        leftover: buffer,
+    })
+}
+
+async fn read_welcome(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+) -> Result<Welcome, ClientError> {
+    loop {
+        if let Some(frame) = codec::decode(buffer, tern_proto::DEFAULT_MAX_FRAME_BYTES)? {
+            return match frame {
+                Frame::Welcome(welcome) => Ok(welcome),
+                Frame::Error(error) => Err(ClientError::Handshake {
+                    code: error.code,
+                    message: error.message.to_string(),
+                }),
+                other => Err(ClientError::Handshake {
+                    code: ErrorCode::UnexpectedFrame.as_u16(),
+                    message: format!("expected WELCOME, got {:?}", other.opcode()),
+                }),
+            };
+        }
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(ClientError::Disconnected);
+        }
+    }
+}
