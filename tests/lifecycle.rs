@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{http_get, wait_until, within, RawClient, TestBroker};
+use common::{http_get, wait_until, within, PipeBroker, RawClient, TestBroker};
 use tern_proto::{ErrorCode, Frame, Role};
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
@@ -109,20 +109,47 @@ async fn shutdown_turns_ready_503_sends_goodbye_and_accepts_acks_during_grace() 
         .expect("clean");
 }
 
-#[tokio::test]
+/// Paused time over pipes: a 5 s grace period passes without waiting (under the
+/// 10 s patience of every expectation).
+#[tokio::test(start_paused = true)]
 async fn shutdown_does_not_wait_longer_than_the_grace_period() {
-    let mut broker =
-        TestBroker::with(|config| config.shutdown_grace = Duration::from_millis(300)).await;
-    let (mut consumer, _delivery_id) = consumer_holding_one_delivery(&broker).await;
-    let server = broker.take_task();
-    broker.stop.cancel();
-    assert!(matches!(consumer.next_non_ping().await, Frame::Goodbye(_)));
+    let broker = PipeBroker::with(|config| config.shutdown_grace = Duration::from_secs(5));
+    let (mut consumer, _) = broker.hello(Role::Consumer).await;
+    consumer.send(&common::queue_subscribe(1, "work", 5)).await;
+    assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
+    let (mut producer, _) = broker.hello(Role::Producer).await;
+    producer.send(&common::publish(1, "work")).await;
+    assert_eq!(producer.next().await, Frame::PublishOk { sequence: 1 });
+    assert!(matches!(consumer.next().await, Frame::Deliver(_)));
+    let started = tokio::time::Instant::now();
+    let server = broker.shut_down();
+    tokio::pin!(server);
+    let goodbye = tokio::select! {
+        frame = consumer.next_non_ping() => frame,
+        () = &mut server => panic!("the server finished before saying GOODBYE"),
+    };
+    assert!(matches!(goodbye, Frame::Goodbye(_)));
     // Never acks: closed when the grace period ends.
-    consumer.expect_closed().await;
-    within("server finishes", server)
-        .await
-        .expect("task")
-        .expect("clean");
+    let mut finished = false;
+    let closed = tokio::select! {
+        frame = consumer.try_next() => frame,
+        () = &mut server => {
+            finished = true;
+            consumer.try_next().await
+        }
+    };
+    assert!(
+        closed.is_none(),
+        "expected the connection to close, got {closed:?}"
+    );
+    if !finished {
+        within("server finishes", server).await;
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "closed at the end of the grace period, not before or long after: {waited:?}"
+    );
 }
 
 fn spawn_server(envs: &[(&str, &str)]) -> std::process::Child {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{publish, queue_subscribe, subscribe, wait_until, RawClient, TestBroker};
+use common::{publish, queue_subscribe, subscribe, wait_until, PipeBroker, RawClient, TestBroker};
 use tern_proto::{DeliveryMode, ErrorCode, Frame, Hello, Message, Publish, Role, Subscribe};
 use tokio::io::AsyncWriteExt;
 
@@ -405,15 +405,29 @@ async fn a_queue_stays_bound_to_the_pattern_it_was_created_with() {
     assert_eq!(client.next().await, Frame::SubscribeOk { sid: 3 });
 }
 
-#[tokio::test]
+/// Paused time over pipes: the production timeout (5 s) passes without waiting.
+#[tokio::test(start_paused = true)]
 async fn a_client_silent_after_connect_is_closed_with_handshake_timeout() {
     let broker =
-        TestBroker::with(|config| config.handshake_timeout = Duration::from_millis(200)).await;
-    let mut canary = bystander(&broker).await;
-    let mut client = RawClient::connect(&broker).await;
+        PipeBroker::with(|config| assert_eq!(config.handshake_timeout, Duration::from_secs(5)));
+    let (mut canary, _) = broker.hello(Role::Both).await;
+    canary.send(&subscribe(1, "canary")).await;
+    assert_eq!(canary.next().await, Frame::SubscribeOk { sid: 1 });
+    let started = tokio::time::Instant::now();
+    let mut client = broker.connect();
     client.expect_error(ErrorCode::HandshakeTimeout).await;
     client.expect_closed().await;
-    assert_bystander_still_served(&broker, &mut canary).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before the timeout"
+    );
+    let (mut producer, _) = broker.hello(Role::Producer).await;
+    producer.send(&publish(1, "canary")).await;
+    assert_eq!(producer.next().await, Frame::PublishOk { sequence: 1 });
+    match canary.next_non_ping().await {
+        Frame::Deliver(deliver) => assert_eq!(deliver.message.subject(), "canary"),
+        other => panic!("bystander expected a delivery, got {other:?}"),
+    }
     wait_until("the close is counted under its reason", || {
         broker.broker.stats().snapshot().connections_closed["handshake_timeout"] == 1
     })
@@ -439,19 +453,34 @@ async fn connections_beyond_max_connections_are_refused() {
     fourth.expect_alive().await;
 }
 
-#[tokio::test]
+/// Paused time over pipes: a 5 s interval passes without waiting (under the 10 s
+/// patience of every expectation).
+#[tokio::test(start_paused = true)]
 async fn an_idle_client_is_pinged_and_closed_when_it_never_answers() {
-    let broker = TestBroker::with(|config| config.ping_interval = Duration::from_millis(100)).await;
-    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    let broker = PipeBroker::with(|config| config.ping_interval = Duration::from_secs(5));
+    let (mut client, _) = broker.hello(Role::Both).await;
+    let started = tokio::time::Instant::now();
     assert_eq!(client.next().await, Frame::Ping);
+    let pinged = started.elapsed();
+    assert!(
+        pinged >= Duration::from_secs(5) && pinged < Duration::from_secs(6),
+        "PING after one silent interval: {pinged:?}"
+    );
     client.expect_error(ErrorCode::StaleConnection).await;
+    let closed = started.elapsed();
+    assert!(
+        closed >= Duration::from_secs(10) && closed < Duration::from_secs(11),
+        "closed one interval later: {closed:?}"
+    );
     client.expect_closed().await;
 }
 
-#[tokio::test]
+/// Paused time over pipes: eight 4 s intervals pass without waiting (a PING comes
+/// every other interval: the PONG counts as traffic for the next one).
+#[tokio::test(start_paused = true)]
 async fn a_client_answering_pings_stays_connected() {
-    let broker = TestBroker::with(|config| config.ping_interval = Duration::from_millis(50)).await;
-    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    let broker = PipeBroker::with(|config| config.ping_interval = Duration::from_secs(4));
+    let (mut client, _) = broker.hello(Role::Both).await;
     for _ in 0..4 {
         assert_eq!(client.next().await, Frame::Ping);
         client.send(&Frame::Pong).await;

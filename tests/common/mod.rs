@@ -12,10 +12,11 @@ use tern_broker::{Config, Server};
 use tern_proto::{
     codec, DeliveryMode, ErrorCode, Frame, Hello, Message, Publish, Role, Subscribe, Welcome,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long any single expectation may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -119,13 +120,14 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
         .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
 }
 
-/// A client that speaks raw frames, to pin the wire protocol.
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A client that speaks raw frames, to pin the wire protocol: over TCP, or over an
+/// in-memory pipe to a [`PipeBroker`].
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     buffer: BytesMut,
 }
 
-impl RawClient {
+impl RawClient<TcpStream> {
     pub async fn connect(broker: &TestBroker) -> RawClient {
         let stream = TcpStream::connect(broker.tcp).await.expect("tcp connect");
         RawClient {
@@ -153,6 +155,16 @@ impl RawClient {
         let mut client = RawClient::connect(broker).await;
         let welcome = client.handshake(role).await;
         (client, welcome)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// A raw client over any stream (already connected).
+    pub fn over(stream: S) -> RawClient<S> {
+        RawClient {
+            stream,
+            buffer: BytesMut::new(),
+        }
     }
 
     async fn handshake(&mut self, role: Role) -> Welcome {
@@ -293,4 +305,57 @@ pub fn queue_subscribe(sid: u32, queue: &str, prefetch: u32) -> Frame {
         pattern: "".into(),
         queue: Some(queue.into()),
     })
+}
+
+/// A broker whose clients connect over in-memory pipes (the transport seam) instead
+/// of sockets: with no real I/O, a test on paused tokio time (`start_paused`) sees
+/// the clock jump straight to the next timer whenever every task waits, so
+/// keepalive, handshake and grace-period behaviour is tested at its production
+/// values without waiting.
+pub struct PipeBroker {
+    pub broker: Arc<Broker>,
+    pub stop: CancellationToken,
+    sessions: TaskTracker,
+}
+
+impl PipeBroker {
+    pub fn with(configure: impl FnOnce(&mut Config)) -> PipeBroker {
+        let mut config = test_config();
+        configure(&mut config);
+        let broker = Arc::new(Broker::new(config));
+        drop(broker.take_startup_hold());
+        PipeBroker {
+            broker,
+            stop: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        }
+    }
+
+    /// A new connection, served by a session like any accepted socket.
+    pub fn connect(&self) -> RawClient<DuplexStream> {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        self.sessions.spawn(tern_broker::session::serve_connection(
+            tern_broker::transport::Stream(server),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            self.broker.clone(),
+            self.stop.clone(),
+        ));
+        RawClient::over(client)
+    }
+
+    /// Connects and completes the handshake with `role`.
+    pub async fn hello(&self, role: Role) -> (RawClient<DuplexStream>, Welcome) {
+        let mut client = self.connect();
+        let welcome = client.handshake(role).await;
+        (client, welcome)
+    }
+
+    /// Starts the shutdown sequence (as the server's drain does) and waits for every
+    /// session to end.
+    pub async fn shut_down(&self) {
+        self.broker.begin_shutdown();
+        self.stop.cancel();
+        self.sessions.close();
+        self.sessions.wait().await;
+    }
 }
