@@ -16,8 +16,8 @@ use crate::clock::{self, Instant, Stamp};
 use crate::config::{env, Config};
 use crate::connections::ConnectionRegistry;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
+use crate::readiness::{Readiness, ReadinessHold};
 use crate::routing::{fan_out, BroadcastTarget, Router, Routes, Touched};
-use crate::server::readiness::{Readiness, ReadinessHold};
 use crate::stats::Stats;
 
 /// A refused request, with the code the client receives.

@@ -4,7 +4,8 @@
 //!
 //! Modules, from the socket inwards (the flows through them, the lock order and
 //! where to look for each behaviour are in `docs/ARCHITECTURE.md`):
-//! - [`server`] — listeners, the accept loop, the readiness latch, the shutdown drain.
+//! - [`server`] — listeners, the accept loop, the shutdown drain.
+//! - [`readiness`] — the readiness latch behind `/ready`.
 //! - [`transport`] — what a session runs over (TCP, any split stream); frame reading.
 //! - [`session`] — one client: handshake, frame handlers, keepalive, route cache.
 //! - [`outbound`] — a connection's outbox, batching writer, flow control, lag.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connections;
 pub mod outbound;
 pub mod queue;
+pub mod readiness;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -5,7 +5,7 @@
 //! never look up a label: counting is one relaxed atomic add, and the sessions and
 //! writers add once per batch rather than once per message where they can. Gauges that
 //! describe current state (connections, subscriptions, queue depths) are read from the
-//! broker when `/metrics` is scraped; see [`crate::admin::metrics`].
+//! broker when `/metrics` is scraped; see `admin/metrics.rs`.
 
 use std::collections::BTreeMap;
 

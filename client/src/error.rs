@@ -4,6 +4,7 @@ use tern_proto::{ErrorCode, ProtocolError, SubjectError};
 
 /// Everything that can go wrong talking to a Tern broker.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The TCP connection could not be made.
     #[error("cannot connect to {address}: {source}")]

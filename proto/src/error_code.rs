@@ -10,6 +10,7 @@ use std::fmt;
 /// A documented, stable error code. See `PROTOCOL.md` § Error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// HELLO asked for a protocol version the server does not speak. Closes.
     UnsupportedVersion = 1,
@@ -112,6 +113,40 @@ impl ErrorCode {
                 | ErrorCode::StaleConnection
                 | ErrorCode::Internal
         )
+    }
+
+    /// Whether an ERROR with this code can be the answer to a SUBSCRIBE, in which
+    /// case its `context` is that subscription's id (PROTOCOL.md §6). A client uses
+    /// this to fail the subscription it was waiting to confirm. Every code says so
+    /// here, without a catch-all arm: a new code cannot be added unclassified.
+    pub fn can_refuse_subscribe(self) -> bool {
+        match self {
+            ErrorCode::InvalidSubject
+            | ErrorCode::InvalidQueueName
+            | ErrorCode::InvalidArgument
+            | ErrorCode::PermissionDenied
+            | ErrorCode::DuplicateSubscription
+            | ErrorCode::TooManySubscriptions
+            | ErrorCode::QueuePatternMismatch
+            | ErrorCode::TooManyQueues
+            | ErrorCode::ShuttingDown => true,
+            ErrorCode::UnsupportedVersion
+            | ErrorCode::HandshakeRequired
+            | ErrorCode::HandshakeTimeout
+            | ErrorCode::MalformedFrame
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::UnknownOpcode
+            | ErrorCode::UnexpectedFrame
+            | ErrorCode::TooManyConnections
+            | ErrorCode::StaleConnection
+            | ErrorCode::WildcardInSubject
+            | ErrorCode::UnknownSubscription
+            | ErrorCode::NotAQueueSubscription
+            | ErrorCode::UnknownDelivery
+            | ErrorCode::QueueFull
+            | ErrorCode::NoResponders
+            | ErrorCode::Internal => false,
+        }
     }
 
     /// The documented name, as used in `PROTOCOL.md` and logs.

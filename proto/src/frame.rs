@@ -240,6 +240,7 @@ pub struct Goodbye {
 
 /// Any frame, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Frame {
     /// Client handshake.
     Hello(Hello),

@@ -7,6 +7,7 @@
 /// The opcode byte that follows a frame's length prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Opcode {
     /// Client → server: handshake, the first frame on every connection.
     Hello = 0x01,

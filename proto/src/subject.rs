@@ -20,6 +20,7 @@ pub const FULL_WILDCARD: &str = ">";
 
 /// Why a subject, pattern or queue name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubjectError {
     /// Nothing at all.
     #[error("subject is empty")]

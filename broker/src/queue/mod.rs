@@ -36,6 +36,7 @@ pub struct QueueLimits {
 
 /// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueError {
     /// The queue is at one of its limits.
     #[error("queue `{name}` is full ({messages} messages, {bytes} bytes held; limits {max_messages} messages, {max_bytes} bytes)")]

@@ -10,6 +10,7 @@ use super::{MemoryStore, Queue, QueueLimits};
 
 /// Why a queue could not be bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The queue exists with another binding.
     #[error("queue `{name}` is bound to `{bound}`, not `{requested}`")]

@@ -31,6 +31,7 @@ impl QueuedMessage {
 
 /// A storage failure (only durable stores can fail).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backing storage failed.
     #[error("queue storage failed: {0}")]

@@ -19,6 +19,7 @@ use crate::queue::Queue;
 
 /// Something a subject can route to.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Route {
     /// A broadcast subscription.
     Subscriber(BroadcastTarget),

@@ -1,11 +1,9 @@
 //! The server: binds the listeners, accepts connections, and drains on shutdown.
 //!
 //! - this module — [`Server`]: bind, then `run` (the accept loop);
-//! - [`readiness`] — the readiness latch behind `/ready`;
 //! - [`drain`] — the shutdown sequence, step by step.
 
 pub mod drain;
-pub mod readiness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +16,8 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 use crate::config::{env, Config};
+use crate::readiness::ReadinessHold;
 use crate::{admin, session};
-use readiness::ReadinessHold;
 
 /// Pause after a failed `accept` (typically out of file descriptors), so the loop
 /// does not spin while the condition lasts.

@@ -181,20 +181,7 @@ impl Inner {
 
     pub(super) fn on_error(&self, error: ErrorFrame) {
         let code = ErrorCode::try_from(error.code).ok();
-        let about_subscription = matches!(
-            code,
-            Some(
-                ErrorCode::InvalidSubject
-                    | ErrorCode::InvalidQueueName
-                    | ErrorCode::InvalidArgument
-                    | ErrorCode::DuplicateSubscription
-                    | ErrorCode::TooManySubscriptions
-                    | ErrorCode::QueuePatternMismatch
-                    | ErrorCode::TooManyQueues
-                    | ErrorCode::PermissionDenied
-                    | ErrorCode::ShuttingDown
-            )
-        );
+        let about_subscription = code.is_some_and(ErrorCode::can_refuse_subscribe);
         if about_subscription {
             if let Ok(sid) = u32::try_from(error.context) {
                 let mut subscriptions = self.lock_subscriptions();

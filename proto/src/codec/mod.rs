@@ -35,6 +35,7 @@ pub const FLAG_REDELIVERED: u8 = 0b0000_0001;
 
 /// Why bytes could not be turned into a frame, or a frame into bytes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The length prefix exceeds the receiver's maximum; nothing was allocated for it.
     #[error("frame length {length} exceeds the maximum of {max} bytes")]
