@@ -816,3 +816,21 @@ async fn a_subscription_byte_bound_smaller_than_a_message_loses_nothing() {
         .expect("publisher");
     assert_eq!(blobs.missed(), 0, "nothing dropped");
 }
+
+/// PROTOCOL.md §2: a DELIVER is 5 bytes longer than the PUBLISH it carries, so a
+/// publish of exactly `max_frame_bytes` reaches the subscriber in a frame above it.
+#[tokio::test]
+async fn a_publish_of_exactly_the_frame_limit_is_delivered_in_a_longer_frame() {
+    let broker = TestBroker::with(|config| config.max_frame_bytes = 4096).await;
+    let subscriber = broker.client().await;
+    let mut ticks = subscriber.subscribe("big").await.expect("subscribe");
+    let publisher = broker.client().await;
+    // PUBLISH body: opcode 1 + sequence 8 + subject (2 + 3) + reply-to 2 + headers 2.
+    let payload = vec![7u8; 4096 - (1 + 8 + 2 + 3 + 2 + 2)];
+    publisher
+        .publish_confirmed("big", payload.clone())
+        .await
+        .expect("a frame of exactly the limit is accepted");
+    let message = within("the delivery", ticks.next()).await.expect("open");
+    assert_eq!(message.payload(), &payload[..]);
+}

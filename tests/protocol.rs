@@ -621,3 +621,183 @@ async fn a_subscriber_that_reads_nothing_is_closed_after_the_write_deadline() {
         .await
         .expect("publisher unaffected");
 }
+
+// PROTOCOL.md answers to what an outside implementer had to guess.
+
+#[tokio::test]
+async fn an_unknown_opcode_before_hello_is_handshake_required_and_closes() {
+    let broker = TestBroker::start().await;
+    let mut client = RawClient::connect(&broker).await;
+    client.send_bytes(&[0, 0, 0, 1, 0x7e]).await;
+    client.expect_error(ErrorCode::HandshakeRequired).await;
+    client.expect_closed().await;
+}
+
+#[tokio::test]
+async fn a_broadcast_subscribe_ignores_its_prefetch_whatever_its_value() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 1,
+            mode: Some(DeliveryMode::Broadcast),
+            prefetch: 1_000_000,
+            pattern: "ticks".into(),
+            queue: None,
+        }))
+        .await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
+    // A queue subscription still has its range checked.
+    client
+        .send(&Frame::Subscribe(Subscribe {
+            sid: 2,
+            mode: Some(DeliveryMode::Queue),
+            prefetch: 1_000_000,
+            pattern: "".into(),
+            queue: Some("jobs".into()),
+        }))
+        .await;
+    assert_eq!(client.expect_error(ErrorCode::InvalidArgument).await.0, 2);
+}
+
+#[tokio::test]
+async fn a_queue_subscribe_without_a_queue_name_needs_a_literal_pattern() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    for (sid, pattern) in [(1, "orders.*"), (2, "orders.>"), (3, "")] {
+        client
+            .send(&Frame::Subscribe(Subscribe {
+                sid,
+                mode: Some(DeliveryMode::Queue),
+                prefetch: 0,
+                pattern: pattern.into(),
+                queue: None,
+            }))
+            .await;
+        assert_eq!(
+            client.expect_error(ErrorCode::InvalidQueueName).await.0,
+            u64::from(sid),
+            "{pattern:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unicode_whitespace_is_refused_in_subjects_and_other_non_ascii_is_accepted() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    for (sid, pattern) in [
+        (1, "a\u{a0}b"),
+        (2, "a\u{2028}b"),
+        (3, "a\u{3000}b"),
+        (4, "a\u{85}b"),
+    ] {
+        client.send(&subscribe(sid, pattern)).await;
+        assert_eq!(
+            client.expect_error(ErrorCode::InvalidSubject).await.0,
+            u64::from(sid),
+            "{pattern:?}"
+        );
+    }
+    client.send(&subscribe(5, "café.日本")).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 5 });
+}
+
+#[tokio::test]
+async fn subscription_id_zero_is_accepted() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send(&subscribe(0, "zero")).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 0 });
+    client.send(&publish(1, "zero")).await;
+    let mut frames = vec![client.next().await, client.next().await];
+    frames.sort_by_key(|frame| matches!(frame, Frame::Deliver(_)));
+    assert_eq!(frames[0], Frame::PublishOk { sequence: 1 });
+    assert!(matches!(&frames[1], Frame::Deliver(deliver) if deliver.sid == 0));
+}
+
+#[tokio::test]
+async fn a_redelivery_gets_a_new_delivery_id() {
+    let broker = TestBroker::start().await;
+    let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
+    client.send(&queue_subscribe(1, "work", 1)).await;
+    assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
+    client.send(&publish(0, "work")).await;
+    let Frame::Deliver(first) = client.next().await else {
+        panic!("a delivery")
+    };
+    client
+        .send(&Frame::Nack {
+            delivery_id: first.delivery_id,
+            requeue: true,
+        })
+        .await;
+    let Frame::Deliver(second) = client.next().await else {
+        panic!("a redelivery")
+    };
+    assert!(second.redelivered);
+    assert_ne!(second.delivery_id, first.delivery_id);
+    client
+        .send(&Frame::Ack {
+            delivery_id: first.delivery_id,
+        })
+        .await;
+    assert_eq!(
+        client.expect_error(ErrorCode::UnknownDelivery).await.0,
+        first.delivery_id
+    );
+}
+
+/// Shutdown closes a connection that holds nothing right after GOODBYE, and one
+/// that settles its last delivery at once; PING is answered meanwhile. Paused time:
+/// "at once" means before any of the grace period has passed.
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_a_connection_as_soon_as_it_holds_nothing_and_answers_ping_meanwhile() {
+    let broker = PipeBroker::with(|config| config.shutdown_grace = Duration::from_secs(5));
+    let (mut idle, _) = broker.hello(Role::Both).await;
+    let (mut consumer, _) = broker.hello(Role::Consumer).await;
+    consumer.send(&queue_subscribe(1, "work", 5)).await;
+    assert_eq!(consumer.next().await, Frame::SubscribeOk { sid: 1 });
+    let (mut producer, _) = broker.hello(Role::Producer).await;
+    producer.send(&publish(1, "work")).await;
+    assert_eq!(producer.next().await, Frame::PublishOk { sequence: 1 });
+    let Frame::Deliver(delivery) = consumer.next().await else {
+        panic!("a delivery")
+    };
+    let started = tokio::time::Instant::now();
+    let server = broker.shut_down();
+    tokio::pin!(server);
+    let frames = tokio::select! {
+        // The server can finish only once the consumer's session has closed, which
+        // is also the last step below: check the frames first.
+        biased;
+        frames = async {
+            let goodbye = idle.next().await;
+            let closed = idle.try_next().await;
+            let consumer_goodbye = consumer.next().await;
+            consumer.send(&Frame::Ping).await;
+            let pong = consumer.next().await;
+            consumer.send(&Frame::Ack { delivery_id: delivery.delivery_id }).await;
+            let consumer_closed = consumer.try_next().await;
+            (goodbye, closed, consumer_goodbye, pong, consumer_closed)
+        } => frames,
+        () = &mut server => panic!("the server finished first"),
+    };
+    assert!(matches!(frames.0, Frame::Goodbye(_)));
+    assert_eq!(
+        frames.1, None,
+        "holding nothing: closed right after GOODBYE"
+    );
+    assert!(matches!(frames.2, Frame::Goodbye(_)));
+    assert_eq!(
+        frames.3,
+        Frame::Pong,
+        "PING answered during the grace period"
+    );
+    assert_eq!(frames.4, None, "closed once its last delivery is settled");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "none of the grace period used"
+    );
+}
