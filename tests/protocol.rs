@@ -710,7 +710,7 @@ async fn subscription_id_zero_is_accepted() {
     client.send(&subscribe(0, "zero")).await;
     assert_eq!(client.next().await, Frame::SubscribeOk { sid: 0 });
     client.send(&publish(1, "zero")).await;
-    let mut frames = vec![client.next().await, client.next().await];
+    let mut frames = [client.next().await, client.next().await];
     frames.sort_by_key(|frame| matches!(frame, Frame::Deliver(_)));
     assert_eq!(frames[0], Frame::PublishOk { sequence: 1 });
     assert!(matches!(&frames[1], Frame::Deliver(deliver) if deliver.sid == 0));
