@@ -55,9 +55,8 @@ pub const LARGE_FRAME_BYTES: usize = 16 * 1024;
 /// broker subscriber's outbox holds before its publishers pause (4 MiB), so a
 /// publisher feeding a subscriber that lags by that much still reads into recycled
 /// memory. Messages held longer (a consumer keeping them, a deeper queue) make the
-/// reader allocate anew. Measured at 64 KiB 1→1: 4 spares left about 3 page faults
-/// per message in the broker; this bound removes 60–90% of them and about 10% of
-/// the broker's CPU per message.
+/// reader allocate anew. Why this size, as measured:
+/// `benches/results/read-buffer-sizing.md`.
 pub const SPARE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A partial frame at most this long is moved into a spare allocation; a longer one

@@ -74,9 +74,8 @@ impl SinkCache {
 }
 
 /// Largest read of small frames. Smaller than the broker's: delivered messages pin
-/// their allocation until the application has taken them. In `tern bench` 1→4 at
-/// 128 B, the broker's 256 KiB reads and 4 MiB of spares took the bench process
-/// from 36–37 MB RSS to 44–46 MB; with these two limits it was 39–40 MB.
+/// their allocation until the application has taken them, so larger reads and more
+/// spares cost a subscriber memory (measured: `benches/results/read-buffer-sizing.md`).
 const CLIENT_MAX_READ_BYTES: usize = 64 * 1024;
 
 /// Spare read allocations kept for reuse (see [`CLIENT_MAX_READ_BYTES`]).
