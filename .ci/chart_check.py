@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "message-streaming-app"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 RELEASE, NAMESPACE = "tern", "messaging"
-# Routes the broker serves (src/http.rs); probes and scrapes must use these.
+# Routes the broker serves (broker/src/admin/mod.rs); probes and scrapes must use these.
 BROKER_ROUTES = {"/healthz", "/ready", "/metrics"}
 # Image ENTRYPOINT and CMD (dockerfiles/message_queue/Dockerfile).
 IMAGE_ENTRYPOINT, IMAGE_CMD = ["tern"], ["serve"]
