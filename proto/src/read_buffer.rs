@@ -191,18 +191,66 @@ impl ReadBuffer {
     /// arrives between frames, releases the buffer's memory: at once if the
     /// connection is quiet, after `idle_release_after` if it is busy
     /// ([`ReadBuffer::is_busy`]), so an idle connection holds no read buffer, whatever
-    /// the source (a TCP socket, a TLS stream).
+    /// the source ([`ReadSource`]: a TCP socket, a TLS stream, a pipe).
     /// Cancel-safe: bytes are either in the buffer or still in the source.
     #[cfg(feature = "tokio-io")]
-    pub async fn read_from<S: tokio::io::AsyncRead + Unpin>(
+    pub async fn read_from<S: ReadSource>(
+        &mut self,
+        source: &mut S,
+        idle_release_after: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        source.read_into(self, idle_release_after).await
+    }
+
+    /// [`ReadBuffer::read_from`] for a TCP socket: a non-blocking read first, then
+    /// a wait for readability that takes no read buffer. `try_read` does not spend
+    /// tokio's cooperative budget, so a busy socket is read without yielding.
+    #[cfg(feature = "tokio-io")]
+    async fn read_from_socket(
+        &mut self,
+        socket: &mut tokio::net::tcp::OwnedReadHalf,
+        idle_release_after: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        loop {
+            match socket.try_read_buf(&mut self.read_target()) {
+                Ok(read) => {
+                    self.record_read(read);
+                    return Ok(read);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+            // With a partial frame buffered, more is on its way: just wait (a timer
+            // per wait costs a busy connection measurably).
+            if self.is_empty() && self.holds_memory() {
+                if self.is_busy() {
+                    match tokio::time::timeout(idle_release_after, socket.readable()).await {
+                        Ok(ready) => {
+                            ready?;
+                            continue;
+                        }
+                        Err(_) => self.release(),
+                    }
+                } else {
+                    self.release();
+                }
+            }
+            socket.readable().await?;
+        }
+    }
+
+    /// [`ReadBuffer::read_from`] for any other stream, which cannot be asked whether
+    /// it is readable without reading: poll a read; while it is pending, release
+    /// the buffer as above (the stream wakes the task when bytes arrive).
+    #[cfg(feature = "tokio-io")]
+    async fn read_from_stream<S: tokio::io::AsyncRead + Unpin>(
         &mut self,
         source: &mut S,
         idle_release_after: std::time::Duration,
     ) -> std::io::Result<usize> {
         use std::future::Future;
         use std::task::Poll;
-        // Armed only when a busy connection waits between frames: a timer per read
-        // would cost a busy connection measurably.
+        // Armed only when a busy connection waits between frames.
         let mut idle_timer = std::pin::pin!(None::<tokio::time::Sleep>);
         std::future::poll_fn(|context| {
             if let Poll::Ready(read) = self.poll_read(source, context) {
@@ -352,6 +400,53 @@ fn large_allocation(frame: usize) -> Option<usize> {
     MAX_READ_BYTES
         .checked_div(frame)
         .map(|frames| frames.max(1) * frame)
+}
+
+/// A byte stream a [`ReadBuffer`] reads from. TCP sockets are read with a
+/// non-blocking read and a readiness wait; any other stream (TLS, an in-memory pipe,
+/// a WebSocket adapter) through `AsyncRead`, wrapped by `tokio::io::split`'s
+/// `ReadHalf` or implemented for it directly.
+#[cfg(feature = "tokio-io")]
+pub trait ReadSource: tokio::io::AsyncRead + Unpin + Send {
+    /// Reads once into `buffer`, as [`ReadBuffer::read_from`] describes.
+    fn read_into<'a>(
+        &'a mut self,
+        buffer: &'a mut ReadBuffer,
+        idle_release_after: std::time::Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a;
+}
+
+#[cfg(feature = "tokio-io")]
+impl ReadSource for tokio::net::tcp::OwnedReadHalf {
+    fn read_into<'a>(
+        &'a mut self,
+        buffer: &'a mut ReadBuffer,
+        idle_release_after: std::time::Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
+        buffer.read_from_socket(self, idle_release_after)
+    }
+}
+
+#[cfg(feature = "tokio-io")]
+impl<S: tokio::io::AsyncRead + Send> ReadSource for tokio::io::ReadHalf<S> {
+    fn read_into<'a>(
+        &'a mut self,
+        buffer: &'a mut ReadBuffer,
+        idle_release_after: std::time::Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
+        buffer.read_from_stream(self, idle_release_after)
+    }
+}
+
+#[cfg(feature = "tokio-io")]
+impl ReadSource for tokio::io::DuplexStream {
+    fn read_into<'a>(
+        &'a mut self,
+        buffer: &'a mut ReadBuffer,
+        idle_release_after: std::time::Duration,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
+        buffer.read_from_stream(self, idle_release_after)
+    }
 }
 
 #[cfg(test)]

@@ -4,28 +4,25 @@
 //! - [`Transport`] — a stream the broker can serve a client on;
 //! - [`reader`] — reading frames from the read half ([`FrameReader`]).
 //!
-//! TCP splits without a lock (`TcpStream::into_split`); a generic stream is split
-//! with `tokio::io::split` (a lock per poll, uncontended: one reader, one writer).
-//! Whatever the stream, an idle connection holds no read buffer (see
-//! `tern_proto::ReadBuffer::read_from`).
+//! TCP splits without a lock (`TcpStream::into_split`) and is read with a
+//! non-blocking read and a readiness wait; a generic stream is split with
+//! `tokio::io::split` (a lock per poll, uncontended: one reader, one writer) and read
+//! through `AsyncRead` ([`ReadSource`]). Whatever the stream, an idle connection holds
+//! no read buffer.
 
 pub mod reader;
 
 pub use reader::{FrameReader, ReadError};
 
+pub use tern_proto::read_buffer::ReadSource;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-/// The read half of a transport: any tokio byte stream.
-pub trait ReadSource: AsyncRead + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + Unpin + Send + 'static> ReadSource for T {}
-
 /// A connected byte stream a session can serve.
 pub trait Transport: Send + 'static {
     /// The read half: frames come from here.
-    type Reader: ReadSource;
+    type Reader: ReadSource + 'static;
     /// The write half: the connection's writer task owns it.
     type Writer: AsyncWrite + Unpin + Send + 'static;
     /// Splits the stream so reading and writing proceed independently.
