@@ -9,132 +9,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
-use tern_proto::Role;
-use tokio_util::sync::CancellationToken;
 
-use crate::clock::{self, Instant};
 use crate::outbound::Outbox;
-
-/// What the client said about itself in HELLO.
-#[derive(Debug, Clone)]
-struct ClientInfo {
-    name: Box<str>,
-    role: Role,
-}
-
-/// One open connection as the registry sees it.
-#[derive(Debug)]
-pub struct Connection {
-    id: u64,
-    peer: SocketAddr,
-    connected_at: SystemTime,
-    since: Instant,
-    client: OnceLock<ClientInfo>,
-    outbox: Arc<Outbox>,
-    received_bytes: AtomicU64,
-    received_messages: AtomicU64,
-    subscriptions: AtomicUsize,
-    close: CancellationToken,
-}
-
-impl Connection {
-    /// A connection from `peer` writing through `outbox`. `close` ends it: a child
-    /// of the broker's shutdown token, so the session watches one token for both.
-    pub fn new(
-        id: u64,
-        peer: SocketAddr,
-        outbox: Arc<Outbox>,
-        close: CancellationToken,
-    ) -> Arc<Connection> {
-        Arc::new(Connection {
-            id,
-            peer,
-            connected_at: SystemTime::now(),
-            since: clock::now(),
-            client: OnceLock::new(),
-            outbox,
-            received_bytes: AtomicU64::new(0),
-            received_messages: AtomicU64::new(0),
-            subscriptions: AtomicUsize::new(0),
-            close,
-        })
-    }
-
-    /// The connection id (WELCOME's `connection_id`).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Records the client's name and role after the handshake. The name is copied:
-    /// holding the HELLO frame's slice would pin the read buffer.
-    pub fn identify(&self, name: &str, role: Role) {
-        let _ = self.client.set(ClientInfo {
-            name: name.into(),
-            role,
-        });
-    }
-
-    /// Counts bytes read from the client.
-    pub fn count_received_bytes(&self, bytes: u64) {
-        self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// Counts messages the client published.
-    pub fn count_received_messages(&self, messages: u64) {
-        if messages != 0 {
-            self.received_messages
-                .fetch_add(messages, Ordering::Relaxed);
-        }
-    }
-
-    /// Sets the number of active subscriptions.
-    pub fn set_subscriptions(&self, count: usize) {
-        self.subscriptions.store(count, Ordering::Relaxed);
-    }
-
-    /// Cancelled when an operator asked to close this connection, or when the
-    /// broker shuts down (it is a child of the shutdown token).
-    pub fn close_token(&self) -> &CancellationToken {
-        &self.close
-    }
-
-    /// A point-in-time description.
-    pub fn info(&self) -> ConnectionInfo {
-        let client = self.client.get();
-        let (sent_bytes, sent_messages) = self.outbox.sent();
-        ConnectionInfo {
-            id: self.id,
-            peer: self.peer,
-            name: client.map(|client| client.name.to_string()),
-            role: client.map(|client| role_name(client.role)),
-            subscriptions: self.subscriptions.load(Ordering::Relaxed),
-            received_bytes: self.received_bytes.load(Ordering::Relaxed),
-            received_messages: self.received_messages.load(Ordering::Relaxed),
-            sent_bytes,
-            sent_messages,
-            pending_bytes: self.outbox.pending_bytes(),
-            connected_at_unix_ms: self
-                .connected_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |since| {
-                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-                }),
-            connected_for_ms: u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX),
-        }
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Producer => "producer",
-        Role::Consumer => "consumer",
-        Role::Both => "both",
-    }
-}
 
 /// A connection as an admin API lists it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -171,7 +50,7 @@ pub struct ConnectionRegistry {
     max: usize,
     open: AtomicUsize,
     next_id: AtomicU64,
-    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    connections: Mutex<HashMap<u64, Arc<Outbox>>>,
 }
 
 impl ConnectionRegistry {
@@ -185,7 +64,7 @@ impl ConnectionRegistry {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Outbox>>> {
         self.connections
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -202,9 +81,10 @@ impl ConnectionRegistry {
         Some(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Lists a connection that took a slot.
-    pub fn register(&self, connection: Arc<Connection>) {
-        self.lock().insert(connection.id, connection);
+    /// Lists a connection that took a slot, by its outbox (which holds its
+    /// [`Connection`](crate::connection::Connection) record).
+    pub fn register(&self, outbox: Arc<Outbox>) {
+        self.lock().insert(outbox.connection_id(), outbox);
     }
 
     /// Forgets connection `id` and gives its slot back.
@@ -230,29 +110,57 @@ impl ConnectionRegistry {
 
     /// Every registered connection, by id.
     pub fn list(&self) -> Vec<ConnectionInfo> {
-        let connections: Vec<Arc<Connection>> = self.lock().values().cloned().collect();
-        let mut infos: Vec<ConnectionInfo> = connections.iter().map(|c| c.info()).collect();
+        let outboxes: Vec<Arc<Outbox>> = self.lock().values().cloned().collect();
+        let mut infos: Vec<ConnectionInfo> = outboxes.iter().map(|outbox| info(outbox)).collect();
         infos.sort_unstable_by_key(|info| info.id);
         infos
     }
 
-    /// Asks connection `id` to close (its unacked deliveries are requeued, as for
-    /// any disconnect). Returns whether it was open.
+    /// Closes connection `id` on an operator's request: what is queued for it is
+    /// written, then its socket is shut down and its session ends, counted as
+    /// `closed_by_admin` (as for any disconnect, its unacked deliveries are
+    /// requeued). A connection still in its handshake closes when the handshake
+    /// ends. Returns whether it was open.
     pub fn close(&self, id: u64) -> bool {
-        match self.lock().get(&id) {
-            Some(connection) => {
-                connection.close.cancel();
-                true
-            }
-            None => false,
-        }
+        let Some(outbox) = self.lock().get(&id).cloned() else {
+            return false;
+        };
+        outbox.connection().mark_closed_by_admin();
+        outbox.close();
+        true
+    }
+}
+
+/// A point-in-time description of the connection `outbox` writes to.
+fn info(outbox: &Outbox) -> ConnectionInfo {
+    let connection = outbox.connection();
+    let (sent_bytes, sent_messages) = outbox.sent();
+    let (received_bytes, received_messages) = connection.received();
+    let (connected_at_unix_ms, connected_for_ms) = connection.connected();
+    let client = connection.client();
+    ConnectionInfo {
+        id: connection.id(),
+        peer: connection.peer(),
+        name: client.map(|(name, _)| name.to_owned()),
+        role: client.map(|(_, role)| role),
+        subscriptions: connection.subscriptions(),
+        received_bytes,
+        received_messages,
+        sent_bytes,
+        sent_messages,
+        pending_bytes: outbox.pending_bytes(),
+        connected_at_unix_ms,
+        connected_for_ms,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
+    use crate::connection::Connection;
     use crate::stats::Stats;
+    use tern_proto::Role;
 
     #[test]
     fn slots_are_bounded_and_closing_lists_and_frees() {
@@ -260,14 +168,14 @@ mod tests {
         let first = registry.open().expect("a slot");
         let second = registry.open().expect("a slot");
         assert_eq!(registry.open(), None, "at the limit");
-        let outbox = Outbox::new(first, 10, Arc::new(Stats::new()), clock::now());
-        let connection = Connection::new(
-            first,
-            "127.0.0.1:1".parse().expect("addr"),
-            outbox,
-            CancellationToken::new(),
+        let outbox = Outbox::for_connection(
+            Connection::new(first, "127.0.0.1:1".parse().expect("addr")),
+            10,
+            Arc::new(Stats::new()),
+            clock::now(),
         );
-        registry.register(connection.clone());
+        registry.register(outbox.clone());
+        let connection = outbox.connection();
         connection.identify("worker", Role::Consumer);
         connection.count_received_bytes(10);
         connection.count_received_messages(2);
@@ -280,7 +188,7 @@ mod tests {
             (10, 2)
         );
         assert!(registry.close(first));
-        assert!(connection.close.is_cancelled());
+        assert!(connection.closed_by_admin());
         assert!(!registry.close(second), "taken a slot, never registered");
         registry.close_slot(first);
         registry.close_slot(second);

@@ -9,6 +9,7 @@
 //! - [`transport`] — what a session runs over (TCP, any split stream); frame reading.
 //! - [`session`] — one client: handshake, frame handlers, keepalive, route cache.
 //! - [`outbound`] — a connection's outbox, batching writer, flow control, lag.
+//! - [`connection`] — what is known about one client connection.
 //! - [`connections`] — the registry of open connections (list, close).
 //! - [`broker`] — state shared by all connections; the publish path.
 //! - [`routing`] — the subject index and broadcast fan-out.
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod clock;
 pub mod close_reason;
 pub mod config;
+pub mod connection;
 pub mod connections;
 pub mod outbound;
 pub mod queue;

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::clock::{Instant, Stamp};
+use crate::connection::Connection;
 use crate::stats::Stats;
 use flow_control::{ControlRoom, FlowControl};
 use lag::LagTracker;
@@ -103,6 +104,8 @@ impl Pending {
 #[derive(Debug)]
 pub struct Outbox {
     connection_id: u64,
+    /// Who the client is and what it sent (listed by the connection registry).
+    connection: Connection,
     pending: Mutex<Pending>,
     wake_writer: Notify,
     flow: FlowControl,
@@ -117,17 +120,34 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A new outbox buffering at most `broadcast_capacity` broadcast deliveries;
-    /// [`run_writer`] drains it. `epoch` is the broker's start, the origin of
-    /// latency [`Stamp`]s.
+    /// A new outbox for connection `connection_id` (peer unknown), buffering at
+    /// most `broadcast_capacity` broadcast deliveries; [`run_writer`] drains it.
+    /// `epoch` is the broker's start, the origin of latency [`Stamp`]s.
     pub fn new(
         connection_id: u64,
         broadcast_capacity: usize,
         stats: Arc<Stats>,
         epoch: Instant,
     ) -> Arc<Outbox> {
+        let peer = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        Outbox::for_connection(
+            Connection::new(connection_id, peer),
+            broadcast_capacity,
+            stats,
+            epoch,
+        )
+    }
+
+    /// [`Outbox::new`] for an accepted connection, described by `connection`.
+    pub fn for_connection(
+        connection: Connection,
+        broadcast_capacity: usize,
+        stats: Arc<Stats>,
+        epoch: Instant,
+    ) -> Arc<Outbox> {
         Arc::new(Outbox {
-            connection_id,
+            connection_id: connection.id(),
+            connection,
             pending: Mutex::new(Pending::default()),
             wake_writer: Notify::new(),
             flow: FlowControl::new(broadcast_capacity),
@@ -143,6 +163,11 @@ impl Outbox {
     /// The connection this outbox writes to.
     pub fn connection_id(&self) -> u64 {
         self.connection_id
+    }
+
+    /// What is known about that connection.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     fn lock_pending(&self) -> MutexGuard<'_, Pending> {

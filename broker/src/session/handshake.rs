@@ -14,7 +14,6 @@ use tracing::debug;
 use crate::broker::Broker;
 use crate::close_reason::CloseReason;
 use crate::config::env;
-use crate::connections::Connection;
 use crate::outbound::Outbox;
 use crate::stats::Stats;
 use crate::transport::{FrameReader, ReadError};
@@ -54,11 +53,10 @@ pub(super) async fn handshake<R: ReadSource>(
     reader: &mut FrameReader<R>,
     outbox: &Outbox,
     broker: &Broker,
-    connection: &Connection,
     peer: SocketAddr,
 ) -> Result<Role, CloseReason> {
     let config = broker.config();
-    let connection_id = connection.id();
+    let connection_id = outbox.connection_id();
     let reject = |code: ErrorCode, message: String| {
         outbox.push_control(Frame::error(code, 0, message));
         Err(CloseReason::ProtocolViolation(code))
@@ -116,7 +114,7 @@ pub(super) async fn handshake<R: ReadSource>(
         default_prefetch: config.default_prefetch,
         server_name: SERVER_NAME.into(),
     }));
-    connection.identify(&hello.client_name, hello.role);
+    outbox.connection().identify(&hello.client_name, hello.role);
     debug!(connection = connection_id, %peer, client = %hello.client_name, role = ?hello.role, "client connected");
     Ok(hello.role)
 }

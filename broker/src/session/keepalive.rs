@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::time::{interval_at, Interval, MissedTickBehavior};
-
-use crate::clock;
+use crate::clock::{self, Instant};
 
 /// What to do at a keepalive tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +17,13 @@ pub(super) enum Tick {
     Stale,
 }
 
-/// One connection's keepalive timer and state.
+/// One connection's keepalive state. The timer itself is the session's: a `Sleep`
+/// pinned in the session's own future and reset to [`Keepalive::deadline`] after
+/// each tick, so an idle connection holds no separate timer allocation.
 #[derive(Debug)]
 pub(super) struct Keepalive {
     interval: Duration,
-    timer: Interval,
+    deadline: Instant,
     heard_from_client: bool,
     ping_outstanding: bool,
 }
@@ -31,11 +31,9 @@ pub(super) struct Keepalive {
 impl Keepalive {
     /// A keepalive ticking every `interval`, starting one interval from now.
     pub(super) fn new(interval: Duration) -> Self {
-        let mut timer = interval_at(clock::now() + interval, interval);
-        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Keepalive {
             interval,
-            timer,
+            deadline: clock::now() + interval,
             heard_from_client: false,
             ping_outstanding: false,
         }
@@ -46,14 +44,20 @@ impl Keepalive {
         self.interval
     }
 
+    /// When the next tick is due.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Records traffic from the client.
     pub(super) fn heard_from_client(&mut self) {
         self.heard_from_client = true;
     }
 
-    /// Waits for the next tick and says what it calls for. Cancel-safe.
-    pub(super) async fn tick(&mut self) -> Tick {
-        self.timer.tick().await;
+    /// The timer fired: says what this tick calls for and schedules the next one an
+    /// interval from now (a late tick delays the ones after it).
+    pub(super) fn on_tick(&mut self) -> Tick {
+        self.deadline = clock::now() + self.interval;
         if self.heard_from_client {
             self.heard_from_client = false;
             self.ping_outstanding = false;
@@ -71,13 +75,21 @@ impl Keepalive {
 mod tests {
     use super::*;
 
+    async fn tick(keepalive: &mut Keepalive) -> Tick {
+        tokio::time::sleep_until(keepalive.deadline()).await;
+        keepalive.on_tick()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_pings_then_closes_and_traffic_resets_it() {
+        let start = clock::now();
         let mut keepalive = Keepalive::new(Duration::from_secs(30));
-        assert_eq!(keepalive.tick().await, Tick::Ping);
+        assert_eq!(tick(&mut keepalive).await, Tick::Ping);
+        assert_eq!(clock::now() - start, Duration::from_secs(30));
         keepalive.heard_from_client();
-        assert_eq!(keepalive.tick().await, Tick::Quiet);
-        assert_eq!(keepalive.tick().await, Tick::Ping);
-        assert_eq!(keepalive.tick().await, Tick::Stale);
+        assert_eq!(tick(&mut keepalive).await, Tick::Quiet);
+        assert_eq!(tick(&mut keepalive).await, Tick::Ping);
+        assert_eq!(tick(&mut keepalive).await, Tick::Stale);
+        assert_eq!(clock::now() - start, Duration::from_secs(120));
     }
 }

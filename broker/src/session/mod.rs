@@ -34,7 +34,7 @@ use tracing::{debug, info};
 use crate::broker::Broker;
 use crate::clock::{self, Instant, Stamp};
 use crate::close_reason::CloseReason;
-use crate::connections::Connection;
+use crate::connection::Connection;
 use crate::outbound::{run_writer, Outbox, WriterExit};
 use crate::routing::Touched;
 use crate::stats::Stats;
@@ -59,14 +59,13 @@ pub async fn serve_connection<T: Transport>(
         return;
     };
     let config = broker.config();
-    let outbox = Outbox::new(
-        connection_id,
+    let outbox = Outbox::for_connection(
+        Connection::new(connection_id, peer),
         config.consumer_channel_buffer_size,
         broker.stats().clone(),
         broker.started(),
     );
-    let connection = Connection::new(connection_id, peer, outbox.clone(), shutdown.child_token());
-    broker.connections().register(connection.clone());
+    broker.connections().register(outbox.clone());
     let mut writer = tokio::spawn(run_writer(
         write_half,
         outbox.clone(),
@@ -74,13 +73,12 @@ pub async fn serve_connection<T: Transport>(
     ));
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
 
-    let reason = match handshake(&mut reader, &outbox, &broker, &connection, peer).await {
+    let reason = match handshake(&mut reader, &outbox, &broker, peer).await {
         Ok(role) => {
             let mut session = Session {
                 id: connection_id,
                 broker: broker.clone(),
                 outbox: outbox.clone(),
-                connection: connection.clone(),
                 role,
                 subscriptions: HashMap::new(),
                 routes: RouteCache::default(),
@@ -137,7 +135,6 @@ struct Session {
     id: u64,
     broker: Arc<Broker>,
     outbox: Arc<Outbox>,
-    connection: Arc<Connection>,
     role: Role,
     subscriptions: HashMap<u32, Subscription>,
     routes: RouteCache,
@@ -162,8 +159,9 @@ impl Session {
     ) -> CloseReason {
         let grace = self.broker.config().shutdown_grace;
         let mut keepalive = Keepalive::new(self.broker.config().ping_interval);
+        let keepalive_timer = sleep_until(keepalive.deadline());
+        tokio::pin!(keepalive_timer);
         let mut drain_deadline: Option<Instant> = None;
-        let close = self.connection.close_token().clone();
         loop {
             let blocked = match self.process_buffered(reader) {
                 Processed::Drained => false,
@@ -180,12 +178,7 @@ impl Session {
             let pressured = !pressure.is_empty();
             tokio::select! {
                 biased;
-                // The connection's token is a child of the shutdown token: one
-                // branch serves both the shutdown and an operator's close.
-                _ = close.cancelled(), if drain_deadline.is_none() => {
-                    if !shutdown.is_cancelled() {
-                        return CloseReason::ClosedByAdmin;
-                    }
+                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
                     drain_deadline = Some(clock::now() + grace);
                     self.begin_drain(grace);
                     if self.nothing_to_settle() {
@@ -199,20 +192,26 @@ impl Session {
                     return match exit {
                         Ok(WriterExit::Failed(_)) | Err(_) => CloseReason::WriteFailed,
                         Ok(WriterExit::TimedOut) => CloseReason::SlowConsumer,
+                        // Only an operator's close makes the writer close first.
+                        Ok(WriterExit::Closed) if self.outbox.connection().closed_by_admin() => CloseReason::ClosedByAdmin,
                         Ok(WriterExit::Closed) => CloseReason::ClientClosed,
                     };
                 }
                 // The client is not reading its answers: read nothing more from it
                 // until the writer makes room.
                 _ = self.outbox.wait_for_control_room(), if blocked => {}
-                tick = keepalive.tick() => match tick {
-                    Tick::Quiet => {}
-                    Tick::Ping => self.outbox.push_control(tern_proto::Frame::Ping),
-                    Tick::Stale => {
-                        self.send_error(ErrorCode::StaleConnection, 0, format!("no traffic for {} s after PING", keepalive.interval().as_secs()));
-                        return CloseReason::Stale;
+                () = &mut keepalive_timer => {
+                    let tick = keepalive.on_tick();
+                    keepalive_timer.as_mut().reset(keepalive.deadline());
+                    match tick {
+                        Tick::Quiet => {}
+                        Tick::Ping => self.outbox.push_control(tern_proto::Frame::Ping),
+                        Tick::Stale => {
+                            self.send_error(ErrorCode::StaleConnection, 0, format!("no traffic for {} s after PING", keepalive.interval().as_secs()));
+                            return CloseReason::Stale;
+                        }
                     }
-                },
+                }
                 () = drain_all(&pressure), if pressured => {}
                 read = reader.fill(), if !blocked && !pressured => match read {
                     Ok(0) => {
@@ -227,7 +226,7 @@ impl Session {
                     Ok(read) => {
                         keepalive.heard_from_client();
                         Stats::add(&self.broker.stats().bytes_in, read as u64);
-                        self.connection.count_received_bytes(read as u64);
+                        self.outbox.connection().count_received_bytes(read as u64);
                     }
                     Err(_) => return CloseReason::ReadFailed,
                 },
@@ -242,7 +241,7 @@ impl Session {
     fn flush_counters(&mut self) {
         let published = std::mem::take(&mut self.published);
         Stats::add(&self.broker.stats().published, published);
-        self.connection.count_received_messages(published);
+        self.outbox.connection().count_received_messages(published);
     }
 }
 

@@ -31,7 +31,9 @@ impl Session {
         if let Err(refusal) = self.subscribe(subscribe) {
             self.send_error(refusal.code, u64::from(sid), refusal.message);
         }
-        self.connection.set_subscriptions(self.subscriptions.len());
+        self.outbox
+            .connection()
+            .set_subscriptions(self.subscriptions.len());
     }
 
     fn subscribe(&mut self, subscribe: &Subscribe) -> Result<(), Refusal> {
@@ -150,7 +152,9 @@ impl Session {
                 format!("no active subscription with id {sid}"),
             ),
         }
-        self.connection.set_subscriptions(self.subscriptions.len());
+        self.outbox
+            .connection()
+            .set_subscriptions(self.subscriptions.len());
     }
 
     /// Removes a subscription from routing or from its queue (whose unacked
@@ -175,6 +179,6 @@ impl Session {
         for (sid, subscription) in std::mem::take(&mut self.subscriptions) {
             self.detach(sid, subscription);
         }
-        self.connection.set_subscriptions(0);
+        self.outbox.connection().set_subscriptions(0);
     }
 }
