@@ -149,6 +149,11 @@ mod tests {
                 "--{}: {help}",
                 setting.flag
             );
+            assert!(
+                help.contains(&(setting.expected)()),
+                "--{} states what it accepts: {help}",
+                setting.flag
+            );
         }
     }
 

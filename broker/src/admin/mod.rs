@@ -3,7 +3,7 @@
 //! wrappers over plain functions ([`health::health`], [`health::readiness`],
 //! [`metrics::render`]) so the logic is testable without a socket.
 //!
-//! - [`health`] — the liveness and readiness reports;
+//! - [`health`](mod@health) — the liveness and readiness reports;
 //! - [`metrics`] — the Prometheus exposition.
 
 pub mod health;

@@ -3,7 +3,7 @@
 //!
 //! - [`settings`] — the one declaration of every setting (field, environment
 //!   variable, flag, default, accepted range, help), from which [`Config`], the
-//!   [`env`] name constants, [`SETTINGS`] (for `--help`, `.env.example` and the
+//!   [`env`](mod@env) name constants, [`SETTINGS`] (for `--help`, `.env.example` and the
 //!   README table) and the parsing and validation below all follow;
 //! - [`values`] — what a setting accepts and how its text is parsed.
 //!
@@ -35,7 +35,9 @@ macro_rules! settings {
 
         /// Every setting's declaration, by environment name.
         pub mod setting {
-            use super::super::Setting;
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::config::Setting;
             $(
                 #[doc = concat!("`", stringify!($name), "`: ", $help, ".")]
                 pub const $name: Setting = Setting {
@@ -44,6 +46,7 @@ macro_rules! settings {
                     default: $default,
                     value_name: $value_name,
                     help: $help,
+                    expected: || $crate::config::values::describe::<$ty, _>(&$accepts),
                 };
             )*
         }
@@ -97,6 +100,9 @@ pub struct Setting {
     pub value_name: &'static str,
     /// One-line description.
     pub help: &'static str,
+    /// What it accepts, from the same declaration as its parsing: "a whole number
+    /// from 1 to 10000000".
+    pub expected: fn() -> String,
 }
 
 impl Setting {
@@ -105,11 +111,15 @@ impl Setting {
         SETTINGS.iter().find(|setting| setting.env == env)
     }
 
-    /// The `--help` line of its flag: the description, variable and default.
+    /// The `--help` line of its flag: the description, what it accepts, the
+    /// variable and the default.
     pub fn flag_help(&self) -> String {
         format!(
-            "{} [env: {}] [default: {}]",
-            self.help, self.env, self.default
+            "{}; {} [env: {}] [default: {}]",
+            self.help,
+            (self.expected)(),
+            self.env,
+            self.default
         )
     }
 }
@@ -138,7 +148,7 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Sets the flag of setting `env` (an [`env`] constant) to `value`.
+    /// Sets the flag of setting `env` (an [`env`](mod@env) constant) to `value`.
     pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
         self.values.insert(env, value.into());
     }

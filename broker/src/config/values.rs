@@ -25,6 +25,12 @@ pub trait Accepts {
     fn expected(&self) -> String;
 }
 
+/// What `accepts` accepts, for a setting of type `T` (fixes `T` where the
+/// declaration alone would not).
+pub fn describe<T, A: Accepts<Value = T>>(accepts: &A) -> String {
+    accepts.expected()
+}
+
 /// Any `FromStr` value, described in words.
 #[derive(Debug)]
 pub struct Parsed<T>(pub &'static str, PhantomData<T>);

@@ -3,10 +3,10 @@
 //!
 //! - this module — the outbox: broadcast and queue deliveries and control frames,
 //!   encoded when pushed, straight into one pending buffer under a short lock;
-//! - [`writer`] — the batching writer (one write per batch) and what it counts;
-//! - [`write_buffer`] — encoded bytes plus shared large payloads for `writev`;
-//! - [`flow_control`] — publisher flow control and answer backpressure;
-//! - [`lag`] — drops for stalled subscribers: counted, reported with LAGGED, logged.
+//! - `writer.rs` — the batching writer (one write per batch) and what it counts;
+//! - `write_buffer.rs` — encoded bytes plus shared large payloads for `writev`;
+//! - `flow_control.rs` — publisher flow control and answer backpressure;
+//! - `lag.rs` — drops for stalled subscribers: counted, reported with LAGGED, logged.
 //!
 //! How the three kinds of frames are bounded, and the lock order (a queue's lock is
 //! held while it pushes here), is in `docs/ARCHITECTURE.md`.
@@ -246,7 +246,7 @@ impl Outbox {
     }
 
     /// Waits until the broadcast buffer has drained to a quarter, or the subscriber
-    /// is found stalled (see [`flow_control`]). Cancel-safe.
+    /// is found stalled (see `flow_control.rs`). Cancel-safe.
     pub async fn wait_for_drain(&self) {
         self.flow
             .wait_for_drain(self.connection_id, || self.pending_bytes())

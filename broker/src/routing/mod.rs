@@ -1,7 +1,7 @@
 //! Routing: which broadcast subscriptions and queues a published subject reaches.
 //!
 //! - [`index`] — the token trie of subscription patterns (`*`, `>`).
-//! - [`fan_out`] — broadcast delivery of one message to every matching subscription.
+//! - [`fan_out`](mod@fan_out) — broadcast delivery of one message to every matching subscription.
 //! - this module — [`Router`]: the index behind one lock, with a generation number
 //!   that sessions' route caches compare, so the steady-state publish path takes no
 //!   lock (see `session/route_cache.rs`).

@@ -3,11 +3,11 @@
 //! - this module — [`serve_connection`] (a connection's whole life) and the
 //!   session's run loop: read, handle every complete frame, wait again;
 //! - [`handshake`] — HELLO/WELCOME, refusing connections over the limit;
-//! - [`handlers`] — one handler per client frame (publish, ack, credit, ping);
-//! - [`subscriptions`] — SUBSCRIBE / UNSUBSCRIBE and detaching on close;
-//! - [`keepalive`] — PING after silence, close when stale;
-//! - [`route_cache`] — subject → routes, revalidated by one atomic load;
-//! - [`drain`] — this connection's part of the shutdown sequence.
+//! - `handlers.rs` — one handler per client frame (publish, ack, credit, ping);
+//! - `subscriptions.rs` — SUBSCRIBE / UNSUBSCRIBE and detaching on close;
+//! - `keepalive.rs` — PING after silence, close when stale;
+//! - `route_cache.rs` — subject → routes, revalidated by one atomic load;
+//! - `drain.rs` — this connection's part of the shutdown sequence.
 //!
 //! A protocol error ends this connection only. Whatever ends a session, its
 //! subscriptions are detached and its unacked queue deliveries go back to their

@@ -6,7 +6,7 @@
 //! headers are a `u16` count of (name string, value string) pairs; a payload is the
 //! rest of the frame.
 //!
-//! [`decode`] consumes at most one frame from a buffer and returns `Ok(None)` until
+//! [`decode()`] consumes at most one frame from a buffer and returns `Ok(None)` until
 //! a whole frame is buffered. An oversized length prefix is rejected before any
 //! space is reserved for it. A frame whose body fails to parse is still consumed,
 //! so the byte stream stays aligned and the caller decides whether to go on.
