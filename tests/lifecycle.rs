@@ -300,3 +300,47 @@ fn a_port_in_use_is_reported_naming_the_setting() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("TCP_PORT"));
 }
+
+/// Every frame that reached the broker before it closed a draining connection is
+/// answered: publishes already in flight when shutdown began get `SHUTTING_DOWN`
+/// (issue 13, finding 8). Paused time over pipes: the publishes are in the pipe
+/// before the session sees the shutdown.
+#[tokio::test(start_paused = true)]
+async fn publishes_in_flight_when_shutdown_begins_are_all_answered() {
+    const PUBLISHES: u64 = 200;
+    let broker = PipeBroker::with(|_| {});
+    let (mut producer, _) = broker.hello(Role::Producer).await;
+    let mut burst = Vec::new();
+    for sequence in 1..=PUBLISHES {
+        burst.extend_from_slice(
+            &common::publish(sequence, "jobs")
+                .to_bytes()
+                .expect("encodes"),
+        );
+    }
+    producer.send_bytes(&burst).await;
+    let server = broker.shut_down();
+    tokio::pin!(server);
+    let answered = tokio::select! {
+        biased;
+        answered = async {
+            let mut answered = Vec::new();
+            let mut goodbye = false;
+            while let Some(frame) = producer.try_next().await {
+                match frame {
+                    Frame::Goodbye(_) => goodbye = true,
+                    Frame::PublishOk { sequence } => answered.push(sequence),
+                    Frame::PublishError(error) => {
+                        assert_eq!(error.code, ErrorCode::ShuttingDown.as_u16());
+                        answered.push(error.sequence);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(goodbye, "GOODBYE came first");
+            answered
+        } => answered,
+        () = &mut server => panic!("the server finished before the answers were read"),
+    };
+    assert_eq!(answered, (1..=PUBLISHES).collect::<Vec<_>>());
+}

@@ -8,8 +8,15 @@ use std::time::Duration;
 use tern_proto::{ErrorCode, Frame, Goodbye};
 
 use super::subscriptions::Subscription;
-use super::Session;
+use super::{Processed, Session};
 use crate::broker::Refusal;
+use crate::close_reason::CloseReason;
+use crate::transport::{FrameReader, ReadSource};
+
+/// Reads a draining connection that holds nothing makes before it closes: enough
+/// for every frame a client has in flight (1 MiB at the largest reads), bounded so
+/// a client that keeps sending cannot hold the connection open.
+const FINAL_READS: usize = 4;
 
 impl Session {
     /// Sends GOODBYE and stops taking new work.
@@ -23,6 +30,34 @@ impl Session {
             )
             .into(),
         }));
+    }
+
+    /// The connection holds nothing to settle: before closing, answer every frame
+    /// that has already arrived (publishes get `SHUTTING_DOWN`), reading what the
+    /// socket holds without waiting for more (PROTOCOL.md § 5).
+    pub(super) async fn answer_what_has_arrived<R: ReadSource>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> CloseReason {
+        for _ in 0..FINAL_READS {
+            // Cancel-safe: what is not read now stays in the socket.
+            match tokio::time::timeout(Duration::ZERO, reader.fill()).await {
+                Ok(Ok(read)) if read > 0 => {}
+                _ => break,
+            }
+            match self.process_buffered(reader) {
+                // Everything read is answered; read again for what followed it.
+                Processed::Drained | Processed::Close(CloseReason::ShutDown) => {}
+                Processed::Close(reason) => {
+                    self.flush_counters();
+                    return reason;
+                }
+                // The client reads none of its answers: stop here.
+                Processed::Blocked => break,
+            }
+        }
+        self.flush_counters();
+        CloseReason::ShutDown
     }
 
     /// `SHUTTING_DOWN` for a publish or subscribe once draining.

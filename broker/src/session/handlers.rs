@@ -38,7 +38,13 @@ impl Session {
             // Matched by reference: a frame is not moved on its way to its handler.
             match &reader.next_buffered() {
                 Ok(Some(frame)) => self.handle(frame),
-                Ok(None) => return Processed::Drained,
+                Ok(None) => {
+                    // Draining: every frame that has arrived is answered first.
+                    if self.draining && self.nothing_to_settle() {
+                        return Processed::Close(CloseReason::ShutDown);
+                    }
+                    return Processed::Drained;
+                }
                 Err(error) if error.is_recoverable() => {
                     self.send_error(error.error_code(), 0, error.to_string())
                 }
@@ -47,9 +53,6 @@ impl Session {
                     self.send_error(code, 0, error.to_string());
                     return Processed::Close(CloseReason::ProtocolViolation(code));
                 }
-            }
-            if self.draining && self.nothing_to_settle() {
-                return Processed::Close(CloseReason::ShutDown);
             }
             if !self.touched.pressure.is_empty() {
                 // A subscriber's buffer is over half full: let it drain before the

@@ -182,7 +182,7 @@ impl Session {
                     drain_deadline = Some(clock::now() + grace);
                     self.begin_drain(grace);
                     if self.nothing_to_settle() {
-                        return CloseReason::ShutDown;
+                        return self.answer_what_has_arrived(reader).await;
                     }
                 }
                 _ = sleep_until(drain_deadline.unwrap_or_else(clock::now)), if drain_deadline.is_some() => {
