@@ -6,8 +6,8 @@
 //!    connections are refused by the OS);
 //! 3. every session, seeing the same token, sends GOODBYE, refuses new publishes
 //!    and subscriptions, keeps answering PING, ACK and NACK, and closes as soon as
-//!    it holds no unacked delivery, or when `SHUTDOWN_GRACE_SECS` has passed
-//!    (`session/drain.rs`);
+//!    it holds no unacked delivery (having answered every frame that has arrived),
+//!    or when `SHUTDOWN_GRACE_SECS` has passed (`session/drain.rs`);
 //! 4. [`drain`] waits for every session, up to the grace period plus
 //!    [`SHUTDOWN_SLACK`] for their final flush;
 //! 5. the HTTP listener stops last, so probes answer throughout.

@@ -1,7 +1,8 @@
 //! This connection's part of the shutdown sequence (the whole sequence is in
 //! `server/drain.rs`): GOODBYE, no new publishes or subscriptions, acks and NACKs
 //! still taken, PING still answered; the session closes as soon as it holds no
-//! unacked delivery, or when the grace period ends.
+//! unacked delivery, having answered every frame that has arrived, or when the grace
+//! period ends.
 
 use std::time::Duration;
 
