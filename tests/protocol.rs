@@ -801,3 +801,33 @@ async fn shutdown_closes_a_connection_as_soon_as_it_holds_nothing_and_answers_pi
         "none of the grace period used"
     );
 }
+
+/// Issue 13, finding 7: one connection cannot take every `MAX_CONSUMERS` slot.
+#[tokio::test]
+async fn one_connection_cannot_take_every_subscription_slot() {
+    let broker = TestBroker::with(|config| {
+        config.max_consumers = 10;
+        config.max_subscriptions_per_connection = 3;
+    })
+    .await;
+    let (mut greedy, _) = RawClient::hello(&broker, Role::Both).await;
+    for sid in 1..=3 {
+        greedy.send(&subscribe(sid, "greedy")).await;
+        assert_eq!(greedy.next().await, Frame::SubscribeOk { sid });
+    }
+    greedy.send(&subscribe(4, "greedy")).await;
+    let (context, message) = greedy.expect_error(ErrorCode::TooManySubscriptions).await;
+    assert_eq!(context, 4);
+    assert!(
+        message.contains("MAX_SUBSCRIPTIONS_PER_CONNECTION"),
+        "{message}"
+    );
+    // Another connection still gets its share; the greedy one may resubscribe once it
+    // has released a slot.
+    let (mut other, _) = RawClient::hello(&broker, Role::Both).await;
+    other.send(&subscribe(1, "other")).await;
+    assert_eq!(other.next().await, Frame::SubscribeOk { sid: 1 });
+    greedy.send(&Frame::Unsubscribe { sid: 1 }).await;
+    greedy.send(&subscribe(5, "greedy")).await;
+    assert_eq!(greedy.next().await, Frame::SubscribeOk { sid: 5 });
+}

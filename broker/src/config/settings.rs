@@ -57,6 +57,15 @@ settings! {
         accepts: Between::new(1, 10_000_000, COUNT),
         help: "Most concurrent subscriptions, server-wide",
     }
+    /// `MAX_SUBSCRIPTIONS_PER_CONNECTION`: the most subscriptions one connection
+    /// holds, so one client cannot take every `MAX_CONSUMERS` slot.
+    max_subscriptions_per_connection: usize = MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        flag: "max-subscriptions-per-connection",
+        default: "1000",
+        value: "N",
+        accepts: Between::new(1, 10_000_000, COUNT),
+        help: "Most subscriptions one connection may hold (one client cannot take every MAX_CONSUMERS slot)",
+    }
     /// `CONSUMER_CHANNEL_BUFFER_SIZE`: broadcast messages buffered per connection.
     consumer_channel_buffer_size: usize = CONSUMER_CHANNEL_BUFFER_SIZE {
         flag: "consumer-channel-buffer-size",

@@ -11,7 +11,7 @@ use tern_proto::{DeliveryMode, ErrorCode, Frame, Subscribe};
 use super::handlers::subject_refusal;
 use super::Session;
 use crate::broker::Refusal;
-use crate::config::MAX_PREFETCH;
+use crate::config::{env, MAX_PREFETCH};
 use crate::outbound::MissedCounter;
 use crate::queue::Queue;
 use crate::routing::BroadcastTarget;
@@ -54,6 +54,16 @@ impl Session {
             return Err(Refusal::new(
                 ErrorCode::DuplicateSubscription,
                 format!("subscription id {sid} is already active"),
+            ));
+        }
+        let per_connection = self.broker.config().max_subscriptions_per_connection;
+        if self.subscriptions.len() >= per_connection {
+            return Err(Refusal::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "subscription limit of {per_connection} per connection ({}) reached",
+                    env::MAX_SUBSCRIPTIONS_PER_CONNECTION
+                ),
             ));
         }
         // Naming a queue asks for queue delivery; only an explicit broadcast mode
