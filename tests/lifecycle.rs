@@ -344,3 +344,23 @@ async fn publishes_in_flight_when_shutdown_begins_are_all_answered() {
     };
     assert_eq!(answered, (1..=PUBLISHES).collect::<Vec<_>>());
 }
+
+/// Issue 13, finding 9: the listeners use `LISTEN_BACKLOG`, not the OS default of
+/// 128. `ss` (iproute2, installed by `.ci/run`) shows a listener's backlog as its
+/// Send-Q.
+#[tokio::test]
+async fn the_listeners_use_the_configured_backlog() {
+    let broker = TestBroker::with(|config| config.listen_backlog = 700).await;
+    for address in [broker.tcp, broker.http] {
+        let output = Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{}", address.port())])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let send_q = text
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no listener on {address} in `{text}`"));
+        assert_eq!(send_q, "700", "{text}");
+    }
+}

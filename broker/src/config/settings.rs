@@ -41,6 +41,14 @@ settings! {
         accepts: Parsed::new("a port number from 0 to 65535"),
         help: "Port of /healthz and /ready (0 = any free port)",
     }
+    /// `LISTEN_BACKLOG`: connections the kernel queues before they are accepted.
+    listen_backlog: u32 = LISTEN_BACKLOG {
+        flag: "listen-backlog",
+        default: "1024",
+        value: "N",
+        accepts: Between::new(1, 65_535, COUNT),
+        help: "Connections the kernel holds for the listeners before they are accepted (capped by net.core.somaxconn)",
+    }
     /// `DELIVERY_MODE`: the mode of a subscription that names none.
     delivery_mode: DeliveryMode = DELIVERY_MODE {
         flag: "delivery-mode",

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,6 +22,19 @@ use crate::{admin, session};
 /// Pause after a failed `accept` (typically out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Binds a listener with `backlog` (`LISTEN_BACKLOG`) pending connections:
+/// `TcpListener::bind` would use 128, which made bursts of thousands of connections
+/// wait for SYN retries. Address reuse is on, as `TcpListener::bind` sets it.
+fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
 
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +70,14 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let tcp_address = SocketAddr::new(config.bind_addr, config.tcp_port);
         let http_address = SocketAddr::new(config.bind_addr, config.http_port);
-        let tcp = TcpListener::bind(tcp_address)
-            .await
-            .map_err(|source| ServerError::Bind {
+        let tcp =
+            listen(tcp_address, config.listen_backlog).map_err(|source| ServerError::Bind {
                 setting: env::TCP_PORT,
                 address: tcp_address,
                 source,
             })?;
-        let http = TcpListener::bind(http_address)
-            .await
-            .map_err(|source| ServerError::Bind {
+        let http =
+            listen(http_address, config.listen_backlog).map_err(|source| ServerError::Bind {
                 setting: env::HTTP_PORT,
                 address: http_address,
                 source,
