@@ -834,3 +834,48 @@ async fn a_publish_of_exactly_the_frame_limit_is_delivered_in_a_longer_frame() {
     let message = within("the delivery", ticks.next()).await.expect("open");
     assert_eq!(message.payload(), &payload[..]);
 }
+
+/// Issue 13, finding 2: a subscriber that reads nothing, sent large messages, holds
+/// at most `CONSUMER_CHANNEL_BUFFER_BYTES` in the broker (it used to hold up to
+/// `CONSUMER_CHANNEL_BUFFER_SIZE` messages: ~10 GiB at 1 MiB each); what does not
+/// fit is dropped, counted and reported, and the publisher is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_with_large_messages_stays_under_its_byte_bound() {
+    const BOUND: usize = 16 << 20;
+    const MESSAGES: usize = 160;
+    let broker = TestBroker::with(|config| {
+        config.consumer_channel_buffer_bytes = BOUND;
+        config.write_deadline = Duration::from_secs(60);
+    })
+    .await;
+    let mut stuck = RawClient::hello_with_receive_buffer(&broker, 64 * 1024).await;
+    stuck.send(&common::subscribe(1, "big")).await;
+    assert_eq!(stuck.next().await, Frame::SubscribeOk { sid: 1 });
+    let stuck_id = broker.broker.connections().list()[0].id;
+    let publisher = broker.client().await;
+    let payload = vec![9u8; 256 * 1024];
+    let mut most_pending = 0;
+    for _ in 0..MESSAGES {
+        publisher
+            .publish_confirmed("big", payload.clone())
+            .await
+            .expect("accepted: the stuck subscriber does not refuse anyone");
+        let pending = broker
+            .broker
+            .connections()
+            .list()
+            .into_iter()
+            .find(|info| info.id == stuck_id)
+            .expect("the stuck subscriber is still connected")
+            .pending_bytes;
+        most_pending = most_pending.max(pending);
+    }
+    assert!(
+        most_pending <= BOUND,
+        "held {most_pending} bytes for a subscriber bounded at {BOUND}"
+    );
+    wait_until("drops counted", || {
+        broker.broker.stats().snapshot().dropped_slow_consumer > 0
+    })
+    .await;
+}

@@ -171,6 +171,7 @@ mod tests {
         let outbox = Outbox::for_connection(
             Connection::new(first, "127.0.0.1:1".parse().expect("addr")),
             10,
+            usize::MAX,
             Arc::new(Stats::new()),
             clock::now(),
         );

@@ -82,6 +82,16 @@ settings! {
         accepts: Between::new(1, 100_000_000, COUNT),
         help: "Broadcast messages buffered per connection (publishers slow down past half; a stalled subscriber's extra messages are dropped)",
     }
+    /// `CONSUMER_CHANNEL_BUFFER_BYTES`: frame bytes buffered per connection.
+    consumer_channel_buffer_bytes: usize = CONSUMER_CHANNEL_BUFFER_BYTES {
+        flag: "consumer-channel-buffer-bytes",
+        default: "67108864",
+        value: "BYTES",
+        // At least 16 MiB: well above the 4 MiB at which publishers pause for a
+        // subscriber, so only a stalled subscriber ever reaches it.
+        accepts: Between::new(16 << 20, 1 << 40, BYTES),
+        help: "Bytes of frames buffered per connection; a stalled subscriber's broadcast messages beyond them are dropped like beyond CONSUMER_CHANNEL_BUFFER_SIZE",
+    }
     /// `QUEUE_MAX_MESSAGES`: the most messages one queue holds (ready + unacked).
     queue_max_messages: usize = QUEUE_MAX_MESSAGES {
         flag: "queue-max-messages",

@@ -39,6 +39,9 @@ pub const STALL_LIMIT: Duration = Duration::from_millis(500);
 pub(super) struct FlowControl {
     /// `CONSUMER_CHANNEL_BUFFER_SIZE`.
     capacity: usize,
+    /// `CONSUMER_CHANNEL_BUFFER_BYTES`: frame bytes waiting (pending and being
+    /// written) past which broadcast deliveries are dropped.
+    byte_capacity: usize,
     /// Broadcast deliveries pushed and not yet written.
     broadcast_pending: AtomicUsize,
     /// Bytes of the batch the writer is writing and has not written yet (0 between
@@ -56,10 +59,12 @@ pub(super) struct FlowControl {
 }
 
 impl FlowControl {
-    /// Flow control for a buffer of `capacity` broadcast messages.
-    pub(super) fn new(capacity: usize) -> Self {
+    /// Flow control for a buffer of `capacity` broadcast messages and
+    /// `byte_capacity` bytes of frames.
+    pub(super) fn new(capacity: usize, byte_capacity: usize) -> Self {
         FlowControl {
             capacity,
+            byte_capacity,
             broadcast_pending: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
             drain_waiters: AtomicUsize::new(0),
@@ -85,6 +90,13 @@ impl FlowControl {
         Some(waiting)
     }
 
+    /// Whether a delivery of `frame_bytes` fits beside the `waiting_bytes` of
+    /// frames waiting (pending and being written). An empty buffer takes any frame,
+    /// so the largest message still gets through to a subscriber that keeps up.
+    pub(super) fn fits_bytes(&self, waiting_bytes: usize, frame_bytes: usize) -> bool {
+        waiting_bytes == 0 || waiting_bytes + frame_bytes <= self.byte_capacity
+    }
+
     /// Gives back room taken by [`FlowControl::reserve`] for a delivery that was not
     /// queued after all.
     pub(super) fn unreserve(&self) {
@@ -92,10 +104,10 @@ impl FlowControl {
     }
 
     /// Whether a publisher that just pushed, with `waiting` deliveries ahead of its
-    /// own and `pending_bytes` encoded and not yet taken, should let this buffer
-    /// drain. Never for a stalled subscriber.
-    pub(super) fn under_pressure(&self, waiting: usize, pending_bytes: usize) -> bool {
-        (waiting >= self.high_water() || pending_bytes + self.in_flight() >= PRESSURE_BYTES)
+    /// own and `waiting_bytes` of frames waiting (pending and being written), should
+    /// let this buffer drain. Never for a stalled subscriber.
+    pub(super) fn under_pressure(&self, waiting: usize, waiting_bytes: usize) -> bool {
+        (waiting >= self.high_water() || waiting_bytes >= PRESSURE_BYTES)
             && !self.stalled.load(Ordering::Acquire)
     }
 

@@ -121,8 +121,9 @@ pub struct Outbox {
 
 impl Outbox {
     /// A new outbox for connection `connection_id` (peer unknown), buffering at
-    /// most `broadcast_capacity` broadcast deliveries; [`run_writer`] drains it.
-    /// `epoch` is the broker's start, the origin of latency [`Stamp`]s.
+    /// most `broadcast_capacity` broadcast deliveries (and no byte bound: for tests
+    /// and embedding); [`run_writer`] drains it. `epoch` is the broker's start, the
+    /// origin of latency [`Stamp`]s.
     pub fn new(
         connection_id: u64,
         broadcast_capacity: usize,
@@ -133,15 +134,19 @@ impl Outbox {
         Outbox::for_connection(
             Connection::new(connection_id, peer),
             broadcast_capacity,
+            usize::MAX,
             stats,
             epoch,
         )
     }
 
-    /// [`Outbox::new`] for an accepted connection, described by `connection`.
+    /// [`Outbox::new`] for an accepted connection, described by `connection`, also
+    /// bounded by `broadcast_bytes` bytes of waiting frames
+    /// (`CONSUMER_CHANNEL_BUFFER_BYTES`).
     pub fn for_connection(
         connection: Connection,
         broadcast_capacity: usize,
+        broadcast_bytes: usize,
         stats: Arc<Stats>,
         epoch: Instant,
     ) -> Arc<Outbox> {
@@ -150,7 +155,7 @@ impl Outbox {
             connection,
             pending: Mutex::new(Pending::default()),
             wake_writer: Notify::new(),
-            flow: FlowControl::new(broadcast_capacity),
+            flow: FlowControl::new(broadcast_capacity, broadcast_bytes),
             control_room: ControlRoom::new(),
             lag: LagTracker::new(),
             epoch,
@@ -214,6 +219,18 @@ impl Outbox {
             self.flow.unreserve();
             return Pushed::Dropped;
         }
+        let in_flight = self.flow.in_flight();
+        let frame_bytes = tern_proto::codec::DELIVER_FIXED_BYTES + message.encoded().len();
+        if !self
+            .flow
+            .fits_bytes(pending.frames.len() + in_flight, frame_bytes)
+        {
+            // Over the byte bound: dropped and reported as for a full buffer.
+            drop(pending);
+            self.flow.unreserve();
+            self.record_drop(sid, missed);
+            return Pushed::Dropped;
+        }
         if let Err(error) = pending.frames.delivery(sid, 0, false, message) {
             drop(pending);
             self.flow.unreserve();
@@ -223,7 +240,7 @@ impl Outbox {
         pending.broadcast += 1;
         pending.sample(DeliveryMode::Broadcast, stamp);
         let wake_writer = std::mem::take(&mut pending.writer_idle);
-        let bytes = pending.frames.len();
+        let bytes = pending.frames.len() + in_flight;
         drop(pending);
         Pushed::Queued {
             under_pressure: self.flow.under_pressure(waiting, bytes),
@@ -475,5 +492,42 @@ mod tests {
         );
         assert!(take_frames(&outbox).is_empty());
         assert_eq!(outbox.flow.broadcast_pending(), 0);
+    }
+
+    #[test]
+    fn a_stalled_connection_is_bounded_in_bytes_as_well_as_in_messages() {
+        let stats = Arc::new(Stats::default());
+        let bound = 2 << 20;
+        let outbox = Outbox::for_connection(
+            Connection::new(1, std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
+            1000,
+            bound,
+            stats.clone(),
+            clock::now(),
+        );
+        let missed = MissedCounter::default();
+        outbox.watch_lag(1, missed.clone());
+        let large = message(Bytes::from(vec![1u8; 512 * 1024]));
+        let pushed: Vec<bool> = (0..10)
+            .map(|_| outbox.push_broadcast(1, &missed, &large, 0) != Pushed::Dropped)
+            .collect();
+        assert_eq!(
+            pushed.iter().filter(|queued| **queued).count(),
+            3,
+            "{pushed:?}"
+        );
+        assert!(outbox.pending_bytes() <= bound);
+        assert_eq!(outbox.lag.take_reports(), vec![(1, 7)]);
+        assert_eq!(stats.snapshot().dropped_slow_consumer, 7);
+        // An empty buffer takes any frame, even one above the bound.
+        let huge = Outbox::for_connection(
+            Connection::new(2, std::net::SocketAddr::from(([127, 0, 0, 1], 2))),
+            1000,
+            1024,
+            stats,
+            clock::now(),
+        );
+        assert_ne!(huge.push_broadcast(1, &missed, &large, 0), Pushed::Dropped);
+        assert_eq!(huge.push_broadcast(1, &missed, &large, 0), Pushed::Dropped);
     }
 }

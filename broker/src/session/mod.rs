@@ -62,6 +62,7 @@ pub async fn serve_connection<T: Transport>(
     let outbox = Outbox::for_connection(
         Connection::new(connection_id, peer),
         config.consumer_channel_buffer_size,
+        config.consumer_channel_buffer_bytes,
         broker.stats().clone(),
         broker.started(),
     );

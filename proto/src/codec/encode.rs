@@ -121,7 +121,7 @@ pub fn encode_publish(
 
 /// Bytes of a DELIVER frame before its message: length prefix, opcode, sid,
 /// delivery id and flags.
-const DELIVER_FIXED_BYTES: usize = LENGTH_PREFIX_BYTES + 1 + 4 + 8 + 1;
+pub const DELIVER_FIXED_BYTES: usize = LENGTH_PREFIX_BYTES + 1 + 4 + 8 + 1;
 
 /// Appends a DELIVER frame for `message`: the fixed fields, then the message's
 /// encoded fields copied in one piece.

@@ -24,7 +24,7 @@ mod tests;
 
 pub use decode::{decode, decode_body, peek_length};
 pub(crate) use encode::put_string;
-pub use encode::{encode_deliver, encode_deliver_head, encode_publish};
+pub use encode::{encode_deliver, encode_deliver_head, encode_publish, DELIVER_FIXED_BYTES};
 pub use golden::{golden_examples, to_hex};
 
 use crate::error_code::ErrorCode;
