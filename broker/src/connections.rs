@@ -103,11 +103,6 @@ impl ConnectionRegistry {
         self.len() == 0
     }
 
-    /// The most connections admitted at once (`MAX_CONNECTIONS`).
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Every registered connection, by id.
     pub fn list(&self) -> Vec<ConnectionInfo> {
         let outboxes: Vec<Arc<Outbox>> = self.lock().values().cloned().collect();

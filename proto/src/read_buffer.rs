@@ -438,17 +438,6 @@ impl<S: tokio::io::AsyncRead + Send> ReadSource for tokio::io::ReadHalf<S> {
     }
 }
 
-#[cfg(feature = "tokio-io")]
-impl ReadSource for tokio::io::DuplexStream {
-    fn read_into<'a>(
-        &'a mut self,
-        buffer: &'a mut ReadBuffer,
-        idle_release_after: std::time::Duration,
-    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
-        buffer.read_from_stream(self, idle_release_after)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

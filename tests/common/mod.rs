@@ -350,12 +350,10 @@ impl PipeBroker {
         (client, welcome)
     }
 
-    /// Starts the shutdown sequence (as the server's drain does) and waits for every
-    /// session to end.
+    /// Runs the server's shutdown sequence: cancels the sessions' token, then the
+    /// same drain as `Server::run` (there is no listener to close).
     pub async fn shut_down(&self) {
-        self.broker.begin_shutdown();
         self.stop.cancel();
-        self.sessions.close();
-        self.sessions.wait().await;
+        tern_broker::server::drain::drain(&self.broker, &self.sessions, None).await;
     }
 }

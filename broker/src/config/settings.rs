@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tern_proto::DeliveryMode;
 
-use super::values::{Between, LogFormat, Millis, Parsed, Secs};
+use super::values::{Between, LogFormat, Parsed, Time};
 use super::MAX_PREFETCH;
 
 /// How counts are described in errors.
@@ -145,7 +145,7 @@ settings! {
         flag: "handshake-timeout-ms",
         default: "5000",
         value: "MS",
-        accepts: Millis::new(1, 3_600_000),
+        accepts: Time::millis(1, 3_600_000),
         help: "Time a new connection has to send HELLO",
     }
     /// `PING_INTERVAL_SECS`: idle time before the server pings a client.
@@ -153,7 +153,7 @@ settings! {
         flag: "ping-interval-secs",
         default: "30",
         value: "SECS",
-        accepts: Secs::new(1, 86_400),
+        accepts: Time::secs(1, 86_400),
         help: "Idle time before the server pings a client; twice this without traffic closes it",
     }
     /// `WRITE_DEADLINE_MS`: the longest one write to a client may block.
@@ -161,7 +161,7 @@ settings! {
         flag: "write-deadline-ms",
         default: "10000",
         value: "MS",
-        accepts: Millis::new(1, 3_600_000),
+        accepts: Time::millis(1, 3_600_000),
         help: "Longest a write to a client may block before it is closed as a slow consumer",
     }
     /// `SHUTDOWN_GRACE_SECS`: the time clients get to settle acks after GOODBYE.
@@ -169,7 +169,7 @@ settings! {
         flag: "shutdown-grace-secs",
         default: "10",
         value: "SECS",
-        accepts: Secs::new(0, 3_600),
+        accepts: Time::secs(0, 3_600),
         help: "Time clients get to settle acks after GOODBYE",
     }
     /// `LOG_FORMAT`: text or JSON logs.

@@ -85,49 +85,41 @@ impl<T: FromStr + PartialOrd + Display + Copy> Accepts for Between<T> {
     }
 }
 
-/// A duration given as a whole number of milliseconds, within a range.
+/// A duration given as a whole number of one unit (milliseconds, seconds), within
+/// a range.
 #[derive(Debug)]
-pub struct Millis(pub Between<u64>);
+pub struct Time {
+    range: Between<u64>,
+    unit: fn(u64) -> Duration,
+}
 
-impl Millis {
+impl Time {
     /// From `min` to `max` milliseconds.
-    pub const fn new(min: u64, max: u64) -> Self {
-        Millis(Between::new(min, max, "milliseconds"))
-    }
-}
-
-impl Accepts for Millis {
-    type Value = Duration;
-
-    fn parse(&self, text: &str) -> Result<Duration, Rejected> {
-        self.0.parse(text).map(Duration::from_millis)
+    pub const fn millis(min: u64, max: u64) -> Self {
+        Time {
+            range: Between::new(min, max, "milliseconds"),
+            unit: Duration::from_millis,
+        }
     }
 
-    fn expected(&self) -> String {
-        self.0.expected()
-    }
-}
-
-/// A duration given as a whole number of seconds, within a range.
-#[derive(Debug)]
-pub struct Secs(pub Between<u64>);
-
-impl Secs {
     /// From `min` to `max` seconds.
-    pub const fn new(min: u64, max: u64) -> Self {
-        Secs(Between::new(min, max, "seconds"))
+    pub const fn secs(min: u64, max: u64) -> Self {
+        Time {
+            range: Between::new(min, max, "seconds"),
+            unit: Duration::from_secs,
+        }
     }
 }
 
-impl Accepts for Secs {
+impl Accepts for Time {
     type Value = Duration;
 
     fn parse(&self, text: &str) -> Result<Duration, Rejected> {
-        self.0.parse(text).map(Duration::from_secs)
+        self.range.parse(text).map(self.unit)
     }
 
     fn expected(&self) -> String {
-        self.0.expected()
+        self.range.expected()
     }
 }
 

@@ -23,8 +23,9 @@ use crate::broker::Broker;
 /// Extra time, beyond the grace period, for sessions to finish their final flush.
 pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(3);
 
-/// Steps 2 and 4: stops new work, closes `listener`, waits for `sessions`.
-pub async fn drain(broker: &Broker, listener: TcpListener, sessions: TaskTracker) {
+/// Steps 2 and 4: stops new work, closes `listener` (if the sessions came from one),
+/// waits for `sessions`.
+pub async fn drain(broker: &Broker, sessions: &TaskTracker, listener: Option<TcpListener>) {
     broker.begin_shutdown();
     drop(listener);
     let grace = broker.config().shutdown_grace;

@@ -61,8 +61,9 @@ pub struct Server {
     broker: Arc<Broker>,
     tcp: TcpListener,
     http: TcpListener,
-    /// Released once the accept loop runs: the broker then turns ready.
-    listening: ReadinessHold,
+    /// The broker's start-up hold, released once the accept loop runs: the broker
+    /// then turns ready (unless another start-up step still holds it).
+    listening: Option<ReadinessHold>,
 }
 
 impl Server {
@@ -83,7 +84,7 @@ impl Server {
                 source,
             })?;
         let broker = Arc::new(Broker::new(config));
-        let listening = broker.readiness().hold();
+        let listening = broker.take_startup_hold();
         Ok(Server {
             broker,
             tcp,
@@ -127,8 +128,6 @@ impl Server {
         let http_stop = CancellationToken::new();
         let http_task = tokio::spawn(admin::serve(http, broker.clone(), http_stop.clone()));
         let sessions = TaskTracker::new();
-        // The broker's own start-up hold, then the listeners': ready from here on.
-        drop(broker.take_startup_hold());
         drop(listening);
         info!(
             tcp = ?tcp_address,
@@ -153,7 +152,7 @@ impl Server {
                 },
             }
         }
-        drain::drain(&broker, tcp, sessions).await;
+        drain::drain(&broker, &sessions, Some(tcp)).await;
         http_stop.cancel();
         if let Ok(Err(error)) = http_task.await {
             return Err(ServerError::Http(error));
