@@ -15,7 +15,9 @@ use tern_proto::{DeliveryMode, ErrorCode, Message};
 use crate::clock::{self, Instant, Stamp};
 use crate::config::{env, Config};
 use crate::connections::ConnectionRegistry;
+use crate::memory::MemoryBudget;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
+use tern_proto::Frame;
 use crate::readiness::{Readiness, ReadinessHold};
 use crate::routing::{fan_out, BroadcastTarget, Router, Routes, Touched};
 use crate::stats::Stats;
@@ -45,6 +47,8 @@ pub struct Broker {
     config: Config,
     router: Router,
     queues: QueueRegistry,
+    /// The charge of every queued message against `MEMORY_LIMIT`.
+    memory: Arc<MemoryBudget>,
     connections: ConnectionRegistry,
     stats: Arc<Stats>,
     subscriptions: AtomicUsize,
@@ -68,8 +72,17 @@ impl Broker {
             max_bytes: config.queue_max_bytes,
         };
         let (readiness, startup) = Readiness::new();
+        let (memory_limit, derived) = config.memory_limit.resolve();
+        tracing::info!(bytes = memory_limit, from = %derived, "memory limit for queued messages");
+        let memory = Arc::new(MemoryBudget::new(memory_limit));
         Broker {
-            queues: QueueRegistry::new(config.max_queues, limits, shutting_down.clone()),
+            queues: QueueRegistry::new(
+                config.max_queues,
+                limits,
+                shutting_down.clone(),
+                memory.clone(),
+            ),
+            memory,
             connections: ConnectionRegistry::new(config.max_connections),
             config,
             router: Router::default(),
@@ -86,6 +99,11 @@ impl Broker {
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Queued messages' charge against `MEMORY_LIMIT`.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// The counters.
@@ -145,14 +163,80 @@ impl Broker {
                 tracing::info!(queue = name, pattern, "queue created");
             })
             .map(|(queue, _created)| queue)
-            .map_err(|error| match error {
-                RegistryError::PatternMismatch { .. } => {
-                    Refusal::new(ErrorCode::QueuePatternMismatch, error.to_string())
+            .map_err(registry_refusal)
+    }
+
+    /// Deletes queue `name` with what it holds (`force`: even with consumers
+    /// attached; each is sent `ERROR QUEUE_DELETED` for its subscription). Returns
+    /// how many messages went with it.
+    pub fn delete_queue(&self, name: &str, force: bool) -> Result<u64, Refusal> {
+        let closed = self
+            .queues
+            .delete(name, force, |queue| self.router.remove_queue(queue))
+            .map_err(registry_refusal)?;
+        for (outbox, sid) in &closed.consumers {
+            outbox.push_control(Frame::error(
+                ErrorCode::QueueDeleted,
+                u64::from(*sid),
+                format!("queue `{name}` was deleted; subscription {sid} has ended"),
+            ));
+        }
+        let messages = closed.messages as u64;
+        Stats::add(&self.stats.queues_deleted, 1);
+        Stats::add(&self.stats.dropped_deleted, messages);
+        tracing::info!(
+            queue = name,
+            messages,
+            consumers = closed.consumers.len(),
+            "queue deleted"
+        );
+        Ok(messages)
+    }
+
+    /// Removes every ready message of queue `name`; returns how many.
+    pub fn purge_queue(&self, name: &str) -> Result<u64, Refusal> {
+        let queue = self
+            .queue(name)
+            .ok_or_else(|| registry_refusal(RegistryError::UnknownQueue(name.into())))?;
+        let removed = queue.purge() as u64;
+        Stats::add(&self.stats.dropped_purged, removed);
+        tracing::info!(queue = name, messages = removed, "queue purged");
+        Ok(removed)
+    }
+
+    /// Deletes the queues that have been empty with no consumer for
+    /// `QUEUE_EXPIRE_SECS` (never when it is 0). Returns how many.
+    pub fn expire_idle_queues(&self) -> usize {
+        let after = self.config.queue_expire;
+        if after.is_zero() {
+            return 0;
+        }
+        let expired = self
+            .queues
+            .expire(clock::now(), after, |queue| self.router.remove_queue(queue));
+        for queue in &expired {
+            tracing::info!(
+                queue = %queue.name(),
+                idle_secs = after.as_secs(),
+                "queue expired: empty with no consumer"
+            );
+        }
+        Stats::add(&self.stats.queues_expired, expired.len() as u64);
+        expired.len()
+    }
+
+    /// Background upkeep until `stop`: deletes expired queues once a second.
+    pub async fn run_housekeeping(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    self.expire_idle_queues();
                 }
-                RegistryError::TooManyQueues { .. } => {
-                    Refusal::new(ErrorCode::TooManyQueues, error.to_string())
-                }
-            })
+            }
+        }
     }
 
     /// The queue named `name`, if it exists.
@@ -292,20 +376,65 @@ impl Broker {
         }
         // Queues keep the message until it is acked: share one copy (a reference
         // into the read buffer, so this copies no payload).
-        let message = Arc::new(message.clone());
+        let shared = Arc::new(message.clone());
         let mut refusal = Ok(());
+        let mut deleted = false;
         for queue in &routes.queues {
-            if let Err(error) = queue.publish(message.clone(), stamp) {
-                refusal = Err(queue_refusal(error));
+            match queue.publish(shared.clone(), stamp) {
+                Ok(()) => {}
+                Err(QueueError::Deleted(_)) => deleted = true,
+                Err(error) => refusal = Err(queue_refusal(error)),
+            }
+        }
+        if deleted {
+            // A queue was deleted after these routes were cached: the routes of now
+            // decide (a queue created since gets it; nothing at all in queue mode
+            // creates one, as for any publish that matches nothing).
+            let current = self.routes_for(message.subject());
+            if current.is_empty() && routes.subscribers.is_empty() {
+                if self.config.delivery_mode == DeliveryMode::Queue {
+                    let subject = message.subject();
+                    return self
+                        .bind_queue(subject, subject)?
+                        .publish(shared, stamp)
+                        .map_err(queue_refusal);
+                }
+                Stats::add(&self.stats.dropped_no_interest, 1);
+            }
+            for queue in &current.queues {
+                if routes.queues.iter().any(|old| Arc::ptr_eq(old, queue)) {
+                    continue;
+                }
+                match queue.publish(shared.clone(), stamp) {
+                    Ok(()) | Err(QueueError::Deleted(_)) => {}
+                    Err(error) => refusal = Err(queue_refusal(error)),
+                }
             }
         }
         refusal
     }
 }
 
+/// How often [`Broker::run_housekeeping`] looks for expired queues.
+pub const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn queue_refusal(error: QueueError) -> Refusal {
     match error {
-        QueueError::Full { .. } => Refusal::new(ErrorCode::QueueFull, error.to_string()),
+        QueueError::MemoryLimit { .. } => Refusal::new(ErrorCode::MemoryLimit, error.to_string()),
+        QueueError::Full { .. } => Refusal::new(
+            ErrorCode::QueueFull,
+            format!("{error}; that queue did not store it (subscribers and other queues matching the subject did)"),
+        ),
         other => Refusal::new(ErrorCode::Internal, other.to_string()),
     }
+}
+
+fn registry_refusal(error: RegistryError) -> Refusal {
+    let code = match error {
+        RegistryError::PatternMismatch { .. } => ErrorCode::QueuePatternMismatch,
+        RegistryError::TooManyQueues { .. } => ErrorCode::TooManyQueues,
+        RegistryError::UnknownQueue(_) => ErrorCode::UnknownQueue,
+        RegistryError::InUse { .. } => ErrorCode::QueueInUse,
+    };
+    Refusal::new(code, error.to_string())
 }

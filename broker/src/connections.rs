@@ -165,8 +165,11 @@ mod tests {
         assert_eq!(registry.open(), None, "at the limit");
         let outbox = Outbox::for_connection(
             Connection::new(first, "127.0.0.1:1".parse().expect("addr")),
-            10,
-            usize::MAX,
+            crate::outbound::OutboxLimits {
+                broadcast_messages: 10,
+                broadcast_bytes: usize::MAX,
+                stall_limit: crate::outbound::STALL_LIMIT,
+            },
             Arc::new(Stats::new()),
             clock::now(),
         );

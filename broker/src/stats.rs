@@ -46,6 +46,14 @@ pub struct Stats {
     pub dropped_slow_consumer: Counter,
     /// Queue messages discarded by NACK without requeue.
     pub dropped_rejected: Counter,
+    /// Ready queue messages removed by QUEUE_PURGE.
+    pub dropped_purged: Counter,
+    /// Queue messages deleted with their queue (QUEUE_DELETE).
+    pub dropped_deleted: Counter,
+    /// Queues deleted by QUEUE_DELETE.
+    pub queues_deleted: Counter,
+    /// Queues deleted because they stayed empty with no consumer (`QUEUE_EXPIRE_SECS`).
+    pub queues_expired: Counter,
     /// Publishes refused, by [`ErrorCode::ALL`] position.
     publish_errors: Vec<Counter>,
     /// Frame bytes read from clients.
@@ -119,7 +127,8 @@ impl Stats {
             "messages_dropped",
             "Messages the broker did not deliver, by mode and reason: no_interest (broadcast \
              publish nobody subscribed to), slow_consumer (a subscriber's buffer was full), \
-             rejected (a consumer nacked without requeue)",
+             rejected (a consumer nacked without requeue), purged (QUEUE_PURGE), deleted \
+             (deleted with their queue)",
             dropped.clone(),
         );
         let dropped_no_interest =
@@ -128,6 +137,20 @@ impl Stats {
             dropped.get_or_create_owned(&vec![("mode", "broadcast"), ("reason", "slow_consumer")]);
         let dropped_rejected =
             dropped.get_or_create_owned(&vec![("mode", "queue"), ("reason", "rejected")]);
+        let dropped_purged =
+            dropped.get_or_create_owned(&vec![("mode", "queue"), ("reason", "purged")]);
+        let dropped_deleted =
+            dropped.get_or_create_owned(&vec![("mode", "queue"), ("reason", "deleted")]);
+
+        let removed = Family::<Labels, Counter>::default();
+        registry.register(
+            "queues_removed",
+            "Queues removed, by reason: deleted (QUEUE_DELETE) or expired (empty with no \
+             consumer for QUEUE_EXPIRE_SECS)",
+            removed.clone(),
+        );
+        let queues_deleted = removed.get_or_create_owned(&vec![("reason", "deleted")]);
+        let queues_expired = removed.get_or_create_owned(&vec![("reason", "expired")]);
 
         let errors = Family::<Labels, Counter>::default();
         registry.register(
@@ -194,6 +217,10 @@ impl Stats {
             dropped_no_interest,
             dropped_slow_consumer,
             dropped_rejected,
+            dropped_purged,
+            dropped_deleted,
+            queues_deleted,
+            queues_expired,
             publish_errors,
             bytes_in,
             bytes_out,

@@ -48,7 +48,7 @@ pub mod message;
 pub mod options;
 pub mod subscription;
 
-pub use client::{Client, ServerInfo};
+pub use client::{Client, QueueStatus, ServerInfo};
 pub use error::ClientError;
 pub use message::{Message, OutgoingMessage};
 pub use options::{ClientOptions, ReconnectPolicy};

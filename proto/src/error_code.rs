@@ -61,13 +61,23 @@ pub enum ErrorCode {
     NoResponders = 501,
     /// Creating another queue would exceed the server's queue limit.
     TooManyQueues = 502,
+    /// QUEUE_PURGE or QUEUE_DELETE named a queue that does not exist. Stays open.
+    UnknownQueue = 503,
+    /// QUEUE_DELETE without `force` of a queue that has consumers attached. Stays open.
+    QueueInUse = 504,
+    /// Sent to each consumer of a queue that was deleted (`context` = its `sid`):
+    /// the subscription has ended. Stays open.
+    QueueDeleted = 505,
+    /// The broker holds `MEMORY_LIMIT` bytes of queued messages: a publish that
+    /// would store more is refused until it has drained below the low watermark.
+    MemoryLimit = 506,
     /// An unexpected server fault. Closes.
     Internal = 900,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for documentation and tests).
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::UnsupportedVersion,
         ErrorCode::HandshakeRequired,
         ErrorCode::HandshakeTimeout,
@@ -92,6 +102,10 @@ impl ErrorCode {
         ErrorCode::QueueFull,
         ErrorCode::NoResponders,
         ErrorCode::TooManyQueues,
+        ErrorCode::UnknownQueue,
+        ErrorCode::QueueInUse,
+        ErrorCode::QueueDeleted,
+        ErrorCode::MemoryLimit,
         ErrorCode::Internal,
     ];
 
@@ -129,6 +143,7 @@ impl ErrorCode {
             | ErrorCode::TooManySubscriptions
             | ErrorCode::QueuePatternMismatch
             | ErrorCode::TooManyQueues
+            | ErrorCode::QueueDeleted
             | ErrorCode::ShuttingDown => true,
             ErrorCode::UnsupportedVersion
             | ErrorCode::HandshakeRequired
@@ -145,6 +160,9 @@ impl ErrorCode {
             | ErrorCode::UnknownDelivery
             | ErrorCode::QueueFull
             | ErrorCode::NoResponders
+            | ErrorCode::UnknownQueue
+            | ErrorCode::QueueInUse
+            | ErrorCode::MemoryLimit
             | ErrorCode::Internal => false,
         }
     }
@@ -176,6 +194,10 @@ impl ErrorCode {
             ErrorCode::QueueFull => "QUEUE_FULL",
             ErrorCode::NoResponders => "NO_RESPONDERS",
             ErrorCode::TooManyQueues => "TOO_MANY_QUEUES",
+            ErrorCode::UnknownQueue => "UNKNOWN_QUEUE",
+            ErrorCode::QueueInUse => "QUEUE_IN_USE",
+            ErrorCode::QueueDeleted => "QUEUE_DELETED",
+            ErrorCode::MemoryLimit => "MEMORY_LIMIT",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }

@@ -238,6 +238,25 @@ pub struct Goodbye {
     pub message: ByteString,
 }
 
+/// QUEUE_INFO: one queue, answering QUEUE_LIST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The `request_id` of the QUEUE_LIST this answers.
+    pub request_id: u64,
+    /// The queue's name.
+    pub name: ByteString,
+    /// The pattern it is bound to.
+    pub pattern: ByteString,
+    /// Messages waiting for a consumer.
+    pub ready: u64,
+    /// Messages delivered and not yet acked.
+    pub unacked: u64,
+    /// Consumers attached.
+    pub consumers: u32,
+    /// Payload bytes held (ready and unacked).
+    pub bytes: u64,
+}
+
 /// Any frame, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -272,6 +291,27 @@ pub enum Frame {
         /// The new window.
         prefetch: u32,
     },
+    /// List every queue: one QUEUE_INFO per queue, then QUEUE_OK.
+    QueueList {
+        /// Echoed in the answers (and as the `context` of an ERROR).
+        request_id: u64,
+    },
+    /// Remove every ready message of a queue (unacked deliveries are kept).
+    QueuePurge {
+        /// Echoed in the answer (and as the `context` of an ERROR).
+        request_id: u64,
+        /// The queue.
+        queue: ByteString,
+    },
+    /// Delete a queue with everything it holds.
+    QueueDelete {
+        /// Echoed in the answer (and as the `context` of an ERROR).
+        request_id: u64,
+        /// The queue.
+        queue: ByteString,
+        /// Delete it even while consumers are attached (they get QUEUE_DELETED).
+        force: bool,
+    },
     /// Liveness probe.
     Ping,
     /// Answer to PING.
@@ -303,6 +343,16 @@ pub enum Frame {
     Error(ErrorFrame),
     /// The server is closing the connection.
     Goodbye(Goodbye),
+    /// One queue, answering QUEUE_LIST.
+    QueueInfo(QueueInfo),
+    /// A queue administration request succeeded.
+    QueueOk {
+        /// The request answered.
+        request_id: u64,
+        /// QUEUE_LIST: queues listed; QUEUE_PURGE: messages removed; QUEUE_DELETE:
+        /// messages deleted with the queue (ready and unacked).
+        count: u64,
+    },
 }
 
 impl Frame {
@@ -326,6 +376,11 @@ impl Frame {
             Frame::Lagged { .. } => Opcode::Lagged,
             Frame::Error(_) => Opcode::Error,
             Frame::Goodbye(_) => Opcode::Goodbye,
+            Frame::QueueList { .. } => Opcode::QueueList,
+            Frame::QueuePurge { .. } => Opcode::QueuePurge,
+            Frame::QueueDelete { .. } => Opcode::QueueDelete,
+            Frame::QueueInfo(_) => Opcode::QueueInfo,
+            Frame::QueueOk { .. } => Opcode::QueueOk,
         }
     }
 

@@ -29,8 +29,8 @@ pub use bytestring::ByteString;
 pub use codec::{decode, encode_deliver, encode_publish, ProtocolError};
 pub use error_code::ErrorCode;
 pub use frame::{
-    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError, Role,
-    Subscribe, Welcome,
+    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError,
+    QueueInfo, Role, Subscribe, Welcome,
 };
 pub use message::{Headers, Message};
 pub use opcode::Opcode;

@@ -23,6 +23,12 @@ pub enum Opcode {
     Nack = 0x06,
     /// Client → server: set a queue subscription's delivery window.
     Credit = 0x07,
+    /// Client → server: list every queue (answered by QUEUE_INFO frames, then QUEUE_OK).
+    QueueList = 0x08,
+    /// Client → server: remove a queue's ready messages (answered by QUEUE_OK).
+    QueuePurge = 0x09,
+    /// Client → server: delete a queue (answered by QUEUE_OK).
+    QueueDelete = 0x0A,
     /// Either direction: liveness probe; the peer answers with PONG.
     Ping = 0x10,
     /// Either direction: answer to PING.
@@ -43,6 +49,10 @@ pub enum Opcode {
     Error = 0x87,
     /// Server → client: the server is shutting down and will close the connection.
     Goodbye = 0x88,
+    /// Server → client: one queue, answering QUEUE_LIST.
+    QueueInfo = 0x89,
+    /// Server → client: a queue administration request succeeded.
+    QueueOk = 0x8A,
 }
 
 impl TryFrom<u8> for Opcode {
@@ -58,6 +68,9 @@ impl TryFrom<u8> for Opcode {
             0x05 => Opcode::Ack,
             0x06 => Opcode::Nack,
             0x07 => Opcode::Credit,
+            0x08 => Opcode::QueueList,
+            0x09 => Opcode::QueuePurge,
+            0x0A => Opcode::QueueDelete,
             0x10 => Opcode::Ping,
             0x11 => Opcode::Pong,
             0x81 => Opcode::Welcome,
@@ -68,6 +81,8 @@ impl TryFrom<u8> for Opcode {
             0x86 => Opcode::Lagged,
             0x87 => Opcode::Error,
             0x88 => Opcode::Goodbye,
+            0x89 => Opcode::QueueInfo,
+            0x8A => Opcode::QueueOk,
             other => return Err(other),
         })
     }

@@ -1,5 +1,6 @@
 //! The `tern` command line: `serve` runs the broker; `pub`, `sub`, `req` and
-//! `reply` are small clients built on `tern-client` only; `health` asks a running
+//! `reply` are small clients built on `tern-client` only; `queue` administers
+//! queues; `health` asks a running
 //! broker's HTTP endpoint (for container health checks); `bench` measures a broker
 //! (and `relay`, hidden, is the ceiling it compares against).
 //!
@@ -12,6 +13,7 @@
 pub mod bench;
 mod health;
 mod publish;
+mod queue;
 mod relay;
 mod reply;
 mod request;
@@ -52,6 +54,8 @@ pub enum Command {
     Req(request::ReqArgs),
     /// Answer requests with RESPONSE, or echo them.
     Reply(reply::ReplyArgs),
+    /// Administer queues: ls, purge NAME, delete NAME [--force].
+    Queue(queue::QueueArgs),
     /// Check a running broker's /healthz (or --path /ready); exit 0 when it answers 200.
     Health(health::HealthArgs),
     /// Measure throughput, latency and delivery (pubsub, queue, req), like `nats bench`.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sub(args) => block_on(subscribe::run(args)),
         Command::Req(args) => block_on(request::run(args)),
         Command::Reply(args) => block_on(reply::run(args)),
+        Command::Queue(args) => block_on(queue::run(args)),
         Command::Health(args) => block_on(health::run(args)),
         Command::Bench(args) => block_on_multi_thread(bench::run(args)),
         Command::Relay(args) => block_on(relay::run(args)),

@@ -324,9 +324,11 @@ impl PipeBroker {
         configure(&mut config);
         let broker = Arc::new(Broker::new(config));
         drop(broker.take_startup_hold());
+        let stop = CancellationToken::new();
+        tokio::spawn(broker.clone().run_housekeeping(stop.clone()));
         PipeBroker {
             broker,
-            stop: CancellationToken::new(),
+            stop,
             sessions: TaskTracker::new(),
         }
     }

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -75,6 +76,7 @@ fn current_state(broker: &Broker) -> Registry {
     let ready_messages = Family::<Labels, Gauge>::default();
     let unacked = Family::<Labels, Gauge>::default();
     let consumers = Family::<Labels, Gauge>::default();
+    let refused = Family::<Labels, Counter>::default();
     for queue in &queues {
         let depth = queue.depth();
         let labels = vec![("queue", queue.name().to_string())];
@@ -83,7 +85,47 @@ fn current_state(broker: &Broker) -> Registry {
             .set(count(depth.ready));
         unacked.get_or_create(&labels).set(count(depth.unacked));
         consumers.get_or_create(&labels).set(count(depth.consumers));
+        for (reason, value) in [
+            ("full", queue.refused_full()),
+            ("memory_limit", queue.refused_memory()),
+        ] {
+            refused
+                .get_or_create(&vec![
+                    ("queue", queue.name().to_string()),
+                    ("reason", reason.to_string()),
+                ])
+                .inc_by(value);
+        }
     }
+    registry.register(
+        "queue_publish_refused",
+        "Publishes a queue refused since it was created, by reason: full (QUEUE_MAX_MESSAGES \
+         or QUEUE_MAX_BYTES) or memory_limit (MEMORY_LIMIT)",
+        refused,
+    );
+
+    let memory = broker.memory();
+    let used = Gauge::<i64>::default();
+    used.set(i64::try_from(memory.used()).unwrap_or(i64::MAX));
+    registry.register(
+        "memory_queued_bytes",
+        "Bytes of queued messages counted against MEMORY_LIMIT (encoded size plus bookkeeping)",
+        used,
+    );
+    let limit = Gauge::<i64>::default();
+    limit.set(i64::try_from(memory.limit()).unwrap_or(i64::MAX));
+    registry.register(
+        "memory_limit_bytes",
+        "MEMORY_LIMIT resolved to bytes (0: no limit)",
+        limit,
+    );
+    let refusing = Gauge::<i64>::default();
+    refusing.set(i64::from(memory.is_refusing()));
+    registry.register(
+        "memory_limit_reached",
+        "1 while publishes that would be queued are refused with MEMORY_LIMIT, else 0",
+        refusing,
+    );
     registry.register(
         "queue_depth",
         "Messages waiting in a queue for a consumer",

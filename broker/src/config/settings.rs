@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tern_proto::DeliveryMode;
 
-use super::values::{Between, LogFormat, Parsed, Time};
+use super::values::{Between, LogFormat, MemoryLimit, Parsed, Time};
 use super::MAX_PREFETCH;
 
 /// How counts are described in errors.
@@ -92,6 +92,16 @@ settings! {
         accepts: Between::new(16 << 20, 1 << 40, BYTES),
         help: "Bytes of frames buffered per connection; a stalled subscriber's broadcast messages beyond them are dropped like beyond CONSUMER_CHANNEL_BUFFER_SIZE",
     }
+    /// `SLOW_CONSUMER_STALL_MS`: how long a subscriber's connection may accept no
+    /// bytes before publishers stop waiting for it and drop its excess broadcast
+    /// messages.
+    slow_consumer_stall: Duration = SLOW_CONSUMER_STALL_MS {
+        flag: "slow-consumer-stall-ms",
+        default: "1000",
+        value: "MS",
+        accepts: Time::millis(10, 3_600_000),
+        help: "Time a subscriber's connection may accept no bytes before publishers stop waiting for it (its excess broadcast messages are then dropped)",
+    }
     /// `QUEUE_MAX_MESSAGES`: the most messages one queue holds (ready + unacked).
     queue_max_messages: usize = QUEUE_MAX_MESSAGES {
         flag: "queue-max-messages",
@@ -108,6 +118,14 @@ settings! {
         accepts: Between::new(1, 1 << 40, BYTES),
         help: "Most payload bytes one queue holds (ready + unacked)",
     }
+    /// `MEMORY_LIMIT`: the most bytes of queued messages the whole broker holds.
+    memory_limit: MemoryLimit = MEMORY_LIMIT {
+        flag: "memory-limit",
+        default: "60%",
+        value: "BYTES|PCT%",
+        accepts: Parsed::new("a percentage of the memory available (such as 60%) or a number of bytes (0 = no limit)"),
+        help: "Most bytes of queued messages in the whole broker: a share of the memory available (cgroup limit, else physical memory) or bytes; at it, publishes to queues get MEMORY_LIMIT until they drain below 90%",
+    }
     /// `MAX_QUEUES`: the most queues the broker keeps.
     max_queues: usize = MAX_QUEUES {
         flag: "max-queues",
@@ -115,6 +133,15 @@ settings! {
         value: "N",
         accepts: Between::new(1, 10_000_000, COUNT),
         help: "Most queues the broker keeps",
+    }
+    /// `QUEUE_EXPIRE_SECS`: how long a queue may stay empty with no consumer before
+    /// it is deleted (0: never).
+    queue_expire: Duration = QUEUE_EXPIRE_SECS {
+        flag: "queue-expire-secs",
+        default: "300",
+        value: "SECS",
+        accepts: Time::secs(0, 31_536_000),
+        help: "Seconds a queue may stay empty with no consumer before it is deleted (0 = never); queues holding messages are kept",
     }
     /// `MAX_FRAME_BYTES`: the largest frame a client may send.
     max_frame_bytes: u32 = MAX_FRAME_BYTES {

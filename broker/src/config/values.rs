@@ -143,3 +143,49 @@ impl FromStr for LogFormat {
         }
     }
 }
+
+/// `MEMORY_LIMIT`: a share of the memory available to the process, or bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// This many percent (1 to 100) of the cgroup limit or physical memory.
+    Percent(u8),
+    /// Exactly this many bytes; 0 means no limit.
+    Bytes(u64),
+}
+
+impl MemoryLimit {
+    /// The limit in bytes (0: none), and how it was derived, for the startup log.
+    pub fn resolve(self) -> (u64, String) {
+        match self {
+            MemoryLimit::Bytes(0) => (0, "no limit (MEMORY_LIMIT=0)".to_owned()),
+            MemoryLimit::Bytes(bytes) => (bytes, "MEMORY_LIMIT bytes".to_owned()),
+            MemoryLimit::Percent(percent) => match crate::memory::available_memory() {
+                Some((available, source)) => (
+                    available / 100 * u64::from(percent),
+                    format!("{percent}% of the {source} ({available} bytes)"),
+                ),
+                None => (
+                    0,
+                    "no limit: the memory available could not be read".to_owned(),
+                ),
+            },
+        }
+    }
+}
+
+impl FromStr for MemoryLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Some(percent) = text.strip_suffix('%') {
+            return match percent.trim().parse::<u8>() {
+                Ok(percent @ 1..=100) => Ok(MemoryLimit::Percent(percent)),
+                _ => Err(format!("expected a percentage from 1% to 100%, got `{text}`")),
+            };
+        }
+        text.parse::<u64>()
+            .map(MemoryLimit::Bytes)
+            .map_err(|_| format!("expected a percentage such as 60% or a number of bytes, got `{text}`"))
+    }
+}

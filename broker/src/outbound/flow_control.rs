@@ -5,7 +5,7 @@
 //!   against `CONSUMER_CHANNEL_BUFFER_SIZE` messages and [`PRESSURE_BYTES`]. Past
 //!   half (or past the byte bound) the publishers feeding this connection pause
 //!   reading their sockets until it drains to a quarter, as long as the writer
-//!   keeps making progress; a subscriber that makes none for [`STALL_LIMIT`] is
+//!   keeps making progress; a subscriber that makes none for `SLOW_CONSUMER_STALL_MS` is
 //!   marked stalled and no longer waited for (its extra messages are then dropped
 //!   and reported, see `lag.rs`);
 //! - **answer backpressure** ([`ControlRoom`]): the frames answering a client's own
@@ -28,11 +28,30 @@ pub const CONTROL_FRAME_LIMIT: usize = 1024;
 /// half of `CONSUMER_CHANNEL_BUFFER_SIZE`. They resume below a quarter of it.
 pub const PRESSURE_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long a publisher waits for a subscriber's writer to make any progress before
-/// treating that subscriber as stalled. Not shorter: the kernel wakes a blocked
-/// writer only once a third of its send buffer (megabytes, autotuned) has drained,
-/// which for a subscriber reading 10 MB/s takes over 100 ms.
-pub const STALL_LIMIT: Duration = Duration::from_millis(500);
+/// The default of `SLOW_CONSUMER_STALL_MS`: how long a publisher waits for a
+/// subscriber's connection to accept any bytes before treating that subscriber as
+/// stalled. TCP moves data to a slow reader in bursts (a window update per 64 KiB or
+/// more read on loopback), so this must exceed the gap between bursts of the slowest
+/// reader that should count as alive; see `docs/ARCHITECTURE.md`.
+/// The setting's default is the same.
+pub const STALL_LIMIT: Duration = Duration::from_secs(1);
+
+/// How many times per stall limit a waiting publisher asks the writer to look at
+/// the socket's send queue.
+pub const CHECKS_PER_STALL: u32 = 10;
+
+/// The bounds of one connection's outbound buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// `CONSUMER_CHANNEL_BUFFER_SIZE`: broadcast deliveries waiting.
+    pub broadcast_messages: usize,
+    /// `CONSUMER_CHANNEL_BUFFER_BYTES`: frame bytes waiting (pending and being
+    /// written) past which broadcast deliveries are dropped.
+    pub broadcast_bytes: usize,
+    /// `SLOW_CONSUMER_STALL_MS`: how long without the connection accepting a byte
+    /// makes a subscriber stalled.
+    pub stall_limit: Duration,
+}
 
 /// Publisher flow control of one connection's broadcast buffer.
 #[derive(Debug)]
@@ -53,18 +72,28 @@ pub(super) struct FlowControl {
     /// Write calls that wrote something: progress, even in the middle of a large
     /// batch (whose deliveries count as written only once all of it is).
     writes: AtomicU64,
-    /// Set when the subscriber made no progress for [`STALL_LIMIT`]; cleared when
+    /// Set when the subscriber made no progress for `stall_limit`; cleared when
     /// its buffer has drained.
     stalled: AtomicBool,
+    /// `SLOW_CONSUMER_STALL_MS`.
+    stall_limit: Duration,
+    /// Asks the writer to look at the socket's send queue (see
+    /// [`FlowControl::wait_for_drain`]).
+    check_requested: Notify,
+    /// Bytes the socket's send queue held at the writer's last look (unsent and
+    /// unacknowledged), or `usize::MAX` when unknown or since the writer wrote.
+    send_queue: AtomicUsize,
 }
 
 impl FlowControl {
-    /// Flow control for a buffer of `capacity` broadcast messages and
-    /// `byte_capacity` bytes of frames.
-    pub(super) fn new(capacity: usize, byte_capacity: usize) -> Self {
+    /// Flow control for a buffer bounded by `limits`.
+    pub(super) fn new(limits: OutboxLimits) -> Self {
         FlowControl {
-            capacity,
-            byte_capacity,
+            capacity: limits.broadcast_messages,
+            byte_capacity: limits.broadcast_bytes,
+            stall_limit: limits.stall_limit,
+            check_requested: Notify::new(),
+            send_queue: AtomicUsize::new(usize::MAX),
             broadcast_pending: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
             drain_waiters: AtomicUsize::new(0),
@@ -126,9 +155,14 @@ impl FlowControl {
 
     /// Waits until the broadcast buffer has drained to a quarter (of its message
     /// capacity and of [`PRESSURE_BYTES`]; `waiting_bytes` reads the bytes waiting),
-    /// as long as the writer keeps making progress (writing anything counts); after
-    /// [`STALL_LIMIT`] without progress the subscriber is marked stalled and this
-    /// returns. Cancel-safe.
+    /// as long as the connection keeps accepting bytes; after `stall_limit` without
+    /// progress the subscriber is marked stalled and this returns. Cancel-safe.
+    ///
+    /// Progress is any write call that wrote something, or the socket's send queue
+    /// shrinking: a blocked writer is woken by the kernel only once a third of its
+    /// send buffer (up to 4 MiB) has drained, which for a reader taking 400 KB/s is
+    /// seconds. So every [`CHECKS_PER_STALL`]th of the stall limit without a write,
+    /// the writer is asked to look at the send queue, and a smaller one counts.
     pub(super) async fn wait_for_drain(
         &self,
         connection_id: u64,
@@ -144,6 +178,8 @@ impl FlowControl {
         let _waiting = Waiting(&self.drain_waiters);
         let mut last = self.broadcast_pending.load(Ordering::Acquire);
         let mut last_writes = self.writes.load(Ordering::Acquire);
+        let mut quiet_since = tokio::time::Instant::now();
+        let check_every = self.stall_limit / CHECKS_PER_STALL;
         loop {
             if (last <= self.low_water() && waiting_bytes() <= PRESSURE_BYTES / 4)
                 || self.stalled.load(Ordering::Acquire)
@@ -158,16 +194,42 @@ impl FlowControl {
             if now < last || writes != last_writes {
                 last = now;
                 last_writes = writes;
+                quiet_since = tokio::time::Instant::now();
                 continue;
             }
-            if tokio::time::timeout(STALL_LIMIT, notified).await.is_err() {
-                self.stalled.store(true, Ordering::Release);
-                debug!(
-                    connection = connection_id,
-                    "subscriber made no progress for {STALL_LIMIT:?}: not waiting for it"
-                );
-                return;
+            let stall_at = quiet_since + self.stall_limit;
+            let check_at = (tokio::time::Instant::now() + check_every).min(stall_at);
+            if tokio::time::timeout_at(check_at, notified).await.is_ok() {
+                continue;
             }
+            if tokio::time::Instant::now() < stall_at {
+                self.check_requested.notify_one();
+                continue;
+            }
+            self.stalled.store(true, Ordering::Release);
+            debug!(
+                connection = connection_id,
+                stall_ms = self.stall_limit.as_millis() as u64,
+                "subscriber's connection accepted nothing: not waiting for it"
+            );
+            return;
+        }
+    }
+
+    /// Resolves when a waiting publisher asks the writer to look at the socket's
+    /// send queue (a request made while the writer was busy is kept for it).
+    pub(super) async fn send_queue_check_requested(&self) {
+        self.check_requested.notified().await;
+    }
+
+    /// The writer looked: the socket's send queue holds `queued` bytes. Fewer than
+    /// at its last look (with no write in between) means the peer took some: that
+    /// is progress, and waiting publishers are told.
+    pub(super) fn observe_send_queue(&self, queued: usize) {
+        let before = self.send_queue.swap(queued, Ordering::AcqRel);
+        if queued < before && before != usize::MAX {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            self.drained.notify_waiters();
         }
     }
 
@@ -181,6 +243,8 @@ impl FlowControl {
     /// for a stall.
     pub(super) fn note_write(&self, bytes: usize) {
         self.writes.fetch_add(1, Ordering::AcqRel);
+        // What the send queue held before this write cannot be compared with it.
+        self.send_queue.store(usize::MAX, Ordering::Release);
         // What is written no longer waits: publishers paused on bytes resume while
         // the rest of the batch is still being written, so the pipe stays full.
         let _ = self

@@ -18,7 +18,6 @@ mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tern_proto::{DeliveryMode, Frame, Message};
 use tokio::sync::Notify;
@@ -31,7 +30,7 @@ use flow_control::{ControlRoom, FlowControl};
 use lag::LagTracker;
 use write_buffer::WriteBuffer;
 
-pub use flow_control::{CONTROL_FRAME_LIMIT, PRESSURE_BYTES, STALL_LIMIT};
+pub use flow_control::{OutboxLimits, CONTROL_FRAME_LIMIT, PRESSURE_BYTES, STALL_LIMIT};
 pub use lag::MissedCounter;
 pub use write_buffer::VECTORED_PAYLOAD_BYTES;
 pub use writer::{run_writer, WriterExit};
@@ -44,10 +43,7 @@ const SAMPLE_LIMIT: usize = 64;
 /// memory.
 const IDLE_BUFFER_BYTES: usize = 16 * 1024;
 
-/// How long a writer (or a reader) must be idle before it releases its buffers. Not
-/// at once: a writer that catches up with its publishers is idle many times a
-/// second, and releasing and regrowing its buffers each time costs page faults.
-pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
+pub use crate::transport::IDLE_RELEASE_AFTER;
 
 /// What became of a broadcast delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,20 +129,21 @@ impl Outbox {
         let peer = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         Outbox::for_connection(
             Connection::new(connection_id, peer),
-            broadcast_capacity,
-            usize::MAX,
+            OutboxLimits {
+                broadcast_messages: broadcast_capacity,
+                broadcast_bytes: usize::MAX,
+                stall_limit: STALL_LIMIT,
+            },
             stats,
             epoch,
         )
     }
 
-    /// [`Outbox::new`] for an accepted connection, described by `connection`, also
-    /// bounded by `broadcast_bytes` bytes of waiting frames
-    /// (`CONSUMER_CHANNEL_BUFFER_BYTES`).
+    /// [`Outbox::new`] for an accepted connection, described by `connection`, with
+    /// the broker's [`OutboxLimits`].
     pub fn for_connection(
         connection: Connection,
-        broadcast_capacity: usize,
-        broadcast_bytes: usize,
+        limits: OutboxLimits,
         stats: Arc<Stats>,
         epoch: Instant,
     ) -> Arc<Outbox> {
@@ -155,7 +152,7 @@ impl Outbox {
             connection,
             pending: Mutex::new(Pending::default()),
             wake_writer: Notify::new(),
-            flow: FlowControl::new(broadcast_capacity, broadcast_bytes),
+            flow: FlowControl::new(limits),
             control_room: ControlRoom::new(),
             lag: LagTracker::new(),
             epoch,
@@ -500,8 +497,11 @@ mod tests {
         let bound = 2 << 20;
         let outbox = Outbox::for_connection(
             Connection::new(1, std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
-            1000,
-            bound,
+            OutboxLimits {
+                broadcast_messages: 1000,
+                broadcast_bytes: bound,
+                stall_limit: STALL_LIMIT,
+            },
             stats.clone(),
             clock::now(),
         );
@@ -522,8 +522,11 @@ mod tests {
         // An empty buffer takes any frame, even one above the bound.
         let huge = Outbox::for_connection(
             Connection::new(2, std::net::SocketAddr::from(([127, 0, 0, 1], 2))),
-            1000,
-            1024,
+            OutboxLimits {
+                broadcast_messages: 1000,
+                broadcast_bytes: 1024,
+                stall_limit: STALL_LIMIT,
+            },
             stats,
             clock::now(),
         );

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tern_proto::{codec, Frame, Message};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tracing::warn;
 
 use super::flow_control::FlowControl;
+use crate::transport::TransportWriter;
 
 /// Payloads at least this large are not copied into the write buffer: the frame's
 /// head goes in the buffer and the payload is written from the shared message by a
@@ -75,7 +76,7 @@ impl WriteBuffer {
     /// vectored writes of up to [`SEGMENTS_PER_WRITE`] segments each. Each write may
     /// block for at most `deadline`; each one that writes something is progress
     /// for flow control.
-    pub(super) async fn write_to<W: AsyncWrite + Unpin>(
+    pub(super) async fn write_to<W: TransportWriter>(
         &mut self,
         socket: &mut W,
         flow: &FlowControl,
@@ -84,7 +85,14 @@ impl WriteBuffer {
         if self.segments.is_empty() {
             let mut position = 0;
             while position < self.bytes.len() {
-                let written = progress(deadline, socket.write(&self.bytes[position..])).await?;
+                let written = loop {
+                    tokio::select! {
+                        biased;
+                        written = progress(deadline, socket.write(&self.bytes[position..])) => break written?,
+                        () = flow.send_queue_check_requested() => {}
+                    }
+                    look_at_send_queue(socket, flow);
+                };
                 position += written;
                 flow.note_write(written);
             }
@@ -101,7 +109,14 @@ impl WriteBuffer {
                 .take(SEGMENTS_PER_WRITE)
                 .map(|segment| IoSlice::new(segment))
                 .collect();
-            let mut written = progress(deadline, socket.write_vectored(&slices)).await?;
+            let mut written = loop {
+                tokio::select! {
+                    biased;
+                    written = progress(deadline, socket.write_vectored(&slices)) => break written?,
+                    () = flow.send_queue_check_requested() => {}
+                }
+                look_at_send_queue(socket, flow);
+            };
             flow.note_write(written);
             while written > 0 {
                 let segment = &mut self.segments[first];
@@ -137,6 +152,16 @@ impl WriteBuffer {
 }
 
 /// Runs one write with a deadline; zero bytes written is an error.
+/// A publisher waiting for this connection saw no write for a while: tells the flow
+/// control how much the socket's send queue holds, so a shrinking queue counts as
+/// progress. The write that was waiting is retried (a write that has not completed
+/// has written nothing).
+fn look_at_send_queue<W: TransportWriter>(socket: &W, flow: &FlowControl) {
+    if let Some(queued) = socket.send_queue_bytes() {
+        flow.observe_send_queue(queued);
+    }
+}
+
 async fn progress(
     deadline: Duration,
     write: impl std::future::Future<Output = std::io::Result<usize>>,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_proto::Frame;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::transport::TransportWriter;
 use tracing::{debug, warn};
 
 use super::write_buffer::{WriteBuffer, WriteFailure};
@@ -40,7 +42,7 @@ impl Drop for WriterGuard<'_> {
 /// writes it, one `write` per batch. A write that blocks longer than
 /// `write_deadline` ends the connection: a client that reads nothing cannot pin its
 /// resources forever (nats-server's default is 10 s too).
-pub async fn run_writer<W: AsyncWrite + Unpin>(
+pub async fn run_writer<W: TransportWriter>(
     mut socket: W,
     outbox: Arc<Outbox>,
     write_deadline: Duration,

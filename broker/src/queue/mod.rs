@@ -15,13 +15,14 @@ pub use registry::{QueueRegistry, RegistryError};
 pub use store::{MemoryStore, QueueStore, QueuedMessage, StoreError};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytestring::ByteString;
 use tracing::error;
 
-use crate::clock::Stamp;
+use crate::clock::{self, Instant, Stamp};
+use crate::memory::{charge, MemoryBudget};
 use crate::outbound::Outbox;
 use tern_proto::Message;
 
@@ -58,9 +59,38 @@ pub enum QueueError {
     /// The consumer is not attached to this queue.
     #[error("subscription {0} is not a consumer of this queue")]
     UnknownConsumer(u32),
+    /// The broker holds `MEMORY_LIMIT` bytes of queued messages.
+    #[error("the broker's MEMORY_LIMIT of {limit} bytes of queued messages is reached ({used} held); publishes to queues are refused until they drain below 90%")]
+    MemoryLimit {
+        /// The limit.
+        limit: u64,
+        /// Bytes charged now.
+        used: u64,
+    },
+    /// The queue has been deleted (by an operator, or expired): publish to the
+    /// queues routing finds now, or bind again.
+    #[error("queue `{0}` was deleted")]
+    Deleted(ByteString),
+    /// A delete without `force` of a queue that has consumers.
+    #[error("queue `{name}` has {consumers} consumer(s) attached; delete it with force to detach them")]
+    InUse {
+        /// The queue.
+        name: ByteString,
+        /// Consumers attached.
+        consumers: usize,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What deleting a queue removed.
+#[derive(Debug)]
+pub struct Closed {
+    /// Messages deleted with it (ready and unacked).
+    pub messages: usize,
+    /// The consumers it had, `(outbox, sid)`: each is told its subscription ended.
+    pub consumers: Vec<(Arc<Outbox>, u32)>,
 }
 
 /// The subscription id a delivery id belongs to.
@@ -77,6 +107,8 @@ pub struct QueueDepth {
     pub unacked: usize,
     /// Consumers attached.
     pub consumers: usize,
+    /// Payload bytes held (ready and unacked).
+    pub bytes: u64,
 }
 
 /// A named FIFO queue bound to a subject pattern.
@@ -88,6 +120,12 @@ pub struct Queue {
     state: Mutex<QueueState>,
     consumer_count: AtomicUsize,
     draining: Arc<AtomicBool>,
+    /// Publishes this queue refused because it was full (for `/metrics`).
+    refused_full: AtomicU64,
+    /// Publishes this queue refused at the broker's `MEMORY_LIMIT`.
+    refused_memory: AtomicU64,
+    /// The broker-wide charge of queued messages.
+    memory: Arc<MemoryBudget>,
 }
 
 #[derive(Debug)]
@@ -98,6 +136,25 @@ struct QueueState {
     unacked_messages: usize,
     unacked_bytes: u64,
     next_order: u64,
+    /// Since when the queue has been empty with no consumer (`None`: it is not).
+    idle_since: Option<Instant>,
+    /// Deleted: refuses publishes and consumers from now on.
+    deleted: bool,
+    /// What this queue's messages are charged against `MEMORY_LIMIT` in all.
+    charged: u64,
+}
+
+impl QueueState {
+    /// Keeps `idle_since` up to date after a change: set when the queue has just
+    /// become empty and consumerless, cleared when it is not (no clock read then).
+    fn note_idleness(&mut self) {
+        let idle = self.consumers.is_empty() && self.unacked_messages == 0 && self.store.is_empty();
+        match (idle, self.idle_since) {
+            (true, None) => self.idle_since = Some(clock::now()),
+            (false, Some(_)) => self.idle_since = None,
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -134,6 +191,7 @@ impl Queue {
         limits: QueueLimits,
         store: Box<dyn QueueStore>,
         draining: Arc<AtomicBool>,
+        memory: Arc<MemoryBudget>,
     ) -> Self {
         Queue {
             name,
@@ -146,10 +204,33 @@ impl Queue {
                 unacked_messages: 0,
                 unacked_bytes: 0,
                 next_order: 0,
+                idle_since: Some(clock::now()),
+                deleted: false,
+                charged: 0,
             }),
             consumer_count: AtomicUsize::new(0),
             draining,
+            refused_full: AtomicU64::new(0),
+            refused_memory: AtomicU64::new(0),
+            memory,
         }
+    }
+
+    /// Publishes this queue refused at the broker's `MEMORY_LIMIT`.
+    pub fn refused_memory(&self) -> u64 {
+        self.refused_memory.load(Ordering::Relaxed)
+    }
+
+    /// Gives back what a message that left the queue was charged.
+    fn uncharge(&self, state: &mut QueueState, message: &Message) {
+        let bytes = charge(message);
+        state.charged -= bytes;
+        self.memory.release(bytes);
+    }
+
+    /// Publishes this queue refused because it was full, since it was created.
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full.load(Ordering::Relaxed)
     }
 
     /// The queue's name.
@@ -181,9 +262,13 @@ impl Queue {
     pub fn publish(&self, message: Arc<Message>, stamp: Stamp) -> Result<(), QueueError> {
         let size = message.payload().len() as u64;
         let mut state = self.lock();
+        if state.deleted {
+            return Err(QueueError::Deleted(self.name.clone()));
+        }
         let messages = state.store.len() + state.unacked_messages;
         let bytes = state.store.bytes() + state.unacked_bytes;
         if messages >= self.limits.max_messages || bytes + size > self.limits.max_bytes {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(QueueError::Full {
                 name: self.name.clone(),
                 messages,
@@ -192,8 +277,18 @@ impl Queue {
                 max_bytes: self.limits.max_bytes,
             });
         }
+        let charged = charge(&message);
+        if !self.memory.try_charge(charged) {
+            self.refused_memory.fetch_add(1, Ordering::Relaxed);
+            return Err(QueueError::MemoryLimit {
+                limit: self.memory.limit(),
+                used: self.memory.used(),
+            });
+        }
+        state.charged += charged;
         let order = state.next_order;
         state.next_order += 1;
+        state.idle_since = None;
         let draining = self.draining.load(Ordering::Acquire);
         if state.store.is_empty() && !draining {
             if let Some(index) = next_consumer_with_room(&mut state) {
@@ -222,8 +317,23 @@ impl Queue {
     }
 
     /// Attaches a consumer with a prefetch window and delivers what fits.
-    pub fn add_consumer(&self, connection_id: u64, sid: u32, outbox: Arc<Outbox>, prefetch: u32) {
+    /// `before_deliveries` runs once it is attached and before anything is delivered
+    /// to it (the session sends SUBSCRIBE_OK there). Fails if the queue was deleted
+    /// since it was found (bind again).
+    pub fn add_consumer(
+        &self,
+        connection_id: u64,
+        sid: u32,
+        outbox: Arc<Outbox>,
+        prefetch: u32,
+        before_deliveries: impl FnOnce(),
+    ) -> Result<(), QueueError> {
         let mut state = self.lock();
+        if state.deleted {
+            return Err(QueueError::Deleted(self.name.clone()));
+        }
+        before_deliveries();
+        state.idle_since = None;
         state.consumers.push(Consumer {
             connection_id,
             sid,
@@ -235,6 +345,7 @@ impl Queue {
         self.consumer_count
             .store(state.consumers.len(), Ordering::Release);
         self.dispatch(&mut state);
+        Ok(())
     }
 
     /// Detaches a consumer; its unacked messages go back to the front, in order,
@@ -262,13 +373,16 @@ impl Queue {
             }
         }
         self.dispatch(&mut state);
+        state.note_idleness();
     }
 
     /// Settles a delivery as done.
     pub fn ack(&self, connection_id: u64, sid: u32, delivery_id: u64) -> Result<(), QueueError> {
         let mut state = self.lock();
-        take_unacked(&mut state, connection_id, sid, delivery_id)?;
+        let queued = take_unacked(&mut state, connection_id, sid, delivery_id)?;
+        self.uncharge(&mut state, &queued.message);
         self.dispatch(&mut state);
+        state.note_idleness();
         Ok(())
     }
 
@@ -289,8 +403,11 @@ impl Queue {
                 stamp: 0,
                 ..queued
             }))?;
+        } else {
+            self.uncharge(&mut state, &queued.message);
         }
         self.dispatch(&mut state);
+        state.note_idleness();
         Ok(!requeue)
     }
 
@@ -323,7 +440,76 @@ impl Queue {
             ready: state.store.len(),
             unacked: state.unacked_messages,
             consumers: state.consumers.len(),
+            bytes: state.store.bytes() + state.unacked_bytes,
         }
+    }
+
+    /// Removes every ready message; unacked deliveries stay with their consumers.
+    /// Returns how many were removed.
+    pub fn purge(&self) -> usize {
+        let mut state = self.lock();
+        let mut removed = 0;
+        loop {
+            match state.store.pop_front() {
+                Ok(Some(queued)) => {
+                    self.uncharge(&mut state, &queued.message);
+                    removed += 1;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    error!(queue = %self.name, %error, "could not purge queue storage");
+                    break;
+                }
+            }
+        }
+        state.note_idleness();
+        removed
+    }
+
+    /// Deletes the queue: from now on it refuses publishes and consumers, and
+    /// everything it held is dropped. Refused while consumers are attached unless
+    /// `force`, in which case they are detached and returned (their unacked
+    /// deliveries are dropped too: a late ACK gets `UNKNOWN_DELIVERY`).
+    pub fn close(&self, force: bool) -> Result<Closed, QueueError> {
+        let mut state = self.lock();
+        if state.deleted {
+            return Err(QueueError::Deleted(self.name.clone()));
+        }
+        if !force && !state.consumers.is_empty() {
+            return Err(QueueError::InUse {
+                name: self.name.clone(),
+                consumers: state.consumers.len(),
+            });
+        }
+        state.deleted = true;
+        let messages = state.store.len() + state.unacked_messages;
+        while let Ok(Some(_)) = state.store.pop_front() {}
+        let consumers = std::mem::take(&mut state.consumers)
+            .into_iter()
+            .map(|consumer| (consumer.outbox, consumer.sid))
+            .collect();
+        state.unacked_messages = 0;
+        state.unacked_bytes = 0;
+        self.memory.release(std::mem::take(&mut state.charged));
+        self.consumer_count.store(0, Ordering::Release);
+        Ok(Closed {
+            messages,
+            consumers,
+        })
+    }
+
+    /// Deletes the queue if it has been empty with no consumer for at least
+    /// `after` (`QUEUE_EXPIRE_SECS`) by `now`. Returns whether it did.
+    pub fn expire_if_idle(&self, now: Instant, after: std::time::Duration) -> bool {
+        let mut state = self.lock();
+        let expired = !state.deleted
+            && state
+                .idle_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= after);
+        if expired {
+            state.deleted = true;
+        }
+        expired
     }
 
     /// Hands ready messages to consumers with room, oldest first, round-robin.
@@ -446,6 +632,7 @@ mod tests {
             },
             Box::<MemoryStore>::default(),
             Arc::new(AtomicBool::new(false)),
+            Arc::new(MemoryBudget::new(0)),
         )
     }
 
@@ -479,7 +666,9 @@ mod tests {
             queue.publish(message(payload), 0).expect("room");
         }
         let outbox = consumer(1);
-        queue.add_consumer(1, 7, outbox.clone(), 2);
+        queue
+            .add_consumer(1, 7, outbox.clone(), 2, || {})
+            .expect("attached");
         let first = received(&outbox);
         assert_eq!(
             first.iter().map(|d| d.2.clone()).collect::<Vec<_>>(),
@@ -501,11 +690,15 @@ mod tests {
             queue.publish(message(payload), 0).expect("room");
         }
         let first = consumer(1);
-        queue.add_consumer(1, 1, first.clone(), 2);
+        queue
+            .add_consumer(1, 1, first.clone(), 2, || {})
+            .expect("attached");
         assert_eq!(received(&first).len(), 2);
         queue.remove_consumer(1, 1);
         let second = consumer(2);
-        queue.add_consumer(2, 1, second.clone(), 10);
+        queue
+            .add_consumer(2, 1, second.clone(), 10, || {})
+            .expect("attached");
         let got = received(&second);
         let payloads: Vec<_> = got.iter().map(|d| (d.2.clone(), d.1)).collect();
         assert_eq!(
@@ -517,7 +710,9 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_counts_unacked_messages() {
         let queue = queue(2);
-        queue.add_consumer(1, 1, consumer(1), 1);
+        queue
+            .add_consumer(1, 1, consumer(1), 1, || {})
+            .expect("attached");
         queue.publish(message("a"), 0).expect("delivered, unacked");
         queue.publish(message("b"), 0).expect("ready");
         assert!(matches!(
@@ -529,7 +724,8 @@ mod tests {
             QueueDepth {
                 ready: 1,
                 unacked: 1,
-                consumers: 1
+                consumers: 1,
+                bytes: 2,
             }
         );
     }

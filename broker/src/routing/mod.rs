@@ -109,4 +109,14 @@ impl Router {
     pub fn add_queue(&self, pattern: &str, queue: Arc<Queue>) {
         self.modify(|index| index.insert(pattern, Route::Queue(queue)));
     }
+
+    /// Stops routing to a deleted queue.
+    pub fn remove_queue(&self, queue: &Arc<Queue>) {
+        self.modify(|index| {
+            index.remove(
+                queue.pattern(),
+                |route| matches!(route, Route::Queue(routed) if Arc::ptr_eq(routed, queue)),
+            );
+        });
+    }
 }

@@ -127,6 +127,7 @@ impl Server {
         let http_address = http.local_addr().ok();
         let http_stop = CancellationToken::new();
         let http_task = tokio::spawn(admin::serve(http, broker.clone(), http_stop.clone()));
+        let housekeeping = tokio::spawn(broker.clone().run_housekeeping(http_stop.clone()));
         let sessions = TaskTracker::new();
         drop(listening);
         info!(
@@ -154,6 +155,7 @@ impl Server {
         }
         drain::drain(&broker, &sessions, Some(tcp)).await;
         http_stop.cancel();
+        let _ = housekeeping.await;
         if let Ok(Err(error)) = http_task.await {
             return Err(ServerError::Http(error));
         }

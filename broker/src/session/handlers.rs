@@ -73,6 +73,13 @@ impl Session {
                 requeue,
             } => self.on_settle(*delivery_id, Some(*requeue)),
             Frame::Credit { sid, prefetch } => self.on_credit(*sid, *prefetch),
+            Frame::QueueList { request_id } => self.on_queue_list(*request_id),
+            Frame::QueuePurge { request_id, queue } => self.on_queue_purge(*request_id, queue),
+            Frame::QueueDelete {
+                request_id,
+                queue,
+                force,
+            } => self.on_queue_delete(*request_id, queue, *force),
             Frame::Ping => self.outbox.push_control(Frame::Pong),
             Frame::Pong => {}
             Frame::Hello(_) => self.send_error(

@@ -6,6 +6,7 @@
 //! - `handlers.rs` — one handler per client frame (publish, ack, credit, ping);
 //! - `subscriptions.rs` — SUBSCRIBE / UNSUBSCRIBE and detaching on close;
 //! - `keepalive.rs` — PING after silence, close when stale;
+//! - `queue_admin.rs` — QUEUE_LIST / QUEUE_PURGE / QUEUE_DELETE;
 //! - `route_cache.rs` — subject → routes, revalidated by one atomic load;
 //! - `drain.rs` — this connection's part of the shutdown sequence.
 //!
@@ -17,6 +18,7 @@ mod drain;
 mod handlers;
 pub mod handshake;
 mod keepalive;
+mod queue_admin;
 mod route_cache;
 mod subscriptions;
 
@@ -35,7 +37,7 @@ use crate::broker::Broker;
 use crate::clock::{self, Instant, Stamp};
 use crate::close_reason::CloseReason;
 use crate::connection::Connection;
-use crate::outbound::{run_writer, Outbox, WriterExit};
+use crate::outbound::{run_writer, Outbox, OutboxLimits, WriterExit};
 use crate::routing::Touched;
 use crate::stats::Stats;
 use crate::transport::{FrameReader, Transport};
@@ -61,8 +63,11 @@ pub async fn serve_connection<T: Transport>(
     let config = broker.config();
     let outbox = Outbox::for_connection(
         Connection::new(connection_id, peer),
-        config.consumer_channel_buffer_size,
-        config.consumer_channel_buffer_bytes,
+        OutboxLimits {
+            broadcast_messages: config.consumer_channel_buffer_size,
+            broadcast_bytes: config.consumer_channel_buffer_bytes,
+            stall_limit: config.slow_consumer_stall,
+        },
         broker.stats().clone(),
         broker.started(),
     );

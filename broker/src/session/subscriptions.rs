@@ -16,6 +16,10 @@ use crate::outbound::MissedCounter;
 use crate::queue::Queue;
 use crate::routing::BroadcastTarget;
 
+/// How often a queue SUBSCRIBE binds before it gives up on a queue that keeps being
+/// deleted under it.
+const BIND_ATTEMPTS: usize = 3;
+
 /// An active subscription of this connection.
 #[derive(Debug)]
 pub(super) enum Subscription {
@@ -131,20 +135,36 @@ impl Session {
             pattern
         };
         self.broker.reserve_subscription(DeliveryMode::Queue)?;
-        let queue = match self.broker.bind_queue(&name, &binding) {
-            Ok(queue) => queue,
-            Err(refusal) => {
-                self.broker.release_subscription(DeliveryMode::Queue);
-                return Err(refusal);
-            }
-        };
-        self.outbox.push_control(Frame::SubscribeOk { sid });
         let prefetch = if prefetch == 0 {
             self.broker.config().default_prefetch
         } else {
             prefetch
         };
-        queue.add_consumer(self.id, sid, self.outbox.clone(), prefetch);
+        // A queue found here may be deleted (expired, or by an operator) before the
+        // consumer is attached: bind again, which creates it anew.
+        let mut attempts = 0;
+        let queue = loop {
+            attempts += 1;
+            let queue = match self.broker.bind_queue(&name, &binding) {
+                Ok(queue) => queue,
+                Err(refusal) => {
+                    self.broker.release_subscription(DeliveryMode::Queue);
+                    return Err(refusal);
+                }
+            };
+            // SUBSCRIBE_OK goes out before anything is delivered for it.
+            let outbox = &self.outbox;
+            match queue.add_consumer(self.id, sid, outbox.clone(), prefetch, || {
+                outbox.push_control(Frame::SubscribeOk { sid })
+            }) {
+                Ok(()) => break queue,
+                Err(_) if attempts < BIND_ATTEMPTS => continue,
+                Err(error) => {
+                    self.broker.release_subscription(DeliveryMode::Queue);
+                    return Err(Refusal::new(ErrorCode::QueueDeleted, error.to_string()));
+                }
+            }
+        };
         self.subscriptions
             .insert(sid, Subscription::Queue { queue });
         Ok(())

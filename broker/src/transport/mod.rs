@@ -2,7 +2,9 @@
 //! write half. TCP is one; TLS and WebSocket streams plug in through [`Stream`].
 //!
 //! - [`Transport`] — a stream the broker can serve a client on;
-//! - [`reader`] — reading frames from the read half ([`FrameReader`]).
+//! - [`reader`] — reading frames from the read half ([`FrameReader`]);
+//! - `send_queue.rs` — how much a TCP socket's send queue holds (the one `unsafe`
+//!   call in the broker, with its proof).
 //!
 //! TCP splits without a lock (`TcpStream::into_split`) and is read with a
 //! non-blocking read and a readiness wait; a generic stream is split with
@@ -11,6 +13,7 @@
 //! no read buffer.
 
 pub mod reader;
+mod send_queue;
 
 pub use reader::{FrameReader, ReadError};
 
@@ -19,12 +22,35 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+/// How long a writer (or a reader) must be idle before it releases its buffers. Not
+/// at once: a writer that catches up with its publishers is idle many times a
+/// second, and releasing and regrowing its buffers each time costs page faults.
+pub const IDLE_RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The write half of a transport, as the connection's writer task uses it.
+pub trait TransportWriter: AsyncWrite + Unpin + Send + 'static {
+    /// Bytes the kernel holds for this connection, written and not yet acknowledged
+    /// by the peer (`SIOCOUTQ`), or `None` when the stream is not a socket. Flow
+    /// control reads it to see a slow reader make progress (see `outbound`).
+    fn send_queue_bytes(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl TransportWriter for OwnedWriteHalf {
+    fn send_queue_bytes(&self) -> Option<usize> {
+        send_queue::bytes(self.as_ref())
+    }
+}
+
+impl<S: AsyncWrite + Send + 'static> TransportWriter for WriteHalf<S> {}
+
 /// A connected byte stream a session can serve.
 pub trait Transport: Send + 'static {
     /// The read half: frames come from here.
     type Reader: ReadSource + 'static;
     /// The write half: the connection's writer task owns it.
-    type Writer: AsyncWrite + Unpin + Send + 'static;
+    type Writer: TransportWriter;
     /// Splits the stream so reading and writing proceed independently.
     fn into_halves(self) -> (Self::Reader, Self::Writer);
 }

@@ -10,7 +10,7 @@ use crate::transport::ReadSource;
 use tern_proto::codec::ProtocolError;
 use tern_proto::{Frame, ReadBuffer};
 
-use crate::outbound::IDLE_RELEASE_AFTER;
+use super::IDLE_RELEASE_AFTER;
 
 /// Reads frames from one client.
 #[derive(Debug)]

@@ -45,6 +45,8 @@ pub(crate) struct State {
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) requests: HashMap<u64, oneshot::Sender<Result<Message, ClientError>>>,
     pub(super) pings: VecDeque<oneshot::Sender<()>>,
+    /// Queue administration requests waiting for their answers, by request id.
+    pub(super) admin: HashMap<u64, super::queue_admin::AdminRequest>,
     pub(super) server: Option<ServerInfo>,
     /// The last publish subject that passed validation: publishing to the same
     /// subject again (the common case) skips validating it.
@@ -189,6 +191,7 @@ impl Inner {
         let pending: Vec<Pending> = state.pending.drain().map(|(_, pending)| pending).collect();
         let requests: Vec<_> = state.requests.drain().map(|(_, sender)| sender).collect();
         state.pings.clear();
+        state.admin.clear();
         drop(state);
         for pending in pending {
             if let Pending::Publish(sender) = pending {

@@ -17,6 +17,7 @@
 mod connection;
 mod inner;
 mod publish;
+mod queue_admin;
 mod reader;
 mod reconnect;
 mod requests;
@@ -43,6 +44,7 @@ use connection::open;
 pub(crate) use inner::Inner;
 use inner::{encode_into, random_token, Pending, Sink, State};
 use publish::PublishParts;
+pub use queue_admin::QueueStatus;
 use reconnect::drive;
 
 /// What the broker said about itself in WELCOME.
@@ -112,6 +114,7 @@ impl Client {
                 pending: HashMap::new(),
                 requests: HashMap::new(),
                 pings: VecDeque::new(),
+                admin: HashMap::new(),
                 server: None,
                 last_subject: String::new(),
                 writer_idle: false,

@@ -171,6 +171,8 @@ impl Inner {
                     let _ = sender.send(());
                 }
             }
+            Frame::QueueInfo(info) => self.on_queue_info(info),
+            Frame::QueueOk { request_id, count } => self.on_queue_ok(request_id, count),
             Frame::Goodbye(goodbye) => {
                 info!(code = goodbye.code, message = %goodbye.message, "broker is closing the connection")
             }
@@ -179,6 +181,9 @@ impl Inner {
     }
 
     pub(super) fn on_error(&self, error: ErrorFrame) {
+        if self.on_admin_error(&error) {
+            return;
+        }
         let code = ErrorCode::try_from(error.code).ok();
         let about_subscription = code.is_some_and(ErrorCode::can_refuse_subscribe);
         if about_subscription {
@@ -193,9 +198,15 @@ impl Inner {
                         Some(confirm) => {
                             let _ = confirm.send(Err(failure));
                         }
-                        // A resubscription was refused: the stream ends.
+                        // A resubscription was refused, or the queue was deleted:
+                        // the stream ends.
                         None => {
-                            warn!(subscription = sid, %failure, "subscription ended by the broker")
+                            warn!(subscription = sid, %failure, "subscription ended by the broker");
+                            if super::queue_admin::ends_subscription(code) {
+                                // The broker still holds the slot until we let go.
+                                drop(subscriptions);
+                                self.write_control(&Frame::Unsubscribe { sid });
+                            }
                         }
                     }
                     return;

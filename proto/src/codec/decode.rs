@@ -7,7 +7,7 @@ use bytestring::ByteString;
 
 use super::{ProtocolError, FLAG_REDELIVERED};
 use crate::frame::{
-    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Hello, Publish, PublishError, Role,
+    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Hello, Publish, PublishError, QueueInfo, Role,
     Subscribe, Welcome,
 };
 use crate::message::Message;
@@ -131,6 +131,53 @@ pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError>
             let prefetch = body.u32("prefetch")?;
             body.end()?;
             Frame::Credit { sid, prefetch }
+        }
+        Opcode::QueueList => {
+            let request_id = body.u64("request_id")?;
+            body.end()?;
+            Frame::QueueList { request_id }
+        }
+        Opcode::QueuePurge => {
+            let request_id = body.u64("request_id")?;
+            let queue = body.string("queue")?;
+            body.end()?;
+            Frame::QueuePurge { request_id, queue }
+        }
+        Opcode::QueueDelete => {
+            let request_id = body.u64("request_id")?;
+            let queue = body.string("queue")?;
+            let force = body.bool("force")?;
+            body.end()?;
+            Frame::QueueDelete {
+                request_id,
+                queue,
+                force,
+            }
+        }
+        Opcode::QueueInfo => {
+            let request_id = body.u64("request_id")?;
+            let name = body.string("name")?;
+            let pattern = body.string("pattern")?;
+            let ready = body.u64("ready")?;
+            let unacked = body.u64("unacked")?;
+            let consumers = body.u32("consumers")?;
+            let bytes = body.u64("bytes")?;
+            body.end()?;
+            Frame::QueueInfo(QueueInfo {
+                request_id,
+                name,
+                pattern,
+                ready,
+                unacked,
+                consumers,
+                bytes,
+            })
+        }
+        Opcode::QueueOk => {
+            let request_id = body.u64("request_id")?;
+            let count = body.u64("count")?;
+            body.end()?;
+            Frame::QueueOk { request_id, count }
         }
         Opcode::Ping => {
             body.end()?;

@@ -69,6 +69,33 @@ fn encode_fields(frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtocolError>
             dst.put_u32(*sid);
             dst.put_u32(*prefetch);
         }
+        Frame::QueueList { request_id } => dst.put_u64(*request_id),
+        Frame::QueuePurge { request_id, queue } => {
+            dst.put_u64(*request_id);
+            put_string(dst, "queue", queue)?;
+        }
+        Frame::QueueDelete {
+            request_id,
+            queue,
+            force,
+        } => {
+            dst.put_u64(*request_id);
+            put_string(dst, "queue", queue)?;
+            dst.put_u8(u8::from(*force));
+        }
+        Frame::QueueInfo(info) => {
+            dst.put_u64(info.request_id);
+            put_string(dst, "name", &info.name)?;
+            put_string(dst, "pattern", &info.pattern)?;
+            dst.put_u64(info.ready);
+            dst.put_u64(info.unacked);
+            dst.put_u32(info.consumers);
+            dst.put_u64(info.bytes);
+        }
+        Frame::QueueOk { request_id, count } => {
+            dst.put_u64(*request_id);
+            dst.put_u64(*count);
+        }
         Frame::Ping | Frame::Pong => {}
         Frame::Welcome(welcome) => {
             dst.put_u16(welcome.version);

@@ -3,8 +3,8 @@
 
 use crate::error_code::ErrorCode;
 use crate::frame::{
-    Deliver, DeliveryMode, Frame, Goodbye, Header, Hello, Publish, PublishError, Role, Subscribe,
-    Welcome,
+    Deliver, DeliveryMode, Frame, Goodbye, Header, Hello, Publish, PublishError, QueueInfo, Role,
+    Subscribe, Welcome,
 };
 use crate::message::Message;
 
@@ -82,6 +82,22 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
                 prefetch: 0,
             },
         ),
+        ("QUEUE_LIST", Frame::QueueList { request_id: 3 }),
+        (
+            "QUEUE_PURGE",
+            Frame::QueuePurge {
+                request_id: 4,
+                queue: "billing".into(),
+            },
+        ),
+        (
+            "QUEUE_DELETE",
+            Frame::QueueDelete {
+                request_id: 5,
+                queue: "billing".into(),
+                force: true,
+            },
+        ),
         ("PING", Frame::Ping),
         ("PONG", Frame::Pong),
         (
@@ -128,6 +144,25 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
         (
             "ERROR",
             Frame::error(ErrorCode::UnknownDelivery, 0x0000_0002_0000_0001, "unknown"),
+        ),
+        (
+            "QUEUE_INFO",
+            Frame::QueueInfo(QueueInfo {
+                request_id: 3,
+                name: "billing".into(),
+                pattern: "orders.>".into(),
+                ready: 2,
+                unacked: 1,
+                consumers: 1,
+                bytes: 30,
+            }),
+        ),
+        (
+            "QUEUE_OK",
+            Frame::QueueOk {
+                request_id: 3,
+                count: 1,
+            },
         ),
         (
             "GOODBYE",
@@ -193,6 +228,14 @@ mod tests {
             "00 00 00 11 02 00 00 00 00 00 00 00 00 00 01 61 00 00 00 00 78"
         );
         assert_eq!(to_hex(&encoded(&Frame::Ping)), "00 00 00 01 10");
+    }
+
+    #[test]
+    #[ignore = "prints the examples' bytes for PROTOCOL.md"]
+    fn print_examples() {
+        for (name, frame) in golden_examples() {
+            println!("{name}: {}", to_hex(&encoded(&frame)));
+        }
     }
 
     #[test]
