@@ -52,6 +52,10 @@ pub struct Stats {
     pub dropped_deleted: Counter,
     /// Queues deleted by QUEUE_DELETE.
     pub queues_deleted: Counter,
+    /// HTTP connections closed at `HTTP_MAX_CONNECTIONS` to make room for a new one.
+    pub http_evicted: Counter,
+    /// HTTP requests that did not complete within `HTTP_REQUEST_TIMEOUT_MS`.
+    pub http_timed_out: Counter,
     /// Queues deleted because they stayed empty with no consumer (`QUEUE_EXPIRE_SECS`).
     pub queues_expired: Counter,
     /// Publishes refused, by [`ErrorCode::ALL`] position.
@@ -190,6 +194,16 @@ impl Stats {
             "Connections closed, by reason",
             closed.clone(),
         );
+        let http_evicted = counter(
+            &mut registry,
+            "http_connections_evicted",
+            "HTTP connections closed at HTTP_MAX_CONNECTIONS to make room for a new one (the oldest open)",
+        );
+        let http_timed_out = counter(
+            &mut registry,
+            "http_requests_timed_out",
+            "HTTP connections closed because their request did not complete within HTTP_REQUEST_TIMEOUT_MS",
+        );
         let connections_closed = CloseReason::LABELS
             .iter()
             .map(|reason| closed.get_or_create_owned(&vec![("reason", *reason)]))
@@ -221,6 +235,8 @@ impl Stats {
             dropped_deleted,
             queues_deleted,
             queues_expired,
+            http_evicted,
+            http_timed_out,
             publish_errors,
             bytes_in,
             bytes_out,

@@ -91,6 +91,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
     }
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,6 +114,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
             eprintln!("tern: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection (and
+/// every HTTP request) is a file descriptor, and the usual soft limit of 1,024 is
+/// far below `MAX_CONNECTIONS`. Logged either way; failing is not fatal.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
     }
 }
 

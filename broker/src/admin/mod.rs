@@ -4,9 +4,12 @@
 //! [`metrics::render`]) so the logic is testable without a socket.
 //!
 //! - [`health`](mod@health) — the liveness and readiness reports;
-//! - [`metrics`] — the Prometheus exposition.
+//! - [`metrics`] — the Prometheus exposition;
+//! - `http_server.rs` — the accept loop: one request per connection, within
+//!   `HTTP_REQUEST_TIMEOUT_MS`, at most `HTTP_MAX_CONNECTIONS` open.
 
 pub mod health;
+mod http_server;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -56,13 +59,12 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
     }
 }
 
-/// Serves the routes until `stop` is cancelled.
+/// Serves the routes until `stop` is cancelled, within the HTTP limits (see
+/// `http_server.rs`).
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(broker))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    http_server::serve(listener, broker.clone(), router(broker), stop).await
 }

@@ -80,7 +80,7 @@ pub mod values;
 use std::collections::HashMap;
 
 pub use settings::{env, setting, Config, SETTINGS};
-pub use values::LogFormat;
+pub use values::{LogFormat, MemoryLimit};
 use values::{Accepts, Rejected};
 
 /// Largest prefetch a queue subscription may ask for. Bounds the unacked messages one

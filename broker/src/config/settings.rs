@@ -41,6 +41,22 @@ settings! {
         accepts: Parsed::new("a port number from 0 to 65535"),
         help: "Port of /healthz and /ready (0 = any free port)",
     }
+    /// `HTTP_MAX_CONNECTIONS`: the most HTTP connections open at once.
+    http_max_connections: usize = HTTP_MAX_CONNECTIONS {
+        flag: "http-max-connections",
+        default: "256",
+        value: "N",
+        accepts: Between::new(1, 1_000_000, COUNT),
+        help: "Most HTTP connections open at once; at the cap a new one closes the oldest, so probes keep answering",
+    }
+    /// `HTTP_REQUEST_TIMEOUT_MS`: the time an HTTP connection has for its request.
+    http_request_timeout: Duration = HTTP_REQUEST_TIMEOUT_MS {
+        flag: "http-request-timeout-ms",
+        default: "5000",
+        value: "MS",
+        accepts: Time::millis(100, 3_600_000),
+        help: "Time an HTTP connection has to send its request and read the answer (one request per connection)",
+    }
     /// `LISTEN_BACKLOG`: connections the kernel queues before they are accepted.
     listen_backlog: u32 = LISTEN_BACKLOG {
         flag: "listen-backlog",
