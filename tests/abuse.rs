@@ -326,13 +326,19 @@ fn cli(broker: &TestBroker, args: &[&str]) -> std::process::Output {
 async fn deleting_a_queue_in_use_needs_force_and_ends_its_subscriptions() {
     let broker = TestBroker::start().await;
     let consumer = broker.client().await;
-    let mut work = consumer.queue_subscribe("work", 4).await.expect("subscribe");
+    let mut work = consumer
+        .queue_subscribe("work", 4)
+        .await
+        .expect("subscribe");
     let admin = broker.client().await;
     match admin.delete_queue("work", false).await {
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::QueueInUse.as_u16()),
         other => panic!("expected QUEUE_IN_USE, got {other:?}"),
     }
-    admin.publish_confirmed("work", "job").await.expect("queued");
+    admin
+        .publish_confirmed("work", "job")
+        .await
+        .expect("queued");
     let delivery = within("delivery", work.next()).await.expect("a delivery");
     assert_eq!(admin.delete_queue("work", true).await.expect("deleted"), 1);
     assert!(
@@ -363,7 +369,9 @@ async fn the_memory_limit_refuses_then_resumes_without_deadlock() {
         config.max_consumers = 10;
     });
     let (mut client, _) = broker.hello(Role::Both).await;
-    client.send(&common::queue_subscribe(1, "mem.a", 1000)).await;
+    client
+        .send(&common::queue_subscribe(1, "mem.a", 1000))
+        .await;
     assert_eq!(client.next().await, Frame::SubscribeOk { sid: 1 });
     let publish = |sequence, subject: &str| {
         Frame::Publish(Publish {
@@ -400,7 +408,9 @@ async fn the_memory_limit_refuses_then_resumes_without_deadlock() {
     let metrics = tern_broker::admin::metrics::render(&broker.broker).expect("render");
     assert!(metrics.contains("tern_memory_limit_reached 1"), "{metrics}");
     assert!(
-        metrics.contains("tern_queue_publish_refused_total{queue=\"mem.a\",reason=\"memory_limit\"} 2"),
+        metrics.contains(
+            "tern_queue_publish_refused_total{queue=\"mem.a\",reason=\"memory_limit\"} 2"
+        ),
         "{metrics}"
     );
     // One ack leaves 9 of 10 held: not below the 90 % low watermark yet.
@@ -452,7 +462,10 @@ async fn slow_http_clients_cannot_stop_probes_new_clients_or_a_prompt_exit() {
     }
     for path in ["/ready", "/healthz"] {
         let (status, _) = common::http_get(broker.http, path).await;
-        assert_eq!(status, 200, "{path} answers with {SLOW} stalled requests open");
+        assert_eq!(
+            status, 200,
+            "{path} answers with {SLOW} stalled requests open"
+        );
     }
     let (mut client, _) = RawClient::hello(&broker, Role::Both).await;
     client.expect_alive().await;
@@ -471,7 +484,10 @@ async fn slow_http_clients_cannot_stop_probes_new_clients_or_a_prompt_exit() {
     // Stalled requests open again: stopping still ends the server promptly.
     for _ in 0..20 {
         let mut stream = TcpStream::connect(broker.http).await.expect("connect");
-        stream.write_all(b"GET /ready HTTP/1.1\r\n").await.expect("write");
+        stream
+            .write_all(b"GET /ready HTTP/1.1\r\n")
+            .await
+            .expect("write");
         stalled.push(stream);
     }
     broker.stop.cancel();

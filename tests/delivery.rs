@@ -698,8 +698,8 @@ async fn a_subscriber_slower_than_its_publisher_but_reading_loses_nothing() {
 /// Large messages to a subscriber that reads slowly but steadily: writing one batch
 /// to it takes longer than 100 ms (the kernel wakes the writer only when a third of
 /// its send buffer has drained), yet it is not taken for stalled (every write that
-/// moves bytes counts as progress, and the stall limit is 500 ms), so its publisher
-/// waits for it and it loses nothing.
+/// moves bytes, and every shrink of the socket's send queue, counts as progress), so
+/// its publisher waits for it and it loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_to_a_slow_but_steady_reader_lose_nothing() {
     const MESSAGES: u32 = 300;

@@ -17,10 +17,10 @@ use crate::config::{env, Config};
 use crate::connections::ConnectionRegistry;
 use crate::memory::MemoryBudget;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
-use tern_proto::Frame;
 use crate::readiness::{Readiness, ReadinessHold};
 use crate::routing::{fan_out, BroadcastTarget, Router, Routes, Touched};
 use crate::stats::Stats;
+use tern_proto::Frame;
 
 /// A refused request, with the code the client receives.
 #[derive(Debug, Clone, PartialEq, Eq)]

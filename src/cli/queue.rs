@@ -43,7 +43,10 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let outcome = match args.action {
         QueueAction::Ls => list(&client).await,
         QueueAction::Purge { name } => {
-            let removed = client.purge_queue(&name).await.map_err(|e| anyhow!("{e}"))?;
+            let removed = client
+                .purge_queue(&name)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             super::print_line(format!("purged {removed} message(s) from {name}").as_bytes())?;
             Ok(())
         }
@@ -52,9 +55,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
                 .delete_queue(&name, force)
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
-            super::print_line(
-                format!("deleted {name} with {dropped} message(s)").as_bytes(),
-            )?;
+            super::print_line(format!("deleted {name} with {dropped} message(s)").as_bytes())?;
             Ok(())
         }
     };
@@ -64,7 +65,12 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
 
 async fn list(client: &tern_client::Client) -> anyhow::Result<()> {
     let queues = client.queues().await.map_err(|e| anyhow!("{e}"))?;
-    let name_width = queues.iter().map(|q| q.name.len()).max().unwrap_or(0).max(4);
+    let name_width = queues
+        .iter()
+        .map(|q| q.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     let pattern_width = queues
         .iter()
         .map(|q| q.pattern.len())

@@ -80,8 +80,8 @@ pub mod values;
 use std::collections::HashMap;
 
 pub use settings::{env, setting, Config, SETTINGS};
-pub use values::{LogFormat, MemoryLimit};
 use values::{Accepts, Rejected};
+pub use values::{LogFormat, MemoryLimit};
 
 /// Largest prefetch a queue subscription may ask for. Bounds the unacked messages one
 /// consumer can pin in memory; fits the wire's u16-sized windows of other brokers.

@@ -181,11 +181,13 @@ impl FromStr for MemoryLimit {
         if let Some(percent) = text.strip_suffix('%') {
             return match percent.trim().parse::<u8>() {
                 Ok(percent @ 1..=100) => Ok(MemoryLimit::Percent(percent)),
-                _ => Err(format!("expected a percentage from 1% to 100%, got `{text}`")),
+                _ => Err(format!(
+                    "expected a percentage from 1% to 100%, got `{text}`"
+                )),
             };
         }
-        text.parse::<u64>()
-            .map(MemoryLimit::Bytes)
-            .map_err(|_| format!("expected a percentage such as 60% or a number of bytes, got `{text}`"))
+        text.parse::<u64>().map(MemoryLimit::Bytes).map_err(|_| {
+            format!("expected a percentage such as 60% or a number of bytes, got `{text}`")
+        })
     }
 }

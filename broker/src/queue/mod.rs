@@ -72,7 +72,9 @@ pub enum QueueError {
     #[error("queue `{0}` was deleted")]
     Deleted(ByteString),
     /// A delete without `force` of a queue that has consumers.
-    #[error("queue `{name}` has {consumers} consumer(s) attached; delete it with force to detach them")]
+    #[error(
+        "queue `{name}` has {consumers} consumer(s) attached; delete it with force to detach them"
+    )]
     InUse {
         /// The queue.
         name: ByteString,
@@ -728,5 +730,59 @@ mod tests {
                 bytes: 2,
             }
         );
+    }
+
+    #[test]
+    fn purge_keeps_unacked_and_delete_refuses_everything_after() {
+        let queue = queue(100);
+        let outbox = consumer(1);
+        queue
+            .add_consumer(1, 1, outbox.clone(), 1, || {})
+            .expect("attached");
+        for payload in ["a", "b", "c"] {
+            queue.publish(message(payload), 0).expect("room");
+        }
+        assert_eq!(queue.purge(), 2, "the two ready ones");
+        assert_eq!(queue.depth().unacked, 1);
+        assert!(matches!(
+            queue.close(false),
+            Err(QueueError::InUse { consumers: 1, .. })
+        ));
+        let closed = queue.close(true).expect("forced");
+        assert_eq!((closed.messages, closed.consumers.len()), (1, 1));
+        assert!(matches!(
+            queue.publish(message("d"), 0),
+            Err(QueueError::Deleted(_))
+        ));
+        assert!(matches!(
+            queue.add_consumer(2, 1, consumer(2), 1, || {}),
+            Err(QueueError::Deleted(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_empty_queue_without_consumers_expires() {
+        let after = std::time::Duration::from_secs(300);
+        let queue = queue(100);
+        queue.publish(message("a"), 0).expect("room");
+        tokio::time::advance(after * 2).await;
+        assert!(
+            !queue.expire_if_idle(clock::now(), after),
+            "it holds a message"
+        );
+        let outbox = consumer(1);
+        queue
+            .add_consumer(1, 1, outbox.clone(), 1, || {})
+            .expect("attached");
+        let delivery = received(&outbox)[0].0;
+        queue.ack(1, 1, delivery).expect("acked");
+        queue.remove_consumer(1, 1);
+        tokio::time::advance(after - std::time::Duration::from_secs(1)).await;
+        assert!(
+            !queue.expire_if_idle(clock::now(), after),
+            "not idle long enough"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert!(queue.expire_if_idle(clock::now(), after));
     }
 }

@@ -34,7 +34,9 @@ pub enum RegistryError {
     #[error("no queue named `{0}`")]
     UnknownQueue(ByteString),
     /// A delete without force of a queue with consumers.
-    #[error("queue `{name}` has {consumers} consumer(s) attached; delete it with force to detach them")]
+    #[error(
+        "queue `{name}` has {consumers} consumer(s) attached; delete it with force to detach them"
+    )]
     InUse {
         /// The queue.
         name: ByteString,

@@ -7,8 +7,8 @@ use bytestring::ByteString;
 
 use super::{ProtocolError, FLAG_REDELIVERED};
 use crate::frame::{
-    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Hello, Publish, PublishError, QueueInfo, Role,
-    Subscribe, Welcome,
+    Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Hello, Publish, PublishError, QueueInfo,
+    Role, Subscribe, Welcome,
 };
 use crate::message::Message;
 use crate::opcode::Opcode;
