@@ -18,6 +18,7 @@
 
 pub mod codec;
 pub mod error_code;
+pub mod filter;
 pub mod frame;
 pub mod message;
 pub mod opcode;
@@ -28,6 +29,7 @@ pub use bytes::{Bytes, BytesMut};
 pub use bytestring::ByteString;
 pub use codec::{decode, encode_deliver, encode_publish, ProtocolError};
 pub use error_code::ErrorCode;
+pub use filter::{Filter, FilterError};
 pub use frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError,
     QueueInfo, Role, Subscribe, Welcome,
