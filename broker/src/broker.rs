@@ -155,6 +155,22 @@ impl Broker {
         self.router.remove_subscriber(pattern, connection_id, sid);
     }
 
+    /// Makes a broadcast subscription with a header filter routable.
+    pub fn add_filtered_subscriber(
+        &self,
+        pattern: &str,
+        target: BroadcastTarget,
+        filter: Arc<tern_proto::Filter>,
+    ) {
+        self.router.add_filtered_subscriber(pattern, target, filter);
+    }
+
+    /// Removes a filtered broadcast subscription from routing.
+    pub fn remove_filtered_subscriber(&self, pattern: &str, connection_id: u64, sid: u32) {
+        self.router
+            .remove_filtered_subscriber(pattern, connection_id, sid);
+    }
+
     /// Finds or creates queue `name` bound to `pattern`.
     pub fn bind_queue(&self, name: &str, pattern: &str) -> Result<Arc<Queue>, Refusal> {
         self.queues
@@ -345,8 +361,15 @@ impl Broker {
         stamp: Stamp,
         touched: &mut Touched,
     ) -> Result<(), Refusal> {
+        // Filtered subscriptions whose filter matches this message's headers (only
+        // subjects that have some pay for the lookup and the list).
+        let mut filtered = Vec::new();
+        for group in &routes.filtered {
+            group.matching(message, &mut filtered);
+        }
         if is_request
             && routes.subscribers.is_empty()
+            && filtered.is_empty()
             && !routes.queues.iter().any(|queue| queue.has_consumers())
         {
             return Err(Refusal::new(
@@ -371,7 +394,11 @@ impl Broker {
             return Ok(());
         }
         fan_out(&routes.subscribers, message, stamp, touched);
+        fan_out(&filtered, message, stamp, touched);
         if routes.queues.is_empty() {
+            if routes.subscribers.is_empty() && filtered.is_empty() {
+                Stats::add(&self.stats.dropped_no_interest, 1);
+            }
             return Ok(());
         }
         // Queues keep the message until it is acked: share one copy (a reference

@@ -1,6 +1,6 @@
 //! Errors returned by the SDK.
 
-use tern_proto::{ErrorCode, ProtocolError, SubjectError};
+use tern_proto::{ErrorCode, FilterError, ProtocolError, SubjectError};
 
 /// Everything that can go wrong talking to a Tern broker.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,20 @@ pub enum ClientError {
     /// A subject or pattern is invalid; nothing was sent.
     #[error("invalid subject: {0}")]
     InvalidSubject(#[from] SubjectError),
+    /// A header filter that does not parse (found before anything is sent).
+    #[error("{0}")]
+    InvalidFilter(#[from] FilterError),
+    /// The broker does not speak what this call needs (it speaks an older protocol
+    /// version).
+    #[error("the broker speaks protocol version {version}; {feature} needs version {needed}")]
+    Unsupported {
+        /// What was asked for.
+        feature: &'static str,
+        /// The version the connection speaks.
+        version: u16,
+        /// The version needed.
+        needed: u16,
+    },
     /// The message would exceed the broker's frame limit; nothing was sent.
     #[error("message of {size} bytes exceeds the broker's frame limit of {max} bytes")]
     TooLarge {

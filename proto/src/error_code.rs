@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// A field is out of range or contradicts another (a prefetch above the maximum, a
     /// broadcast subscription naming a queue). Stays open.
     InvalidArgument = 103,
+    /// SUBSCRIBE_FILTERED's filter does not parse or is over a limit; the message
+    /// gives the byte position. Stays open.
+    InvalidFilter = 104,
     /// The connection's role does not allow this (a PRODUCER subscribing, a CONSUMER publishing). Stays open.
     PermissionDenied = 200,
     /// UNSUBSCRIBE or CREDIT named a subscription id that is not active. Stays open.
@@ -77,7 +80,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for documentation and tests).
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::UnsupportedVersion,
         ErrorCode::HandshakeRequired,
         ErrorCode::HandshakeTimeout,
@@ -92,6 +95,7 @@ impl ErrorCode {
         ErrorCode::WildcardInSubject,
         ErrorCode::InvalidQueueName,
         ErrorCode::InvalidArgument,
+        ErrorCode::InvalidFilter,
         ErrorCode::PermissionDenied,
         ErrorCode::UnknownSubscription,
         ErrorCode::DuplicateSubscription,
@@ -138,6 +142,7 @@ impl ErrorCode {
             ErrorCode::InvalidSubject
             | ErrorCode::InvalidQueueName
             | ErrorCode::InvalidArgument
+            | ErrorCode::InvalidFilter
             | ErrorCode::PermissionDenied
             | ErrorCode::DuplicateSubscription
             | ErrorCode::TooManySubscriptions
@@ -184,6 +189,7 @@ impl ErrorCode {
             ErrorCode::WildcardInSubject => "WILDCARD_IN_SUBJECT",
             ErrorCode::InvalidQueueName => "INVALID_QUEUE_NAME",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::InvalidFilter => "INVALID_FILTER",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::UnknownSubscription => "UNKNOWN_SUBSCRIPTION",
             ErrorCode::DuplicateSubscription => "DUPLICATE_SUBSCRIPTION",

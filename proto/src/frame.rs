@@ -238,6 +238,16 @@ pub struct Goodbye {
     pub message: ByteString,
 }
 
+/// SUBSCRIBE_FILTERED (protocol version 2): a SUBSCRIBE whose subscription gets
+/// only the messages whose headers match `filter` (see [`crate::filter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeFiltered {
+    /// Every field of SUBSCRIBE, with the same meaning.
+    pub subscribe: Subscribe,
+    /// The filter's text; empty matches every message.
+    pub filter: ByteString,
+}
+
 /// QUEUE_INFO: one queue, answering QUEUE_LIST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
@@ -267,6 +277,8 @@ pub enum Frame {
     Publish(Publish),
     /// Start a subscription.
     Subscribe(Subscribe),
+    /// Start a subscription with a header filter (protocol version 2).
+    SubscribeFiltered(SubscribeFiltered),
     /// End a subscription.
     Unsubscribe {
         /// The subscription to end.
@@ -362,6 +374,7 @@ impl Frame {
             Frame::Hello(_) => Opcode::Hello,
             Frame::Publish(_) => Opcode::Publish,
             Frame::Subscribe(_) => Opcode::Subscribe,
+            Frame::SubscribeFiltered(_) => Opcode::SubscribeFiltered,
             Frame::Unsubscribe { .. } => Opcode::Unsubscribe,
             Frame::Ack { .. } => Opcode::Ack,
             Frame::Nack { .. } => Opcode::Nack,

@@ -32,18 +32,23 @@ pub use error_code::ErrorCode;
 pub use filter::{Filter, FilterError};
 pub use frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Header, Hello, Publish, PublishError,
-    QueueInfo, Role, Subscribe, Welcome,
+    QueueInfo, Role, Subscribe, SubscribeFiltered, Welcome,
 };
 pub use message::{Headers, Message};
 pub use opcode::Opcode;
 pub use read_buffer::ReadBuffer;
 pub use subject::SubjectError;
 
-/// The protocol version this crate speaks. Bumped only for incompatible changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks: 2 is version 1 plus
+/// SUBSCRIBE_FILTERED (header filters) and `INVALID_FILTER`; nothing of version 1
+/// changed. A client asks for it in HELLO and falls back to 1 if refused.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The version that introduced SUBSCRIBE_FILTERED.
+pub const FILTERS_VERSION: u16 = 2;
 
 /// Every protocol version this crate can speak, oldest first.
-pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, PROTOCOL_VERSION];
 
 /// Size of the big-endian length prefix that starts every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;

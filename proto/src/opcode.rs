@@ -29,6 +29,8 @@ pub enum Opcode {
     QueuePurge = 0x09,
     /// Client → server: delete a queue (answered by QUEUE_OK).
     QueueDelete = 0x0A,
+    /// Client → server (protocol version 2): SUBSCRIBE with a header filter.
+    SubscribeFiltered = 0x0B,
     /// Either direction: liveness probe; the peer answers with PONG.
     Ping = 0x10,
     /// Either direction: answer to PING.
@@ -71,6 +73,7 @@ impl TryFrom<u8> for Opcode {
             0x08 => Opcode::QueueList,
             0x09 => Opcode::QueuePurge,
             0x0A => Opcode::QueueDelete,
+            0x0B => Opcode::SubscribeFiltered,
             0x10 => Opcode::Ping,
             0x11 => Opcode::Pong,
             0x81 => Opcode::Welcome,

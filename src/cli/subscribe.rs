@@ -1,4 +1,4 @@
-//! `tern sub PATTERN [--queue NAME] [--count N] [--headers]`.
+//! `tern sub PATTERN [--filter FILTER] [--queue NAME] [--count N] [--headers]`.
 
 use anyhow::{anyhow, bail};
 use clap::Args;
@@ -16,6 +16,9 @@ pub struct SubArgs {
     /// Consume from queue NAME (bound to PATTERN) instead of broadcast; deliveries are acked
     #[arg(long, value_name = "NAME")]
     queue: Option<String>,
+    /// Only messages whose headers match, e.g. "profile_id = 'u1' AND device_id = 'd1'" (broadcast)
+    #[arg(long, value_name = "FILTER")]
+    filter: Option<String>,
     /// Most unacked queue deliveries held at once (0 = broker default)
     #[arg(long, default_value_t = 0)]
     prefetch: u32,
@@ -37,10 +40,11 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     }
     match &args.queue {
         None => {
-            let mut subscription = client
-                .subscribe(&args.pattern)
-                .await
-                .map_err(|error| anyhow!("{error}"))?;
+            let subscribed = match &args.filter {
+                Some(filter) => client.subscribe_filtered(&args.pattern, filter).await,
+                None => client.subscribe(&args.pattern).await,
+            };
+            let mut subscription = subscribed.map_err(|error| anyhow!("{error}"))?;
             while let Some(message) = subscription.next().await {
                 if !print_message(&message, args.headers)? {
                     return Ok(());
@@ -50,6 +54,11 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
+        }
+        Some(_) if args.filter.is_some() => {
+            return Err(anyhow!(
+                "--filter works on broadcast subscriptions only for now, not with --queue"
+            ))
         }
         Some(queue) => {
             let mut subscription = client

@@ -2,17 +2,24 @@
 //!
 //! - [`index`] — the token trie of subscription patterns (`*`, `>`).
 //! - [`fan_out`](mod@fan_out) — broadcast delivery of one message to every matching subscription.
+//! - [`filtered`] — filtered broadcast subscriptions, one indexed group per pattern.
 //! - this module — [`Router`]: the index behind one lock, with a generation number
 //!   that sessions' route caches compare, so the steady-state publish path takes no
 //!   lock (see `session/route_cache.rs`).
 
 pub mod fan_out;
+pub mod filtered;
 pub mod index;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytestring::ByteString;
+use tern_proto::filter::Filter;
 
 pub use fan_out::{fan_out, BroadcastTarget, Touched};
+pub use filtered::FilteredGroup;
 pub use index::{pattern_matches, SubjectIndex};
 
 use crate::queue::Queue;
@@ -25,6 +32,8 @@ pub enum Route {
     Subscriber(BroadcastTarget),
     /// A queue (bound once, whatever its number of consumers).
     Queue(Arc<Queue>),
+    /// Every filtered broadcast subscription of one pattern.
+    Filtered(Arc<FilteredGroup>),
 }
 
 /// Everything one subject routes to, split by delivery path.
@@ -34,12 +43,15 @@ pub struct Routes {
     pub subscribers: Vec<BroadcastTarget>,
     /// Queues: each stores the message for one of its consumers.
     pub queues: Vec<Arc<Queue>>,
+    /// Groups of filtered broadcast subscriptions: each picks those whose filter
+    /// matches a message's headers.
+    pub filtered: Vec<Arc<FilteredGroup>>,
 }
 
 impl Routes {
     /// True when nothing matches.
     pub fn is_empty(&self) -> bool {
-        self.subscribers.is_empty() && self.queues.is_empty()
+        self.subscribers.is_empty() && self.queues.is_empty() && self.filtered.is_empty()
     }
 }
 
@@ -48,6 +60,9 @@ impl Routes {
 pub struct Router {
     index: RwLock<SubjectIndex<Route>>,
     generation: AtomicU64,
+    /// The filtered group of each pattern that has one. Lock order: this, then the
+    /// index.
+    groups: Mutex<HashMap<ByteString, Arc<FilteredGroup>>>,
 }
 
 impl Default for Router {
@@ -55,6 +70,7 @@ impl Default for Router {
         Router {
             index: RwLock::new(SubjectIndex::new()),
             generation: AtomicU64::new(1),
+            groups: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -75,6 +91,7 @@ impl Router {
         index.for_each_match(subject, |route| match route {
             Route::Subscriber(target) => routes.subscribers.push(target.clone()),
             Route::Queue(queue) => routes.queues.push(queue.clone()),
+            Route::Filtered(group) => routes.filtered.push(group.clone()),
         });
         routes
     }
@@ -103,6 +120,49 @@ impl Router {
                 |route| matches!(route, Route::Subscriber(target) if target.is(connection_id, sid)),
             );
         });
+    }
+
+    /// Makes a filtered broadcast subscription routable: it joins its pattern's
+    /// group (created, and put in the index, for the pattern's first one).
+    pub fn add_filtered_subscriber(
+        &self,
+        pattern: &str,
+        target: BroadcastTarget,
+        filter: Arc<Filter>,
+    ) {
+        let mut groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(group) = groups.get(pattern) {
+            group.add(target, filter);
+            return;
+        }
+        let group = Arc::new(FilteredGroup::default());
+        group.add(target, filter);
+        groups.insert(pattern.into(), group.clone());
+        self.modify(|index| index.insert(pattern, Route::Filtered(group)));
+    }
+
+    /// Removes a filtered broadcast subscription (and its pattern's group from the
+    /// index once it is the last).
+    pub fn remove_filtered_subscriber(&self, pattern: &str, connection_id: u64, sid: u32) {
+        let mut groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let Some(group) = groups.get(pattern).cloned() else {
+            return;
+        };
+        if group.remove(connection_id, sid) {
+            groups.remove(pattern);
+            self.modify(|index| {
+                index.remove(
+                    pattern,
+                    |route| matches!(route, Route::Filtered(routed) if Arc::ptr_eq(routed, &group)),
+                );
+            });
+        }
     }
 
     /// Makes a queue routable under its binding pattern.

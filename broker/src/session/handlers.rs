@@ -65,7 +65,8 @@ impl Session {
     fn handle(&mut self, frame: &Frame) {
         match frame {
             Frame::Publish(publish) => self.on_publish(publish),
-            Frame::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Frame::Subscribe(subscribe) => self.on_subscribe(subscribe, None),
+            Frame::SubscribeFiltered(filtered) => self.on_subscribe_filtered(filtered),
             Frame::Unsubscribe { sid } => self.on_unsubscribe(*sid),
             Frame::Ack { delivery_id } => self.on_settle(*delivery_id, None),
             Frame::Nack {

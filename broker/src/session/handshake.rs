@@ -54,7 +54,7 @@ pub(super) async fn handshake<R: ReadSource>(
     outbox: &Outbox,
     broker: &Broker,
     peer: SocketAddr,
-) -> Result<Role, CloseReason> {
+) -> Result<(Role, u16), CloseReason> {
     let config = broker.config();
     let connection_id = outbox.connection_id();
     let reject = |code: ErrorCode, message: String| {
@@ -116,5 +116,5 @@ pub(super) async fn handshake<R: ReadSource>(
     }));
     outbox.connection().identify(&hello.client_name, hello.role);
     debug!(connection = connection_id, %peer, client = %hello.client_name, role = ?hello.role, "client connected");
-    Ok(hello.role)
+    Ok((hello.role, hello.version))
 }

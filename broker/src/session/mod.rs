@@ -80,12 +80,13 @@ pub async fn serve_connection<T: Transport>(
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
 
     let reason = match handshake(&mut reader, &outbox, &broker, peer).await {
-        Ok(role) => {
+        Ok((role, version)) => {
             let mut session = Session {
                 id: connection_id,
                 broker: broker.clone(),
                 outbox: outbox.clone(),
                 role,
+                version,
                 subscriptions: HashMap::new(),
                 routes: RouteCache::default(),
                 draining: false,
@@ -142,6 +143,8 @@ struct Session {
     broker: Arc<Broker>,
     outbox: Arc<Outbox>,
     role: Role,
+    /// The protocol version agreed in the handshake.
+    version: u16,
     subscriptions: HashMap<u32, Subscription>,
     routes: RouteCache,
     draining: bool,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use tern_proto::subject::{validate_pattern, validate_subject};
-use tern_proto::{DeliveryMode, ErrorCode, Frame, Subscribe};
+use tern_proto::{
+    DeliveryMode, ErrorCode, Filter, Frame, Subscribe, SubscribeFiltered, FILTERS_VERSION,
+};
 
 use super::handlers::subject_refusal;
 use super::Session;
@@ -23,16 +25,36 @@ const BIND_ATTEMPTS: usize = 3;
 /// An active subscription of this connection.
 #[derive(Debug)]
 pub(super) enum Subscription {
-    /// Routed by its pattern; its LAGGED gaps are watched by the outbox.
-    Broadcast { pattern: ByteString },
+    /// Routed by its pattern (in its pattern's filtered group when it has a filter);
+    /// its LAGGED gaps are watched by the outbox.
+    Broadcast { pattern: ByteString, filtered: bool },
     /// A consumer of a queue.
     Queue { queue: Arc<Queue> },
 }
 
 impl Session {
-    pub(super) fn on_subscribe(&mut self, subscribe: &Subscribe) {
+    /// SUBSCRIBE_FILTERED: SUBSCRIBE with a header filter (protocol version 2).
+    pub(super) fn on_subscribe_filtered(&mut self, filtered: &SubscribeFiltered) {
+        let sid = filtered.subscribe.sid;
+        if self.version < FILTERS_VERSION {
+            return self.send_error(
+                ErrorCode::UnknownOpcode,
+                0,
+                format!("SUBSCRIBE_FILTERED needs protocol version {FILTERS_VERSION}; this connection speaks {}", self.version),
+            );
+        }
+        match Filter::parse(&filtered.filter) {
+            Ok(filter) if filter.is_empty() => self.on_subscribe(&filtered.subscribe, None),
+            Ok(filter) => self.on_subscribe(&filtered.subscribe, Some(Arc::new(filter))),
+            Err(error) => {
+                self.send_error(ErrorCode::InvalidFilter, u64::from(sid), error.to_string())
+            }
+        }
+    }
+
+    pub(super) fn on_subscribe(&mut self, subscribe: &Subscribe, filter: Option<Arc<Filter>>) {
         let sid = subscribe.sid;
-        if let Err(refusal) = self.subscribe(subscribe) {
+        if let Err(refusal) = self.subscribe(subscribe, filter) {
             self.send_error(refusal.code, u64::from(sid), refusal.message);
         }
         self.outbox
@@ -40,7 +62,11 @@ impl Session {
             .set_subscriptions(self.subscriptions.len());
     }
 
-    fn subscribe(&mut self, subscribe: &Subscribe) -> Result<(), Refusal> {
+    fn subscribe(
+        &mut self,
+        subscribe: &Subscribe,
+        filter: Option<Arc<Filter>>,
+    ) -> Result<(), Refusal> {
         let Subscribe {
             sid,
             mode,
@@ -84,12 +110,21 @@ impl Session {
         };
         match mode {
             // Prefetch is ignored for broadcast (PROTOCOL.md §4.4), whatever its value.
-            DeliveryMode::Broadcast => self.subscribe_broadcast(sid, pattern),
+            DeliveryMode::Broadcast => self.subscribe_broadcast(sid, pattern, filter),
+            DeliveryMode::Queue if filter.is_some() => Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "header filters on queue subscriptions are not supported yet; use a broadcast subscription",
+            )),
             DeliveryMode::Queue => self.subscribe_queue(sid, pattern, queue, prefetch),
         }
     }
 
-    fn subscribe_broadcast(&mut self, sid: u32, pattern: ByteString) -> Result<(), Refusal> {
+    fn subscribe_broadcast(
+        &mut self,
+        sid: u32,
+        pattern: ByteString,
+        filter: Option<Arc<Filter>>,
+    ) -> Result<(), Refusal> {
         validate_pattern(&pattern).map_err(subject_refusal)?;
         self.broker.reserve_subscription(DeliveryMode::Broadcast)?;
         // SUBSCRIBE_OK goes out before anything can be delivered for it.
@@ -101,9 +136,15 @@ impl Session {
             outbox: self.outbox.clone(),
             missed,
         };
-        self.broker.add_subscriber(&pattern, target);
+        let filtered = filter.is_some();
+        match filter {
+            Some(filter) => self
+                .broker
+                .add_filtered_subscriber(&pattern, target, filter),
+            None => self.broker.add_subscriber(&pattern, target),
+        }
         self.subscriptions
-            .insert(sid, Subscription::Broadcast { pattern });
+            .insert(sid, Subscription::Broadcast { pattern, filtered });
         Ok(())
     }
 
@@ -191,8 +232,13 @@ impl Session {
     /// deliveries to it go back to the front) and frees its slot.
     fn detach(&self, sid: u32, subscription: Subscription) {
         let mode = match subscription {
-            Subscription::Broadcast { pattern } => {
-                self.broker.remove_subscriber(&pattern, self.id, sid);
+            Subscription::Broadcast { pattern, filtered } => {
+                if filtered {
+                    self.broker
+                        .remove_filtered_subscriber(&pattern, self.id, sid);
+                } else {
+                    self.broker.remove_subscriber(&pattern, self.id, sid);
+                }
                 self.outbox.unwatch_lag(sid);
                 DeliveryMode::Broadcast
             }

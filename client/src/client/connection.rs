@@ -23,6 +23,23 @@ pub(super) async fn open(
     address: &str,
     options: &ClientOptions,
 ) -> Result<Established, ClientError> {
+    match open_with(address, options, PROTOCOL_VERSION).await {
+        // A broker that only speaks version 1: ask again for that (without
+        // SUBSCRIBE_FILTERED).
+        Err(ClientError::Handshake { code, .. })
+            if code == ErrorCode::UnsupportedVersion.as_u16() && PROTOCOL_VERSION > 1 =>
+        {
+            open_with(address, options, 1).await
+        }
+        other => other,
+    }
+}
+
+async fn open_with(
+    address: &str,
+    options: &ClientOptions,
+    version: u16,
+) -> Result<Established, ClientError> {
     let connect = timeout(options.connect_timeout, TcpStream::connect(address)).await;
     let mut stream = match connect {
         Err(_) => return Err(ClientError::Timeout),
@@ -36,7 +53,7 @@ pub(super) async fn open(
     };
     stream.set_nodelay(true)?;
     let hello = Frame::Hello(Hello {
-        version: PROTOCOL_VERSION,
+        version,
         role: options.role,
         client_name: ByteString::from(options.name.as_str()),
         auth_token: ByteString::from(options.auth_token.as_str()),

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use tern_proto::{Frame, Subscribe, Welcome};
+use bytestring::ByteString;
+use tern_proto::{Frame, Subscribe, SubscribeFiltered, Welcome};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::timeout;
 use tracing::warn;
@@ -65,6 +66,8 @@ pub(super) enum Pending {
 #[derive(Debug)]
 pub(super) struct SubscriptionEntry {
     pub(super) spec: Subscribe,
+    /// The header filter, for SUBSCRIBE_FILTERED (and resubscriptions).
+    pub(super) filter: Option<ByteString>,
     pub(super) sink: Sink,
     pub(super) confirm: Option<oneshot::Sender<Result<(), ClientError>>>,
     pub(super) missed: Arc<AtomicU64>,
@@ -75,6 +78,17 @@ pub(super) enum Sink {
     Broadcast(HandoffSender<Message>),
     Queue(HandoffSender<Delivery>),
     Inbox,
+}
+
+/// SUBSCRIBE, or SUBSCRIBE_FILTERED when there is a filter.
+fn subscribe_frame(spec: &Subscribe, filter: Option<&ByteString>) -> Frame {
+    match filter {
+        Some(filter) => Frame::SubscribeFiltered(SubscribeFiltered {
+            subscribe: spec.clone(),
+            filter: filter.clone(),
+        }),
+        None => Frame::Subscribe(spec.clone()),
+    }
 }
 
 impl Inner {
@@ -121,6 +135,7 @@ impl Inner {
     pub(super) async fn add_subscription(
         &self,
         spec: Subscribe,
+        filter: Option<ByteString>,
         sink: Sink,
     ) -> Result<(u32, Arc<AtomicU64>), ClientError> {
         let sid = spec.sid;
@@ -131,11 +146,12 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) {
                 return Err(ClientError::Closed);
             }
-            let frame = Frame::Subscribe(spec.clone());
+            let frame = subscribe_frame(&spec, filter.as_ref());
             subscriptions.insert(
                 sid,
                 SubscriptionEntry {
                     spec,
+                    filter,
                     sink,
                     confirm: Some(confirm),
                     missed: missed.clone(),
@@ -169,7 +185,10 @@ impl Inner {
         let subscriptions = self.lock_subscriptions();
         let mut buffer = BytesMut::new();
         for entry in subscriptions.values() {
-            encode_into(&mut buffer, &Frame::Subscribe(entry.spec.clone()));
+            encode_into(
+                &mut buffer,
+                &subscribe_frame(&entry.spec, entry.filter.as_ref()),
+            );
         }
         let mut state = self.lock_state();
         let buffered = std::mem::take(&mut state.buffer);

@@ -243,6 +243,49 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_with(pattern, None).await
+    }
+
+    /// Like [`Client::subscribe`], but the subscription gets only the messages whose
+    /// headers match `filter` (PROTOCOL.md § 7, "Header filters"), such as
+    /// `profile_id = 'u1' AND device_id = 'd1'`. The filter is checked here first,
+    /// so a bad one fails at once with [`ClientError::InvalidFilter`] and the byte
+    /// position; a broker that speaks only protocol version 1 gives
+    /// [`ClientError::Unsupported`].
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let mut mine = client
+    ///     .subscribe_filtered("user.event.delivery", "profile_id = 'u1' AND device_id = 'd1'")
+    ///     .await?;
+    /// while let Some(message) = mine.next().await {
+    ///     println!("{:?}", message.payload());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_filtered(
+        &self,
+        pattern: &str,
+        filter: &str,
+    ) -> Result<Subscription, ClientError> {
+        tern_proto::Filter::parse(filter)?;
+        if let Some(server) = self.server_info() {
+            if server.version < tern_proto::FILTERS_VERSION {
+                return Err(ClientError::Unsupported {
+                    feature: "a header filter",
+                    version: server.version,
+                    needed: tern_proto::FILTERS_VERSION,
+                });
+            }
+        }
+        self.subscribe_with(pattern, Some(filter.into())).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        pattern: &str,
+        filter: Option<bytestring::ByteString>,
+    ) -> Result<Subscription, ClientError> {
         validate_pattern(pattern)?;
         let (sender, receiver) = handoff(
             self.inner.options.subscription_capacity,
@@ -257,7 +300,7 @@ impl Client {
         };
         let (sid, missed) = self
             .inner
-            .add_subscription(spec, Sink::Broadcast(sender))
+            .add_subscription(spec, filter, Sink::Broadcast(sender))
             .await?;
         Ok(Subscription::new(self.clone(), sid, receiver, missed))
     }
@@ -318,7 +361,7 @@ impl Client {
         };
         let (sid, _missed) = self
             .inner
-            .add_subscription(spec, Sink::Queue(sender))
+            .add_subscription(spec, None, Sink::Queue(sender))
             .await?;
         Ok(QueueSubscription::new(self.clone(), sid, receiver))
     }

@@ -64,7 +64,7 @@ impl Client {
             queue: None,
         };
         self.inner.inbox_sid.store(spec.sid, Ordering::Release);
-        self.inner.add_subscription(spec, Sink::Inbox).await?;
+        self.inner.add_subscription(spec, None, Sink::Inbox).await?;
         *ready = true;
         Ok(())
     }

@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use super::{ProtocolError, FLAG_REDELIVERED};
 use crate::frame::{
     Deliver, DeliveryMode, ErrorFrame, Frame, Goodbye, Hello, Publish, PublishError, QueueInfo,
-    Role, Subscribe, Welcome,
+    Role, Subscribe, SubscribeFiltered, Welcome,
 };
 use crate::message::Message;
 use crate::opcode::Opcode;
@@ -87,25 +87,15 @@ pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError>
             Frame::Publish(Publish { sequence, message })
         }
         Opcode::Subscribe => {
-            let sid = body.u32("sid")?;
-            let mode_byte = body.u8("mode")?;
-            let mode = match mode_byte {
-                0 => None,
-                other => Some(
-                    DeliveryMode::try_from(other).map_err(|value| body.invalid("mode", value))?,
-                ),
-            };
-            let prefetch = body.u32("prefetch")?;
-            let pattern = body.string("pattern")?;
-            let queue = body.optional_string("queue")?;
+            let subscribe = subscribe_fields(&mut body)?;
             body.end()?;
-            Frame::Subscribe(Subscribe {
-                sid,
-                mode,
-                prefetch,
-                pattern,
-                queue,
-            })
+            Frame::Subscribe(subscribe)
+        }
+        Opcode::SubscribeFiltered => {
+            let subscribe = subscribe_fields(&mut body)?;
+            let filter = body.string("filter")?;
+            body.end()?;
+            Frame::SubscribeFiltered(SubscribeFiltered { subscribe, filter })
         }
         Opcode::Unsubscribe => {
             let sid = body.u32("sid")?;
@@ -264,6 +254,26 @@ pub fn decode_body(opcode_byte: u8, body: Bytes) -> Result<Frame, ProtocolError>
         }
     };
     Ok(frame)
+}
+
+/// The fields SUBSCRIBE and SUBSCRIBE_FILTERED share.
+fn subscribe_fields(body: &mut Body) -> Result<Subscribe, ProtocolError> {
+    let sid = body.u32("sid")?;
+    let mode_byte = body.u8("mode")?;
+    let mode = match mode_byte {
+        0 => None,
+        other => Some(DeliveryMode::try_from(other).map_err(|value| body.invalid("mode", value))?),
+    };
+    let prefetch = body.u32("prefetch")?;
+    let pattern = body.string("pattern")?;
+    let queue = body.optional_string("queue")?;
+    Ok(Subscribe {
+        sid,
+        mode,
+        prefetch,
+        pattern,
+        queue,
+    })
 }
 
 /// A cursor over one frame's body that turns short reads into [`ProtocolError`]s.

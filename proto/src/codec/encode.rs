@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{ProtocolError, FLAG_REDELIVERED};
-use crate::frame::{Frame, Header};
+use crate::frame::{Frame, Header, Subscribe};
 use crate::message::{put_message_fields, Message};
 use crate::opcode::Opcode;
 use crate::LENGTH_PREFIX_BYTES;
@@ -49,12 +49,10 @@ fn encode_fields(frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtocolError>
             put_string(dst, "client_name", &hello.client_name)?;
             put_string(dst, "auth_token", &hello.auth_token)?;
         }
-        Frame::Subscribe(subscribe) => {
-            dst.put_u32(subscribe.sid);
-            dst.put_u8(subscribe.mode.map_or(0, |mode| mode as u8));
-            dst.put_u32(subscribe.prefetch);
-            put_string(dst, "pattern", &subscribe.pattern)?;
-            put_string(dst, "queue", subscribe.queue.as_deref().unwrap_or(""))?;
+        Frame::Subscribe(subscribe) => put_subscribe(dst, subscribe)?,
+        Frame::SubscribeFiltered(filtered) => {
+            put_subscribe(dst, &filtered.subscribe)?;
+            put_string(dst, "filter", &filtered.filter)?;
         }
         Frame::Unsubscribe { sid } | Frame::SubscribeOk { sid } => dst.put_u32(*sid),
         Frame::Ack { delivery_id } => dst.put_u64(*delivery_id),
@@ -128,6 +126,14 @@ fn encode_fields(frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtocolError>
         Frame::Publish(_) | Frame::Deliver(_) => unreachable!("encoded by their own functions"),
     }
     Ok(())
+}
+
+fn put_subscribe(dst: &mut BytesMut, subscribe: &Subscribe) -> Result<(), ProtocolError> {
+    dst.put_u32(subscribe.sid);
+    dst.put_u8(subscribe.mode.map_or(0, |mode| mode as u8));
+    dst.put_u32(subscribe.prefetch);
+    put_string(dst, "pattern", &subscribe.pattern)?;
+    put_string(dst, "queue", subscribe.queue.as_deref().unwrap_or(""))
 }
 
 /// Appends a PUBLISH frame built from borrowed fields (no intermediate [`Frame`]).

@@ -4,7 +4,7 @@
 use crate::error_code::ErrorCode;
 use crate::frame::{
     Deliver, DeliveryMode, Frame, Goodbye, Header, Hello, Publish, PublishError, QueueInfo, Role,
-    Subscribe, Welcome,
+    Subscribe, SubscribeFiltered, Welcome,
 };
 use crate::message::Message;
 
@@ -59,6 +59,19 @@ pub fn golden_examples() -> Vec<(&'static str, Frame)> {
                 prefetch: 10,
                 pattern: "orders.>".into(),
                 queue: Some("billing".into()),
+            }),
+        ),
+        (
+            "SUBSCRIBE_FILTERED",
+            Frame::SubscribeFiltered(SubscribeFiltered {
+                subscribe: Subscribe {
+                    sid: 3,
+                    mode: Some(DeliveryMode::Queue),
+                    prefetch: 0,
+                    pattern: "".into(),
+                    queue: Some("events".into()),
+                },
+                filter: "device = 'd1'".into(),
             }),
         ),
         ("UNSUBSCRIBE", Frame::Unsubscribe { sid: 1 }),
