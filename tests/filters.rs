@@ -193,3 +193,123 @@ async fn the_sdk_checks_filters_before_sending_them() {
     assert_eq!(message.payload(), b"eu");
     assert!(mine.try_next().is_none(), "the us order was filtered out");
 }
+
+fn device_event(profile: &str, device: &str, n: usize) -> OutgoingMessage {
+    OutgoingMessage::new("user.event.delivery", format!("{device}:{n}"))
+        .header("profile_id", profile)
+        .header("device_id", device)
+}
+
+/// The chat gateway's flow on one queue: each device's consumer gets exactly its
+/// own events, in order; a device that does not ack (prefetch 1, stuck) holds up
+/// nobody else; a device that connects late gets what was published for it while
+/// it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_consumers_with_filters_get_their_own_messages_without_head_of_line_blocking() {
+    const EVENTS: usize = 20;
+    let broker = TestBroker::with(|config| config.max_consumers = 100).await;
+    let gateway = broker.client().await;
+    let filter = |device: &str| format!("profile_id = 'u1' AND device_id = '{device}'");
+    let mut d1 = gateway
+        .queue_subscribe_filtered("user.event.delivery", "", 8, &filter("d1"))
+        .await
+        .expect("d1");
+    let mut stuck = gateway
+        .queue_subscribe_filtered("user.event.delivery", "", 1, &filter("stuck"))
+        .await
+        .expect("stuck");
+    let publisher = broker.client().await;
+    for n in 0..EVENTS {
+        for device in ["stuck", "d1", "late"] {
+            publisher
+                .send_confirmed(device_event("u1", device, n))
+                .await
+                .expect("stored");
+        }
+    }
+    for n in 0..EVENTS {
+        let delivery = within("d1's next event", d1.next()).await.expect("open");
+        assert_eq!(delivery.payload(), format!("d1:{n}").as_bytes());
+        delivery.ack().await.expect("ack");
+    }
+    // The stuck device holds one delivery, unacked; its other events wait for it.
+    let held = within("stuck's first event", stuck.next())
+        .await
+        .expect("open");
+    assert_eq!(held.payload(), b"stuck:0");
+    let queue = broker.broker.queue("user.event.delivery").expect("exists");
+    assert_eq!(
+        queue.depth().ready,
+        2 * EVENTS - 1,
+        "late's and stuck's wait"
+    );
+
+    let mut late = gateway
+        .queue_subscribe_filtered("user.event.delivery", "", 64, &filter("late"))
+        .await
+        .expect("late");
+    for n in 0..EVENTS {
+        let delivery = within("late's next event", late.next())
+            .await
+            .expect("open");
+        assert_eq!(delivery.payload(), format!("late:{n}").as_bytes());
+        assert!(!delivery.is_redelivered());
+        delivery.ack().await.expect("ack");
+    }
+    gateway.flush().await.expect("acks processed");
+    assert_eq!(
+        queue.depth().unacked,
+        1,
+        "nothing twice: only stuck's held event is out"
+    );
+    // Requeued, it comes back to a consumer of the same filter, flagged.
+    held.nack(true).await.expect("nack");
+    let again = within("the requeued event", stuck.next())
+        .await
+        .expect("open");
+    assert_eq!(again.payload(), b"stuck:0");
+    assert!(again.is_redelivered());
+}
+
+/// Filtered and unfiltered consumers of one queue: every message goes to exactly
+/// one consumer whose filter matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_goes_to_exactly_one_matching_consumer() {
+    let broker = TestBroker::with(|config| config.max_consumers = 100).await;
+    let client = broker.client().await;
+    let mut any = client.queue_subscribe("jobs", 1000).await.expect("any");
+    let mut eu = client
+        .queue_subscribe_filtered("jobs", "", 1000, "region = 'eu'")
+        .await
+        .expect("eu");
+    let publisher = broker.client().await;
+    for n in 0..200 {
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        publisher
+            .send_confirmed(OutgoingMessage::new("jobs", format!("{n}")).header("region", region))
+            .await
+            .expect("stored");
+    }
+    publisher.flush().await.expect("flush");
+    let mut seen = std::collections::HashSet::new();
+    let mut from_eu = 0;
+    while seen.len() < 200 {
+        tokio::select! {
+            Some(delivery) = any.next() => {
+                assert!(seen.insert(delivery.payload().to_vec()), "delivered twice");
+                delivery.ack().await.expect("ack");
+            }
+            Some(delivery) = eu.next() => {
+                assert_eq!(delivery.message().header("region"), Some("eu"));
+                assert!(seen.insert(delivery.payload().to_vec()), "delivered twice");
+                from_eu += 1;
+                delivery.ack().await.expect("ack");
+            }
+        }
+    }
+    assert!(from_eu > 0, "the filtered consumer took its share");
+    assert_eq!(
+        broker.broker.queue("jobs").expect("exists").depth().ready,
+        0
+    );
+}

@@ -14,6 +14,7 @@
 //! - [`broker`] — state shared by all connections; the publish path.
 //! - [`routing`] — the subject index and broadcast fan-out.
 //! - [`queue`] — named queues: consumers, prefetch, acks; storage behind a trait.
+//! - [`filter_index`] — which header filters match a message (a counting index).
 //! - [`memory`] — the broker-wide bound on queued messages (`MEMORY_LIMIT`).
 //! - [`admin`] — `/healthz`, `/ready`, `/metrics`.
 //! - [`stats`] — counters and the latency histogram.
@@ -28,6 +29,7 @@ pub mod close_reason;
 pub mod config;
 pub mod connection;
 pub mod connections;
+pub mod filter_index;
 pub mod memory;
 pub mod outbound;
 pub mod queue;

@@ -16,7 +16,7 @@ pub struct SubArgs {
     /// Consume from queue NAME (bound to PATTERN) instead of broadcast; deliveries are acked
     #[arg(long, value_name = "NAME")]
     queue: Option<String>,
-    /// Only messages whose headers match, e.g. "profile_id = 'u1' AND device_id = 'd1'" (broadcast)
+    /// Only messages whose headers match, e.g. "profile_id = 'u1' AND device_id = 'd1'"
     #[arg(long, value_name = "FILTER")]
     filter: Option<String>,
     /// Most unacked queue deliveries held at once (0 = broker default)
@@ -55,16 +55,20 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        Some(_) if args.filter.is_some() => {
-            return Err(anyhow!(
-                "--filter works on broadcast subscriptions only for now, not with --queue"
-            ))
-        }
         Some(queue) => {
-            let mut subscription = client
-                .queue_subscribe_bound(queue, &args.pattern, args.prefetch)
-                .await
-                .map_err(|error| anyhow!("{error}"))?;
+            let subscribed = match &args.filter {
+                Some(filter) => {
+                    client
+                        .queue_subscribe_filtered(queue, &args.pattern, args.prefetch, filter)
+                        .await
+                }
+                None => {
+                    client
+                        .queue_subscribe_bound(queue, &args.pattern, args.prefetch)
+                        .await
+                }
+            };
+            let mut subscription = subscribed.map_err(|error| anyhow!("{error}"))?;
             while let Some(delivery) = subscription.next().await {
                 let open = print_message(delivery.message(), args.headers)?;
                 delivery

@@ -8,6 +8,7 @@
 //! subscription (skipping ids still unacked), so a session can find the queue of an
 //! ACK from its own subscription table without a shared map.
 
+mod filtered;
 mod registry;
 mod store;
 
@@ -24,6 +25,9 @@ use tracing::error;
 use crate::clock::{self, Instant, Stamp};
 use crate::memory::{charge, MemoryBudget};
 use crate::outbound::Outbox;
+use filtered::FilteredReady;
+use rustc_hash::FxHashMap;
+use tern_proto::Filter;
 use tern_proto::Message;
 
 /// Capacity limits of every queue.
@@ -144,13 +148,76 @@ struct QueueState {
     deleted: bool,
     /// What this queue's messages are charged against `MEMORY_LIMIT` in all.
     charged: u64,
+    /// Set once a consumer with a header filter joins: from then on the ready
+    /// messages live here, indexed by filter, instead of in `store` (which stays
+    /// empty); see `filtered.rs`.
+    filtered: Option<Box<FilteredReady>>,
+    /// Each consumer's index in `consumers`, by `(connection id, sid)`.
+    positions: FxHashMap<(u64, u32), usize>,
 }
 
 impl QueueState {
+    fn ready_len(&self) -> usize {
+        self.filtered
+            .as_ref()
+            .map_or_else(|| self.store.len(), |ready| ready.len())
+    }
+
+    fn ready_bytes(&self) -> u64 {
+        self.filtered
+            .as_ref()
+            .map_or_else(|| self.store.bytes(), |ready| ready.bytes())
+    }
+
+    fn ready_is_empty(&self) -> bool {
+        self.filtered
+            .as_ref()
+            .map_or_else(|| self.store.is_empty(), |ready| ready.is_empty())
+    }
+
+    /// Puts a message back among the ready ones, at its original place (requeue),
+    /// or at the back (new). Returns the filter classes it is for (filtered mode).
+    fn store_ready(
+        &mut self,
+        queued: QueuedMessage,
+        requeued: bool,
+    ) -> Result<Vec<u32>, StoreError> {
+        match &mut self.filtered {
+            Some(ready) => {
+                let classes = ready.classes_for(&queued);
+                ready.insert(queued, &classes);
+                Ok(classes)
+            }
+            None if requeued => self.store.push_front(queued).map(|()| Vec::new()),
+            None => self.store.push_back(queued).map(|()| Vec::new()),
+        }
+    }
+
+    /// Every ready message, taken out.
+    fn take_ready(&mut self) -> Vec<QueuedMessage> {
+        if let Some(ready) = &mut self.filtered {
+            return ready.drain();
+        }
+        let mut taken = Vec::with_capacity(self.store.len());
+        while let Ok(Some(queued)) = self.store.pop_front() {
+            taken.push(queued);
+        }
+        taken
+    }
+
+    fn rebuild_positions(&mut self) {
+        self.positions = self
+            .consumers
+            .iter()
+            .enumerate()
+            .map(|(index, consumer)| ((consumer.connection_id, consumer.sid), index))
+            .collect();
+    }
+
     /// Keeps `idle_since` up to date after a change: set when the queue has just
     /// become empty and consumerless, cleared when it is not (no clock read then).
     fn note_idleness(&mut self) {
-        let idle = self.consumers.is_empty() && self.unacked_messages == 0 && self.store.is_empty();
+        let idle = self.consumers.is_empty() && self.unacked_messages == 0 && self.ready_is_empty();
         match (idle, self.idle_since) {
             (true, None) => self.idle_since = Some(clock::now()),
             (false, Some(_)) => self.idle_since = None,
@@ -167,6 +234,8 @@ struct Consumer {
     prefetch: u32,
     unacked: HashMap<u32, QueuedMessage>,
     last_counter: u32,
+    /// Its filter class, once the queue is in filtered mode.
+    class: Option<u32>,
 }
 
 impl Consumer {
@@ -209,6 +278,8 @@ impl Queue {
                 idle_since: Some(clock::now()),
                 deleted: false,
                 charged: 0,
+                filtered: None,
+                positions: FxHashMap::default(),
             }),
             consumer_count: AtomicUsize::new(0),
             draining,
@@ -267,8 +338,8 @@ impl Queue {
         if state.deleted {
             return Err(QueueError::Deleted(self.name.clone()));
         }
-        let messages = state.store.len() + state.unacked_messages;
-        let bytes = state.store.bytes() + state.unacked_bytes;
+        let messages = state.ready_len() + state.unacked_messages;
+        let bytes = state.ready_bytes() + state.unacked_bytes;
         if messages >= self.limits.max_messages || bytes + size > self.limits.max_bytes {
             self.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(QueueError::Full {
@@ -292,6 +363,17 @@ impl Queue {
         state.next_order += 1;
         state.idle_since = None;
         let draining = self.draining.load(Ordering::Acquire);
+        if state.filtered.is_some() {
+            let queued = compact(QueuedMessage {
+                message,
+                redelivered: false,
+                order,
+                stamp,
+            });
+            let classes = state.store_ready(queued, false)?;
+            self.fill_classes(&mut state, &classes);
+            return Ok(());
+        }
         if state.store.is_empty() && !draining {
             if let Some(index) = next_consumer_with_room(&mut state) {
                 let queued = QueuedMessage {
@@ -328,6 +410,7 @@ impl Queue {
         sid: u32,
         outbox: Arc<Outbox>,
         prefetch: u32,
+        filter: Option<Arc<Filter>>,
         before_deliveries: impl FnOnce(),
     ) -> Result<(), QueueError> {
         let mut state = self.lock();
@@ -336,6 +419,27 @@ impl Queue {
         }
         before_deliveries();
         state.idle_since = None;
+        if filter.is_some() && state.filtered.is_none() {
+            // The first filtered consumer: index the ready messages by filter, and
+            // put the consumers so far in the class that matches everything.
+            let mut taken = Vec::new();
+            while let Ok(Some(queued)) = state.store.pop_front() {
+                taken.push(queued);
+            }
+            let mut ready = Box::new(FilteredReady::new(taken));
+            let everything = Arc::new(Filter::all());
+            for consumer in &mut state.consumers {
+                consumer.class =
+                    Some(ready.join(everything.clone(), (consumer.connection_id, consumer.sid)));
+            }
+            state.filtered = Some(ready);
+        }
+        let class = state.filtered.as_mut().map(|ready| {
+            let filter = filter.unwrap_or_else(|| Arc::new(Filter::all()));
+            ready.join(filter, (connection_id, sid))
+        });
+        let position = state.consumers.len();
+        state.positions.insert((connection_id, sid), position);
         state.consumers.push(Consumer {
             connection_id,
             sid,
@@ -343,10 +447,12 @@ impl Queue {
             prefetch,
             unacked: HashMap::new(),
             last_counter: 0,
+            class,
         });
         self.consumer_count
             .store(state.consumers.len(), Ordering::Release);
-        self.dispatch(&mut state);
+        let index = state.consumers.len() - 1;
+        self.dispatch_to(&mut state, index);
         Ok(())
     }
 
@@ -358,6 +464,10 @@ impl Queue {
             return;
         };
         let consumer = state.consumers.remove(index);
+        state.rebuild_positions();
+        if let (Some(ready), Some(class)) = (&mut state.filtered, consumer.class) {
+            ready.leave(class, (connection_id, sid));
+        }
         self.consumer_count
             .store(state.consumers.len(), Ordering::Release);
         let mut unacked: Vec<QueuedMessage> = consumer.unacked.into_values().collect();
@@ -370,20 +480,25 @@ impl Queue {
                 stamp: 0,
                 ..queued
             });
-            if let Err(error) = state.store.push_front(requeued) {
-                error!(queue = %self.name, %error, "could not requeue a message; it is lost");
+            match state.store_ready(requeued, true) {
+                Ok(classes) => self.fill_classes(&mut state, &classes),
+                Err(error) => {
+                    error!(queue = %self.name, %error, "could not requeue a message; it is lost")
+                }
             }
         }
-        self.dispatch(&mut state);
+        if state.filtered.is_none() {
+            self.dispatch(&mut state);
+        }
         state.note_idleness();
     }
 
     /// Settles a delivery as done.
     pub fn ack(&self, connection_id: u64, sid: u32, delivery_id: u64) -> Result<(), QueueError> {
         let mut state = self.lock();
-        let queued = take_unacked(&mut state, connection_id, sid, delivery_id)?;
+        let (index, queued) = take_unacked(&mut state, connection_id, sid, delivery_id)?;
         self.uncharge(&mut state, &queued.message);
-        self.dispatch(&mut state);
+        self.dispatch_to(&mut state, index);
         state.note_idleness();
         Ok(())
     }
@@ -398,17 +513,21 @@ impl Queue {
         requeue: bool,
     ) -> Result<bool, QueueError> {
         let mut state = self.lock();
-        let queued = take_unacked(&mut state, connection_id, sid, delivery_id)?;
+        let (index, queued) = take_unacked(&mut state, connection_id, sid, delivery_id)?;
         if requeue {
-            state.store.push_front(compact(QueuedMessage {
-                redelivered: true,
-                stamp: 0,
-                ..queued
-            }))?;
+            let classes = state.store_ready(
+                compact(QueuedMessage {
+                    redelivered: true,
+                    stamp: 0,
+                    ..queued
+                }),
+                true,
+            )?;
+            self.fill_classes(&mut state, &classes);
         } else {
             self.uncharge(&mut state, &queued.message);
         }
-        self.dispatch(&mut state);
+        self.dispatch_to(&mut state, index);
         state.note_idleness();
         Ok(!requeue)
     }
@@ -424,7 +543,7 @@ impl Queue {
         let index =
             find_consumer(&state, connection_id, sid).ok_or(QueueError::UnknownConsumer(sid))?;
         state.consumers[index].prefetch = prefetch;
-        self.dispatch(&mut state);
+        self.dispatch_to(&mut state, index);
         Ok(())
     }
 
@@ -439,10 +558,10 @@ impl Queue {
     pub fn depth(&self) -> QueueDepth {
         let state = self.lock();
         QueueDepth {
-            ready: state.store.len(),
+            ready: state.ready_len(),
             unacked: state.unacked_messages,
             consumers: state.consumers.len(),
-            bytes: state.store.bytes() + state.unacked_bytes,
+            bytes: state.ready_bytes() + state.unacked_bytes,
         }
     }
 
@@ -450,22 +569,12 @@ impl Queue {
     /// Returns how many were removed.
     pub fn purge(&self) -> usize {
         let mut state = self.lock();
-        let mut removed = 0;
-        loop {
-            match state.store.pop_front() {
-                Ok(Some(queued)) => {
-                    self.uncharge(&mut state, &queued.message);
-                    removed += 1;
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    error!(queue = %self.name, %error, "could not purge queue storage");
-                    break;
-                }
-            }
+        let taken = state.take_ready();
+        for queued in &taken {
+            self.uncharge(&mut state, &queued.message);
         }
         state.note_idleness();
-        removed
+        taken.len()
     }
 
     /// Deletes the queue: from now on it refuses publishes and consumers, and
@@ -484,8 +593,9 @@ impl Queue {
             });
         }
         state.deleted = true;
-        let messages = state.store.len() + state.unacked_messages;
-        while let Ok(Some(_)) = state.store.pop_front() {}
+        let messages = state.ready_len() + state.unacked_messages;
+        state.take_ready();
+        state.positions.clear();
         let consumers = std::mem::take(&mut state.consumers)
             .into_iter()
             .map(|consumer| (consumer.outbox, consumer.sid))
@@ -512,6 +622,68 @@ impl Queue {
             state.deleted = true;
         }
         expired
+    }
+
+    /// Consumer `index` may have room now (it joined, acked, nacked or got credit):
+    /// hands it what it can take (in filtered mode only it, otherwise the whole
+    /// queue dispatches as usual).
+    fn dispatch_to(&self, state: &mut QueueState, index: usize) {
+        if state.filtered.is_some() {
+            self.fill_consumer(state, index);
+        } else {
+            self.dispatch(state);
+        }
+    }
+
+    /// Filtered mode: consumer `index` takes the oldest ready messages of its class
+    /// while it has room.
+    fn fill_consumer(&self, state: &mut QueueState, index: usize) {
+        let Some(class) = state
+            .consumers
+            .get(index)
+            .and_then(|consumer| consumer.class)
+        else {
+            return;
+        };
+        while !self.draining.load(Ordering::Acquire) && state.consumers[index].has_room() {
+            let Some(queued) = state
+                .filtered
+                .as_mut()
+                .and_then(|ready| ready.take_for(class))
+            else {
+                return;
+            };
+            if let Err(queued) = deliver(state, index, queued) {
+                let _ = state.store_ready(queued, true);
+                return;
+            }
+        }
+    }
+
+    /// Filtered mode: a message for `classes` became ready; their consumers with
+    /// room, round-robin within each class, take what they can.
+    fn fill_classes(&self, state: &mut QueueState, classes: &[u32]) {
+        for class in classes {
+            let members = state
+                .filtered
+                .as_ref()
+                .map_or_else(Vec::new, |ready| ready.members(*class));
+            for member in members {
+                let Some(&index) = state.positions.get(&member) else {
+                    continue;
+                };
+                if !state.consumers[index].has_room() {
+                    continue;
+                }
+                if let Some(ready) = state.filtered.as_mut() {
+                    ready.advance(*class, member);
+                }
+                self.fill_consumer(state, index);
+                if state.ready_is_empty() {
+                    return;
+                }
+            }
+        }
     }
 
     /// Hands ready messages to consumers with room, oldest first, round-robin.
@@ -546,10 +718,7 @@ fn compact(queued: QueuedMessage) -> QueuedMessage {
 }
 
 fn find_consumer(state: &QueueState, connection_id: u64, sid: u32) -> Option<usize> {
-    state
-        .consumers
-        .iter()
-        .position(|consumer| consumer.connection_id == connection_id && consumer.sid == sid)
+    state.positions.get(&(connection_id, sid)).copied()
 }
 
 fn next_consumer_with_room(state: &mut QueueState) -> Option<usize> {
@@ -600,7 +769,7 @@ fn take_unacked(
     connection_id: u64,
     sid: u32,
     delivery_id: u64,
-) -> Result<QueuedMessage, QueueError> {
+) -> Result<(usize, QueuedMessage), QueueError> {
     if delivery_sid(delivery_id) != sid {
         return Err(QueueError::UnknownDelivery(delivery_id));
     }
@@ -612,7 +781,7 @@ fn take_unacked(
         .ok_or(QueueError::UnknownDelivery(delivery_id))?;
     state.unacked_messages -= 1;
     state.unacked_bytes -= queued.size();
-    Ok(queued)
+    Ok((index, queued))
 }
 
 #[cfg(test)]
@@ -669,7 +838,7 @@ mod tests {
         }
         let outbox = consumer(1);
         queue
-            .add_consumer(1, 7, outbox.clone(), 2, || {})
+            .add_consumer(1, 7, outbox.clone(), 2, None, || {})
             .expect("attached");
         let first = received(&outbox);
         assert_eq!(
@@ -693,13 +862,13 @@ mod tests {
         }
         let first = consumer(1);
         queue
-            .add_consumer(1, 1, first.clone(), 2, || {})
+            .add_consumer(1, 1, first.clone(), 2, None, || {})
             .expect("attached");
         assert_eq!(received(&first).len(), 2);
         queue.remove_consumer(1, 1);
         let second = consumer(2);
         queue
-            .add_consumer(2, 1, second.clone(), 10, || {})
+            .add_consumer(2, 1, second.clone(), 10, None, || {})
             .expect("attached");
         let got = received(&second);
         let payloads: Vec<_> = got.iter().map(|d| (d.2.clone(), d.1)).collect();
@@ -713,7 +882,7 @@ mod tests {
     fn a_full_queue_refuses_and_counts_unacked_messages() {
         let queue = queue(2);
         queue
-            .add_consumer(1, 1, consumer(1), 1, || {})
+            .add_consumer(1, 1, consumer(1), 1, None, || {})
             .expect("attached");
         queue.publish(message("a"), 0).expect("delivered, unacked");
         queue.publish(message("b"), 0).expect("ready");
@@ -737,7 +906,7 @@ mod tests {
         let queue = queue(100);
         let outbox = consumer(1);
         queue
-            .add_consumer(1, 1, outbox.clone(), 1, || {})
+            .add_consumer(1, 1, outbox.clone(), 1, None, || {})
             .expect("attached");
         for payload in ["a", "b", "c"] {
             queue.publish(message(payload), 0).expect("room");
@@ -755,7 +924,7 @@ mod tests {
             Err(QueueError::Deleted(_))
         ));
         assert!(matches!(
-            queue.add_consumer(2, 1, consumer(2), 1, || {}),
+            queue.add_consumer(2, 1, consumer(2), 1, None, || {}),
             Err(QueueError::Deleted(_))
         ));
     }
@@ -772,7 +941,7 @@ mod tests {
         );
         let outbox = consumer(1);
         queue
-            .add_consumer(1, 1, outbox.clone(), 1, || {})
+            .add_consumer(1, 1, outbox.clone(), 1, None, || {})
             .expect("attached");
         let delivery = received(&outbox)[0].0;
         queue.ack(1, 1, delivery).expect("acked");

@@ -111,11 +111,7 @@ impl Session {
         match mode {
             // Prefetch is ignored for broadcast (PROTOCOL.md §4.4), whatever its value.
             DeliveryMode::Broadcast => self.subscribe_broadcast(sid, pattern, filter),
-            DeliveryMode::Queue if filter.is_some() => Err(Refusal::new(
-                ErrorCode::InvalidArgument,
-                "header filters on queue subscriptions are not supported yet; use a broadcast subscription",
-            )),
-            DeliveryMode::Queue => self.subscribe_queue(sid, pattern, queue, prefetch),
+            DeliveryMode::Queue => self.subscribe_queue(sid, pattern, queue, prefetch, filter),
         }
     }
 
@@ -154,6 +150,7 @@ impl Session {
         pattern: ByteString,
         queue: Option<ByteString>,
         prefetch: u32,
+        filter: Option<Arc<Filter>>,
     ) -> Result<(), Refusal> {
         if prefetch > MAX_PREFETCH {
             return Err(Refusal::new(
@@ -195,9 +192,14 @@ impl Session {
             };
             // SUBSCRIBE_OK goes out before anything is delivered for it.
             let outbox = &self.outbox;
-            match queue.add_consumer(self.id, sid, outbox.clone(), prefetch, || {
-                outbox.push_control(Frame::SubscribeOk { sid })
-            }) {
+            match queue.add_consumer(
+                self.id,
+                sid,
+                outbox.clone(),
+                prefetch,
+                filter.clone(),
+                || outbox.push_control(Frame::SubscribeOk { sid }),
+            ) {
                 Ok(()) => break queue,
                 Err(_) if attempts < BIND_ATTEMPTS => continue,
                 Err(error) => {

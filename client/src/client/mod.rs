@@ -268,17 +268,23 @@ impl Client {
         pattern: &str,
         filter: &str,
     ) -> Result<Subscription, ClientError> {
+        self.check_filter(filter)?;
+        self.subscribe_with(pattern, Some(filter.into())).await
+    }
+
+    /// A filter must parse, and the broker must speak protocol version 2.
+    fn check_filter(&self, filter: &str) -> Result<(), ClientError> {
         tern_proto::Filter::parse(filter)?;
-        if let Some(server) = self.server_info() {
-            if server.version < tern_proto::FILTERS_VERSION {
-                return Err(ClientError::Unsupported {
+        match self.server_info() {
+            Some(server) if server.version < tern_proto::FILTERS_VERSION => {
+                Err(ClientError::Unsupported {
                     feature: "a header filter",
                     version: server.version,
                     needed: tern_proto::FILTERS_VERSION,
-                });
+                })
             }
+            _ => Ok(()),
         }
-        self.subscribe_with(pattern, Some(filter.into())).await
     }
 
     async fn subscribe_with(
@@ -341,6 +347,46 @@ impl Client {
         pattern: &str,
         prefetch: u32,
     ) -> Result<QueueSubscription, ClientError> {
+        self.queue_subscribe_with(queue, pattern, prefetch, None)
+            .await
+    }
+
+    /// Like [`Client::queue_subscribe_bound`] (an empty `pattern` joins the queue as
+    /// it is bound, or binds a new one to its name), but this consumer gets only the
+    /// queue's messages whose headers match `filter`. Each message still goes to
+    /// exactly one consumer whose filter matches; one that matches no consumer
+    /// waits in the queue without holding up the others. The filter is checked here
+    /// first ([`ClientError::InvalidFilter`]).
+    ///
+    /// ```no_run
+    /// # async fn example(client: tern_client::Client) -> Result<(), tern_client::ClientError> {
+    /// let mut device = client
+    ///     .queue_subscribe_filtered("user.event.delivery", "", 16, "profile_id = 'u1' AND device_id = 'd1'")
+    ///     .await?;
+    /// while let Some(delivery) = device.next().await {
+    ///     delivery.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_subscribe_filtered(
+        &self,
+        queue: &str,
+        pattern: &str,
+        prefetch: u32,
+        filter: &str,
+    ) -> Result<QueueSubscription, ClientError> {
+        self.check_filter(filter)?;
+        self.queue_subscribe_with(queue, pattern, prefetch, Some(filter.into()))
+            .await
+    }
+
+    async fn queue_subscribe_with(
+        &self,
+        queue: &str,
+        pattern: &str,
+        prefetch: u32,
+        filter: Option<bytestring::ByteString>,
+    ) -> Result<QueueSubscription, ClientError> {
         validate_subject(queue)?;
         if !pattern.is_empty() {
             validate_pattern(pattern)?;
@@ -361,7 +407,7 @@ impl Client {
         };
         let (sid, _missed) = self
             .inner
-            .add_subscription(spec, None, Sink::Queue(sender))
+            .add_subscription(spec, filter, Sink::Queue(sender))
             .await?;
         Ok(QueueSubscription::new(self.clone(), sid, receiver))
     }

@@ -1,0 +1,240 @@
+//! A counting index over header filters: which of many filters match one message,
+//! without evaluating every filter.
+//!
+//! Every `=` and `IN` predicate is indexed by (header name, value). For a message,
+//! each of its headers looks its (name, value) up and marks the predicates it
+//! satisfies (a bit per predicate: a filter has at most 32); a filter is a
+//! candidate once all of its indexed predicates are marked, and candidates are then
+//! checked in full. Filters with no indexed predicate (only `!=`, `^=`, `EXISTS`,
+//! or empty) are checked against every message. The cost of a message is its
+//! headers' index hits plus its candidates, not the number of filters.
+//!
+//! Used by filtered broadcast subscriptions (`routing/filtered.rs`) and by queues
+//! with filtered consumers (`queue/filtered.rs`).
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use rustc_hash::FxHashMap;
+use tern_proto::filter::{Filter, Predicate};
+use tern_proto::Message;
+
+/// Filters by key, indexed.
+#[derive(Debug)]
+pub struct FilterIndex<K> {
+    filters: FxHashMap<K, (Arc<Filter>, u32)>,
+    /// header name → value → (filter, the bit of its predicate that value satisfies).
+    index: FxHashMap<ByteString, FxHashMap<ByteString, Vec<(K, u32)>>>,
+    /// Filters with no indexed predicate.
+    unindexed: Vec<K>,
+}
+
+impl<K> Default for FilterIndex<K> {
+    fn default() -> Self {
+        FilterIndex {
+            filters: FxHashMap::default(),
+            index: FxHashMap::default(),
+            unindexed: Vec::new(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash> FilterIndex<K> {
+    /// Adds `filter` under `key` (a key already present is replaced).
+    pub fn insert(&mut self, key: K, filter: Arc<Filter>) {
+        self.remove(key);
+        let mut required = 0u32;
+        for (position, predicate) in filter.predicates().iter().enumerate() {
+            let values: &[ByteString] = match predicate {
+                Predicate::Equals { value, .. } => std::slice::from_ref(value),
+                Predicate::In { values, .. } => values,
+                _ => continue,
+            };
+            let bit = 1u32 << position;
+            required |= bit;
+            let by_value = self
+                .index
+                .entry(ByteString::from(predicate.name()))
+                .or_default();
+            for value in values {
+                by_value.entry(value.clone()).or_default().push((key, bit));
+            }
+        }
+        if required == 0 {
+            self.unindexed.push(key);
+        }
+        self.filters.insert(key, (filter, required));
+    }
+
+    /// Removes the filter under `key`, if any.
+    pub fn remove(&mut self, key: K) {
+        let Some((filter, required)) = self.filters.remove(&key) else {
+            return;
+        };
+        if required == 0 {
+            self.unindexed.retain(|other| *other != key);
+            return;
+        }
+        for predicate in filter.predicates() {
+            let values: &[ByteString] = match predicate {
+                Predicate::Equals { value, .. } => std::slice::from_ref(value),
+                Predicate::In { values, .. } => values,
+                _ => continue,
+            };
+            let name = predicate.name();
+            if let Some(by_value) = self.index.get_mut(name) {
+                for value in values {
+                    if let Some(entries) = by_value.get_mut(&**value) {
+                        entries.retain(|(other, _)| *other != key);
+                        if entries.is_empty() {
+                            by_value.remove(&**value);
+                        }
+                    }
+                }
+                if by_value.is_empty() {
+                    self.index.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The filter under `key`.
+    pub fn get(&self, key: K) -> Option<&Arc<Filter>> {
+        self.filters.get(&key).map(|(filter, _)| filter)
+    }
+
+    /// Number of filters.
+    pub fn len(&self) -> usize {
+        self.filters.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Appends the key of every filter that matches `message` to `matched`.
+    pub fn matching(&self, message: &Message, matched: &mut Vec<K>) {
+        if !self.index.is_empty() {
+            let mut marks: FxHashMap<K, u32> = FxHashMap::default();
+            for (name, value) in message.headers() {
+                let entries = self
+                    .index
+                    .get(name)
+                    .and_then(|by_value| by_value.get(value));
+                for (key, bit) in entries.into_iter().flatten() {
+                    *marks.entry(*key).or_default() |= bit;
+                }
+            }
+            for (key, marked) in marks {
+                if let Some((filter, required)) = self.filters.get(&key) {
+                    if marked == *required && filter.matches(message.headers()) {
+                        matched.push(key);
+                    }
+                }
+            }
+        }
+        for key in &self.unindexed {
+            if let Some((filter, _)) = self.filters.get(key) {
+                if filter.matches(message.headers()) {
+                    matched.push(*key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tern_proto::Header;
+
+    fn message(headers: &[(&str, &str)]) -> Message {
+        let headers: Vec<Header> = headers
+            .iter()
+            .map(|(name, value)| Header::new(*name, *value))
+            .collect();
+        Message::encode("s", None, &headers, b"").expect("valid")
+    }
+
+    fn matched(index: &FilterIndex<u32>, message: &Message) -> Vec<u32> {
+        let mut keys = Vec::new();
+        index.matching(message, &mut keys);
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn only_matching_filters_are_found_and_removal_forgets() {
+        let mut index = FilterIndex::default();
+        let filters = [
+            "profile = 'u1' AND device = 'd1'",
+            "profile = 'u1' AND device = 'd2'",
+            "profile = 'u1'",
+            "device IN ('d1', 'd3')",
+            "NOT device EXISTS",
+            "",
+        ];
+        for (key, text) in filters.iter().enumerate() {
+            index.insert(key as u32, Arc::new(Filter::parse(text).expect("valid")));
+        }
+        let to_d1 = message(&[("profile", "u1"), ("device", "d1")]);
+        assert_eq!(matched(&index, &to_d1), [0, 2, 3, 5]);
+        assert_eq!(matched(&index, &message(&[("profile", "u2")])), [4, 5]);
+        index.remove(0);
+        index.remove(5);
+        assert_eq!(matched(&index, &to_d1), [2, 3]);
+        for key in 1..5 {
+            index.remove(key);
+        }
+        assert!(index.is_empty() && index.index.is_empty() && index.unindexed.is_empty());
+    }
+
+    fn arbitrary_filter() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["a", "b", "c"]);
+        let value = prop::sample::select(vec!["1", "2", "3"]);
+        let predicate =
+            (name, value.clone(), value, 0..6u8).prop_map(|(n, v, w, kind)| match kind {
+                0 => format!("{n} = '{v}'"),
+                1 => format!("{n} != '{v}'"),
+                2 => format!("{n} IN ('{v}', '{w}')"),
+                3 => format!("{n} ^= '{v}'"),
+                4 => format!("{n} EXISTS"),
+                _ => format!("NOT {n} EXISTS"),
+            });
+        prop::collection::vec(predicate, 0..4).prop_map(|predicates| predicates.join(" AND "))
+    }
+
+    proptest! {
+        /// The index agrees with evaluating every filter in full, also after some
+        /// filters were removed.
+        #[test]
+        fn the_index_agrees_with_plain_evaluation(
+            filters in prop::collection::vec(arbitrary_filter(), 1..12),
+            removed in prop::collection::vec(0..12u32, 0..4),
+            headers in prop::collection::vec(
+                (prop::sample::select(vec!["a", "b", "c", "d"]), prop::sample::select(vec!["1", "2", "3"])),
+                0..5,
+            ),
+        ) {
+            let mut index = FilterIndex::default();
+            let parsed: Vec<Filter> = filters.iter().map(|text| Filter::parse(text).expect("valid")).collect();
+            for (key, filter) in parsed.iter().enumerate() {
+                index.insert(key as u32, Arc::new(filter.clone()));
+            }
+            for key in &removed {
+                index.remove(*key);
+            }
+            let message = message(&headers);
+            let expected: Vec<u32> = parsed
+                .iter()
+                .enumerate()
+                .filter(|(key, filter)| !removed.contains(&(*key as u32)) && filter.matches(message.headers()))
+                .map(|(key, _)| key as u32)
+                .collect();
+            prop_assert_eq!(matched(&index, &message), expected);
+        }
+    }
+}
