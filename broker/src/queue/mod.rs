@@ -7,11 +7,22 @@
 //! Delivery ids are `(sid << 32) | n` where `n` counts deliveries of that
 //! subscription (skipping ids still unacked), so a session can find the queue of an
 //! ACK from its own subscription table without a shared map.
+//!
+//! - this module — [`Queue`]: publish, consumers, acks, depth;
+//! - `state.rs` — the state behind the lock and the steps operations share;
+//! - `dispatch.rs` — handing ready messages to consumers (FIFO and filtered);
+//! - `filtered.rs` — ready messages indexed by consumer filter;
+//! - `admin.rs` — purge, delete, expiry;
+//! - [`registry`](QueueRegistry) — queues by name; `store.rs` — the storage seam.
 
+mod admin;
+mod dispatch;
 mod filtered;
 mod registry;
+mod state;
 mod store;
 
+pub use admin::Closed;
 pub use registry::{QueueRegistry, RegistryError};
 pub use store::{MemoryStore, QueueStore, QueuedMessage, StoreError};
 
@@ -22,11 +33,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytestring::ByteString;
 use tracing::error;
 
-use crate::clock::{self, Instant, Stamp};
+use crate::clock::{self, Stamp};
 use crate::memory::{charge, MemoryBudget};
 use crate::outbound::Outbox;
 use filtered::FilteredReady;
 use rustc_hash::FxHashMap;
+use state::{
+    compact, deliver, find_consumer, next_consumer_with_room, take_unacked, Consumer, QueueState,
+};
 use tern_proto::Filter;
 use tern_proto::Message;
 
@@ -90,15 +104,6 @@ pub enum QueueError {
     Store(#[from] StoreError),
 }
 
-/// What deleting a queue removed.
-#[derive(Debug)]
-pub struct Closed {
-    /// Messages deleted with it (ready and unacked).
-    pub messages: usize,
-    /// The consumers it had, `(outbox, sid)`: each is told its subscription ended.
-    pub consumers: Vec<(Arc<Outbox>, u32)>,
-}
-
 /// The subscription id a delivery id belongs to.
 pub fn delivery_sid(delivery_id: u64) -> u32 {
     (delivery_id >> 32) as u32
@@ -132,126 +137,6 @@ pub struct Queue {
     refused_memory: AtomicU64,
     /// The broker-wide charge of queued messages.
     memory: Arc<MemoryBudget>,
-}
-
-#[derive(Debug)]
-struct QueueState {
-    store: Box<dyn QueueStore>,
-    consumers: Vec<Consumer>,
-    cursor: usize,
-    unacked_messages: usize,
-    unacked_bytes: u64,
-    next_order: u64,
-    /// Since when the queue has been empty with no consumer (`None`: it is not).
-    idle_since: Option<Instant>,
-    /// Deleted: refuses publishes and consumers from now on.
-    deleted: bool,
-    /// What this queue's messages are charged against `MEMORY_LIMIT` in all.
-    charged: u64,
-    /// Set once a consumer with a header filter joins: from then on the ready
-    /// messages live here, indexed by filter, instead of in `store` (which stays
-    /// empty); see `filtered.rs`.
-    filtered: Option<Box<FilteredReady>>,
-    /// Each consumer's index in `consumers`, by `(connection id, sid)`.
-    positions: FxHashMap<(u64, u32), usize>,
-}
-
-impl QueueState {
-    fn ready_len(&self) -> usize {
-        self.filtered
-            .as_ref()
-            .map_or_else(|| self.store.len(), |ready| ready.len())
-    }
-
-    fn ready_bytes(&self) -> u64 {
-        self.filtered
-            .as_ref()
-            .map_or_else(|| self.store.bytes(), |ready| ready.bytes())
-    }
-
-    fn ready_is_empty(&self) -> bool {
-        self.filtered
-            .as_ref()
-            .map_or_else(|| self.store.is_empty(), |ready| ready.is_empty())
-    }
-
-    /// Puts a message back among the ready ones, at its original place (requeue),
-    /// or at the back (new). Returns the filter classes it is for (filtered mode).
-    fn store_ready(
-        &mut self,
-        queued: QueuedMessage,
-        requeued: bool,
-    ) -> Result<Vec<u32>, StoreError> {
-        match &mut self.filtered {
-            Some(ready) => {
-                let classes = ready.classes_for(&queued);
-                ready.insert(queued, &classes);
-                Ok(classes)
-            }
-            None if requeued => self.store.push_front(queued).map(|()| Vec::new()),
-            None => self.store.push_back(queued).map(|()| Vec::new()),
-        }
-    }
-
-    /// Every ready message, taken out.
-    fn take_ready(&mut self) -> Vec<QueuedMessage> {
-        if let Some(ready) = &mut self.filtered {
-            return ready.drain();
-        }
-        let mut taken = Vec::with_capacity(self.store.len());
-        while let Ok(Some(queued)) = self.store.pop_front() {
-            taken.push(queued);
-        }
-        taken
-    }
-
-    fn rebuild_positions(&mut self) {
-        self.positions = self
-            .consumers
-            .iter()
-            .enumerate()
-            .map(|(index, consumer)| ((consumer.connection_id, consumer.sid), index))
-            .collect();
-    }
-
-    /// Keeps `idle_since` up to date after a change: set when the queue has just
-    /// become empty and consumerless, cleared when it is not (no clock read then).
-    fn note_idleness(&mut self) {
-        let idle = self.consumers.is_empty() && self.unacked_messages == 0 && self.ready_is_empty();
-        match (idle, self.idle_since) {
-            (true, None) => self.idle_since = Some(clock::now()),
-            (false, Some(_)) => self.idle_since = None,
-            _ => {}
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Consumer {
-    connection_id: u64,
-    sid: u32,
-    outbox: Arc<Outbox>,
-    prefetch: u32,
-    unacked: HashMap<u32, QueuedMessage>,
-    last_counter: u32,
-    /// Its filter class, once the queue is in filtered mode.
-    class: Option<u32>,
-}
-
-impl Consumer {
-    fn has_room(&self) -> bool {
-        self.unacked.len() < self.prefetch as usize
-    }
-
-    fn next_delivery_id(&mut self) -> u64 {
-        loop {
-            self.last_counter = self.last_counter.wrapping_add(1);
-            // 0 is never used, so a delivery id is never 0 (0 marks broadcast).
-            if self.last_counter != 0 && !self.unacked.contains_key(&self.last_counter) {
-                return (u64::from(self.sid) << 32) | u64::from(self.last_counter);
-            }
-        }
-    }
 }
 
 impl Queue {
@@ -564,224 +449,6 @@ impl Queue {
             bytes: state.ready_bytes() + state.unacked_bytes,
         }
     }
-
-    /// Removes every ready message; unacked deliveries stay with their consumers.
-    /// Returns how many were removed.
-    pub fn purge(&self) -> usize {
-        let mut state = self.lock();
-        let taken = state.take_ready();
-        for queued in &taken {
-            self.uncharge(&mut state, &queued.message);
-        }
-        state.note_idleness();
-        taken.len()
-    }
-
-    /// Deletes the queue: from now on it refuses publishes and consumers, and
-    /// everything it held is dropped. Refused while consumers are attached unless
-    /// `force`, in which case they are detached and returned (their unacked
-    /// deliveries are dropped too: a late ACK gets `UNKNOWN_DELIVERY`).
-    pub fn close(&self, force: bool) -> Result<Closed, QueueError> {
-        let mut state = self.lock();
-        if state.deleted {
-            return Err(QueueError::Deleted(self.name.clone()));
-        }
-        if !force && !state.consumers.is_empty() {
-            return Err(QueueError::InUse {
-                name: self.name.clone(),
-                consumers: state.consumers.len(),
-            });
-        }
-        state.deleted = true;
-        let messages = state.ready_len() + state.unacked_messages;
-        state.take_ready();
-        state.positions.clear();
-        let consumers = std::mem::take(&mut state.consumers)
-            .into_iter()
-            .map(|consumer| (consumer.outbox, consumer.sid))
-            .collect();
-        state.unacked_messages = 0;
-        state.unacked_bytes = 0;
-        self.memory.release(std::mem::take(&mut state.charged));
-        self.consumer_count.store(0, Ordering::Release);
-        Ok(Closed {
-            messages,
-            consumers,
-        })
-    }
-
-    /// Deletes the queue if it has been empty with no consumer for at least
-    /// `after` (`QUEUE_EXPIRE_SECS`) by `now`. Returns whether it did.
-    pub fn expire_if_idle(&self, now: Instant, after: std::time::Duration) -> bool {
-        let mut state = self.lock();
-        let expired = !state.deleted
-            && state
-                .idle_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= after);
-        if expired {
-            state.deleted = true;
-        }
-        expired
-    }
-
-    /// Consumer `index` may have room now (it joined, acked, nacked or got credit):
-    /// hands it what it can take (in filtered mode only it, otherwise the whole
-    /// queue dispatches as usual).
-    fn dispatch_to(&self, state: &mut QueueState, index: usize) {
-        if state.filtered.is_some() {
-            self.fill_consumer(state, index);
-        } else {
-            self.dispatch(state);
-        }
-    }
-
-    /// Filtered mode: consumer `index` takes the oldest ready messages of its class
-    /// while it has room.
-    fn fill_consumer(&self, state: &mut QueueState, index: usize) {
-        let Some(class) = state
-            .consumers
-            .get(index)
-            .and_then(|consumer| consumer.class)
-        else {
-            return;
-        };
-        while !self.draining.load(Ordering::Acquire) && state.consumers[index].has_room() {
-            let Some(queued) = state
-                .filtered
-                .as_mut()
-                .and_then(|ready| ready.take_for(class))
-            else {
-                return;
-            };
-            if let Err(queued) = deliver(state, index, queued) {
-                let _ = state.store_ready(queued, true);
-                return;
-            }
-        }
-    }
-
-    /// Filtered mode: a message for `classes` became ready; their consumers with
-    /// room, round-robin within each class, take what they can.
-    fn fill_classes(&self, state: &mut QueueState, classes: &[u32]) {
-        for class in classes {
-            let members = state
-                .filtered
-                .as_ref()
-                .map_or_else(Vec::new, |ready| ready.members(*class));
-            for member in members {
-                let Some(&index) = state.positions.get(&member) else {
-                    continue;
-                };
-                if !state.consumers[index].has_room() {
-                    continue;
-                }
-                if let Some(ready) = state.filtered.as_mut() {
-                    ready.advance(*class, member);
-                }
-                self.fill_consumer(state, index);
-                if state.ready_is_empty() {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Hands ready messages to consumers with room, oldest first, round-robin.
-    /// Stops while the broker shuts down: nothing new goes out, acks still come in.
-    fn dispatch(&self, state: &mut QueueState) {
-        while !state.store.is_empty() && !self.draining.load(Ordering::Acquire) {
-            let Some(index) = next_consumer_with_room(state) else {
-                return;
-            };
-            let queued = match state.store.pop_front() {
-                Ok(Some(queued)) => queued,
-                Ok(None) => return,
-                Err(error) => {
-                    error!(queue = %self.name, %error, "could not read from queue storage");
-                    return;
-                }
-            };
-            if let Err(queued) = deliver(state, index, queued) {
-                if let Err(error) = state.store.push_front(queued) {
-                    error!(queue = %self.name, %error, "could not requeue a message; it is lost");
-                }
-            }
-        }
-    }
-}
-
-fn compact(queued: QueuedMessage) -> QueuedMessage {
-    QueuedMessage {
-        message: Arc::new(queued.message.compacted()),
-        ..queued
-    }
-}
-
-fn find_consumer(state: &QueueState, connection_id: u64, sid: u32) -> Option<usize> {
-    state.positions.get(&(connection_id, sid)).copied()
-}
-
-fn next_consumer_with_room(state: &mut QueueState) -> Option<usize> {
-    let count = state.consumers.len();
-    for step in 0..count {
-        let index = (state.cursor + step) % count;
-        if state.consumers[index].has_room() {
-            state.cursor = index + 1;
-            return Some(index);
-        }
-    }
-    None
-}
-
-/// Sends one message to one consumer and records it as unacked. When the consumer's
-/// connection is already gone, returns the message and closes that consumer's window
-/// (its session is about to detach it and requeue what it held).
-fn deliver(
-    state: &mut QueueState,
-    index: usize,
-    queued: QueuedMessage,
-) -> Result<(), QueuedMessage> {
-    let consumer = &mut state.consumers[index];
-    let delivery_id = consumer.next_delivery_id();
-    match consumer.outbox.push_queued(
-        consumer.sid,
-        delivery_id,
-        queued.redelivered,
-        &queued.message,
-        queued.stamp,
-    ) {
-        Ok(()) => {
-            let size = queued.size();
-            consumer.unacked.insert(delivery_id as u32, queued);
-            state.unacked_messages += 1;
-            state.unacked_bytes += size;
-            Ok(())
-        }
-        Err(_) => {
-            consumer.prefetch = 0;
-            Err(queued)
-        }
-    }
-}
-
-fn take_unacked(
-    state: &mut QueueState,
-    connection_id: u64,
-    sid: u32,
-    delivery_id: u64,
-) -> Result<(usize, QueuedMessage), QueueError> {
-    if delivery_sid(delivery_id) != sid {
-        return Err(QueueError::UnknownDelivery(delivery_id));
-    }
-    let index =
-        find_consumer(state, connection_id, sid).ok_or(QueueError::UnknownDelivery(delivery_id))?;
-    let queued = state.consumers[index]
-        .unacked
-        .remove(&(delivery_id as u32))
-        .ok_or(QueueError::UnknownDelivery(delivery_id))?;
-    state.unacked_messages -= 1;
-    state.unacked_bytes -= queued.size();
-    Ok((index, queued))
 }
 
 #[cfg(test)]

@@ -1,0 +1,96 @@
+//! Handing ready messages to consumers: round-robin dispatch over the FIFO, and the
+//! targeted fills of filtered mode.
+
+use std::sync::atomic::Ordering;
+
+use tracing::error;
+
+use super::state::{deliver, next_consumer_with_room, QueueState};
+use super::Queue;
+
+impl Queue {
+    /// Consumer `index` may have room now (it joined, acked, nacked or got credit):
+    /// hands it what it can take (in filtered mode only it, otherwise the whole
+    /// queue dispatches as usual).
+    pub(super) fn dispatch_to(&self, state: &mut QueueState, index: usize) {
+        if state.filtered.is_some() {
+            self.fill_consumer(state, index);
+        } else {
+            self.dispatch(state);
+        }
+    }
+
+    /// Filtered mode: consumer `index` takes the oldest ready messages of its class
+    /// while it has room.
+    pub(super) fn fill_consumer(&self, state: &mut QueueState, index: usize) {
+        let Some(class) = state
+            .consumers
+            .get(index)
+            .and_then(|consumer| consumer.class)
+        else {
+            return;
+        };
+        while !self.draining.load(Ordering::Acquire) && state.consumers[index].has_room() {
+            let Some(queued) = state
+                .filtered
+                .as_mut()
+                .and_then(|ready| ready.take_for(class))
+            else {
+                return;
+            };
+            if let Err(queued) = deliver(state, index, queued) {
+                let _ = state.store_ready(queued, true);
+                return;
+            }
+        }
+    }
+
+    /// Filtered mode: a message for `classes` became ready; their consumers with
+    /// room, round-robin within each class, take what they can.
+    pub(super) fn fill_classes(&self, state: &mut QueueState, classes: &[u32]) {
+        for class in classes {
+            let members = state
+                .filtered
+                .as_ref()
+                .map_or_else(Vec::new, |ready| ready.members(*class));
+            for member in members {
+                let Some(&index) = state.positions.get(&member) else {
+                    continue;
+                };
+                if !state.consumers[index].has_room() {
+                    continue;
+                }
+                if let Some(ready) = state.filtered.as_mut() {
+                    ready.advance(*class, member);
+                }
+                self.fill_consumer(state, index);
+                if state.ready_is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands ready messages to consumers with room, oldest first, round-robin.
+    /// Stops while the broker shuts down: nothing new goes out, acks still come in.
+    pub(super) fn dispatch(&self, state: &mut QueueState) {
+        while !state.store.is_empty() && !self.draining.load(Ordering::Acquire) {
+            let Some(index) = next_consumer_with_room(state) else {
+                return;
+            };
+            let queued = match state.store.pop_front() {
+                Ok(Some(queued)) => queued,
+                Ok(None) => return,
+                Err(error) => {
+                    error!(queue = %self.name, %error, "could not read from queue storage");
+                    return;
+                }
+            };
+            if let Err(queued) = deliver(state, index, queued) {
+                if let Err(error) = state.store.push_front(queued) {
+                    error!(queue = %self.name, %error, "could not requeue a message; it is lost");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! A queue's state behind its lock: ready messages (a FIFO store, or indexed by
+//! filter once a filtered consumer joins), consumers and their unacked deliveries,
+//! and the steps every operation is built from.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::filtered::FilteredReady;
+use super::{delivery_sid, QueueError, QueueStore, QueuedMessage, StoreError};
+use crate::clock::{self, Instant};
+use crate::outbound::Outbox;
+
+#[derive(Debug)]
+pub(super) struct QueueState {
+    pub(super) store: Box<dyn QueueStore>,
+    pub(super) consumers: Vec<Consumer>,
+    pub(super) cursor: usize,
+    pub(super) unacked_messages: usize,
+    pub(super) unacked_bytes: u64,
+    pub(super) next_order: u64,
+    /// Since when the queue has been empty with no consumer (`None`: it is not).
+    pub(super) idle_since: Option<Instant>,
+    /// Deleted: refuses publishes and consumers from now on.
+    pub(super) deleted: bool,
+    /// What this queue's messages are charged against `MEMORY_LIMIT` in all.
+    pub(super) charged: u64,
+    /// Set once a consumer with a header filter joins: from then on the ready
+    /// messages live here, indexed by filter, instead of in `store` (which stays
+    /// empty); see `filtered.rs`.
+    pub(super) filtered: Option<Box<FilteredReady>>,
+    /// Each consumer's index in `consumers`, by `(connection id, sid)`.
+    pub(super) positions: FxHashMap<(u64, u32), usize>,
+}
+
+impl QueueState {
+    pub(super) fn ready_len(&self) -> usize {
+        self.filtered
+            .as_ref()
+            .map_or_else(|| self.store.len(), |ready| ready.len())
+    }
+
+    pub(super) fn ready_bytes(&self) -> u64 {
+        self.filtered
+            .as_ref()
+            .map_or_else(|| self.store.bytes(), |ready| ready.bytes())
+    }
+
+    pub(super) fn ready_is_empty(&self) -> bool {
+        self.filtered
+            .as_ref()
+            .map_or_else(|| self.store.is_empty(), |ready| ready.is_empty())
+    }
+
+    /// Puts a message back among the ready ones, at its original place (requeue),
+    /// or at the back (new). Returns the filter classes it is for (filtered mode).
+    pub(super) fn store_ready(
+        &mut self,
+        queued: QueuedMessage,
+        requeued: bool,
+    ) -> Result<Vec<u32>, StoreError> {
+        match &mut self.filtered {
+            Some(ready) => {
+                let classes = ready.classes_for(&queued);
+                ready.insert(queued, &classes);
+                Ok(classes)
+            }
+            None if requeued => self.store.push_front(queued).map(|()| Vec::new()),
+            None => self.store.push_back(queued).map(|()| Vec::new()),
+        }
+    }
+
+    /// Every ready message, taken out.
+    pub(super) fn take_ready(&mut self) -> Vec<QueuedMessage> {
+        if let Some(ready) = &mut self.filtered {
+            return ready.drain();
+        }
+        let mut taken = Vec::with_capacity(self.store.len());
+        while let Ok(Some(queued)) = self.store.pop_front() {
+            taken.push(queued);
+        }
+        taken
+    }
+
+    pub(super) fn rebuild_positions(&mut self) {
+        self.positions = self
+            .consumers
+            .iter()
+            .enumerate()
+            .map(|(index, consumer)| ((consumer.connection_id, consumer.sid), index))
+            .collect();
+    }
+
+    /// Keeps `idle_since` up to date after a change: set when the queue has just
+    /// become empty and consumerless, cleared when it is not (no clock read then).
+    pub(super) fn note_idleness(&mut self) {
+        let idle = self.consumers.is_empty() && self.unacked_messages == 0 && self.ready_is_empty();
+        match (idle, self.idle_since) {
+            (true, None) => self.idle_since = Some(clock::now()),
+            (false, Some(_)) => self.idle_since = None,
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Consumer {
+    pub(super) connection_id: u64,
+    pub(super) sid: u32,
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) prefetch: u32,
+    pub(super) unacked: HashMap<u32, QueuedMessage>,
+    pub(super) last_counter: u32,
+    /// Its filter class, once the queue is in filtered mode.
+    pub(super) class: Option<u32>,
+}
+
+impl Consumer {
+    pub(super) fn has_room(&self) -> bool {
+        self.unacked.len() < self.prefetch as usize
+    }
+
+    pub(super) fn next_delivery_id(&mut self) -> u64 {
+        loop {
+            self.last_counter = self.last_counter.wrapping_add(1);
+            // 0 is never used, so a delivery id is never 0 (0 marks broadcast).
+            if self.last_counter != 0 && !self.unacked.contains_key(&self.last_counter) {
+                return (u64::from(self.sid) << 32) | u64::from(self.last_counter);
+            }
+        }
+    }
+}
+
+pub(super) fn compact(queued: QueuedMessage) -> QueuedMessage {
+    QueuedMessage {
+        message: Arc::new(queued.message.compacted()),
+        ..queued
+    }
+}
+
+pub(super) fn find_consumer(state: &QueueState, connection_id: u64, sid: u32) -> Option<usize> {
+    state.positions.get(&(connection_id, sid)).copied()
+}
+
+pub(super) fn next_consumer_with_room(state: &mut QueueState) -> Option<usize> {
+    let count = state.consumers.len();
+    for step in 0..count {
+        let index = (state.cursor + step) % count;
+        if state.consumers[index].has_room() {
+            state.cursor = index + 1;
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// Sends one message to one consumer and records it as unacked. When the consumer's
+/// connection is already gone, returns the message and closes that consumer's window
+/// (its session is about to detach it and requeue what it held).
+pub(super) fn deliver(
+    state: &mut QueueState,
+    index: usize,
+    queued: QueuedMessage,
+) -> Result<(), QueuedMessage> {
+    let consumer = &mut state.consumers[index];
+    let delivery_id = consumer.next_delivery_id();
+    match consumer.outbox.push_queued(
+        consumer.sid,
+        delivery_id,
+        queued.redelivered,
+        &queued.message,
+        queued.stamp,
+    ) {
+        Ok(()) => {
+            let size = queued.size();
+            consumer.unacked.insert(delivery_id as u32, queued);
+            state.unacked_messages += 1;
+            state.unacked_bytes += size;
+            Ok(())
+        }
+        Err(_) => {
+            consumer.prefetch = 0;
+            Err(queued)
+        }
+    }
+}
+
+pub(super) fn take_unacked(
+    state: &mut QueueState,
+    connection_id: u64,
+    sid: u32,
+    delivery_id: u64,
+) -> Result<(usize, QueuedMessage), QueueError> {
+    if delivery_sid(delivery_id) != sid {
+        return Err(QueueError::UnknownDelivery(delivery_id));
+    }
+    let index =
+        find_consumer(state, connection_id, sid).ok_or(QueueError::UnknownDelivery(delivery_id))?;
+    let queued = state.consumers[index]
+        .unacked
+        .remove(&(delivery_id as u32))
+        .ok_or(QueueError::UnknownDelivery(delivery_id))?;
+    state.unacked_messages -= 1;
+    state.unacked_bytes -= queued.size();
+    Ok((index, queued))
+}
