@@ -7,7 +7,7 @@ import sys
 
 from tern_client import (Client, TernError, MODE_QUEUE, ROLE_PRODUCER)
 
-ERROR_CODES = {"INVALID_SUBJECT": 100, "WILDCARD_IN_SUBJECT": 101, "PERMISSION_DENIED": 200,
+ERROR_CODES = {"INVALID_FILTER": 104, "INVALID_SUBJECT": 100, "WILDCARD_IN_SUBJECT": 101, "PERMISSION_DENIED": 200,
                "UNKNOWN_DELIVERY": 400, "NO_RESPONDERS": 501}
 
 
@@ -22,7 +22,7 @@ def main(address):
     port = int(port)
 
     sub = Client(host, port, "py-sub")
-    check(sub.version == 1 and sub.connection_id > 0, "handshake: WELCOME with version and connection id")
+    check(sub.version == 2 and sub.connection_id > 0, "handshake: WELCOME with the version asked for and a connection id")
     sub.subscribe("orders.*")
     pub = Client(host, port, "py-pub")
     for n in range(100):
@@ -69,6 +69,29 @@ def main(address):
             check(False, subject)
         except TernError as error:
             check(error.code == ERROR_CODES[code], f"publish to {subject!r}: {code}")
+    # Header filters (version 2): each device's consumer of one queue gets its own.
+    check(pub.version == 2, "the broker speaks protocol version 2")
+    devices = {}
+    for device in ("d1", "d2"):
+        devices[device] = Client(host, port, f"py-{device}")
+        devices[device].subscribe("", mode=MODE_QUEUE, queue="py.events", prefetch=10,
+                                  filter=f"user = 'u1' AND device = '{device}'")
+    for n, device in enumerate(["d1", "d2", "d1", "d3"]):
+        pub.publish("py.events", f"{device}:{n}".encode(), headers=[("user", "u1"), ("device", device)], confirm=True)
+    got = [devices["d1"].next_message().payload for _ in range(2)]
+    check(got == [b"d1:0", b"d1:2"], "a filtered queue consumer gets exactly its own messages, in order")
+    check(devices["d2"].next_message().payload == b"d2:1", "and the other device gets its own")
+    try:
+        devices["d1"].subscribe("py.x", filter="device = d1")
+        check(False, "a bad filter")
+    except TernError as error:
+        check(error.code == ERROR_CODES["INVALID_FILTER"] and "at byte 9" in error.message, "a bad filter: INVALID_FILTER with its position")
+    old = Client(host, port, "py-v1", version=1)
+    check(old.version == 1, "a version 1 connection still works")
+    old.close()
+    for client in devices.values():
+        client.close()
+
     producer = Client(host, port, "py-producer", role=ROLE_PRODUCER)
     try:
         producer.subscribe("x")

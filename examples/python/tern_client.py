@@ -8,12 +8,16 @@ use it as a starting point for a client in another language.
 import socket
 import struct
 
-PROTOCOL_VERSION = 1
+# Version 2 adds SUBSCRIBE_FILTERED (header filters); a version 1 broker refuses it
+# with UNSUPPORTED_VERSION, and the client then connects again asking for 1.
+PROTOCOL_VERSION = 2
+UNSUPPORTED_VERSION = 1
 ROLE_PRODUCER, ROLE_CONSUMER, ROLE_BOTH = 1, 2, 3
 MODE_DEFAULT, MODE_BROADCAST, MODE_QUEUE = 0, 1, 2
 
 # Opcodes (PROTOCOL.md section 3).
 HELLO, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, CREDIT = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
+SUBSCRIBE_FILTERED = 0x0B
 PING, PONG = 0x10, 0x11
 WELCOME, DELIVER, PUBLISH_OK, PUBLISH_ERROR = 0x81, 0x82, 0x83, 0x84
 SUBSCRIBE_OK, LAGGED, ERROR, GOODBYE = 0x85, 0x86, 0x87, 0x88
@@ -83,16 +87,21 @@ class Message:
 
 
 class Client:
-    def __init__(self, host, port, name="python", role=ROLE_BOTH, timeout=5.0):
+    def __init__(self, host, port, name="python", role=ROLE_BOTH, timeout=5.0, version=PROTOCOL_VERSION):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buffer = b""
         self.sequence = 0
         self.next_sid = 1
         self.pending = []  # frames received while waiting for something else
-        self.sock.sendall(_frame(HELLO, struct.pack(">HB", PROTOCOL_VERSION, role) + _string(name) + _string("")))
+        self.sock.sendall(_frame(HELLO, struct.pack(">HB", version, role) + _string(name) + _string("")))
         opcode, body = self._read_frame()
         if opcode == ERROR:
-            raise self._error(body)
+            error = self._error(body)
+            if error.code == UNSUPPORTED_VERSION and version > 1:
+                self.sock.close()
+                self.__init__(host, port, name, role, timeout, version=1)
+                return
+            raise error
         if opcode != WELCOME:
             raise ValueError(f"expected WELCOME, got opcode {opcode:#x}")
         r = _Reader(body)
@@ -158,11 +167,18 @@ class Client:
                 code, message = r.u16(), r.string()
                 raise TernError(code, message)
 
-    def subscribe(self, pattern, mode=MODE_BROADCAST, queue=None, prefetch=0):
+    def subscribe(self, pattern, mode=MODE_BROADCAST, queue=None, prefetch=0, filter=None):
+        """Subscribes; with `filter` (PROTOCOL.md section 7, "Header filters", e.g.
+        "device = 'd1'") only messages whose headers match are delivered."""
         sid = self.next_sid
         self.next_sid += 1
         body = struct.pack(">IBI", sid, mode, prefetch) + _string(pattern) + _string(queue or "")
-        self.sock.sendall(_frame(SUBSCRIBE, body))
+        if filter is None:
+            self.sock.sendall(_frame(SUBSCRIBE, body))
+        else:
+            if self.version < 2:
+                raise TernError(0, "header filters need protocol version 2; the broker speaks 1")
+            self.sock.sendall(_frame(SUBSCRIBE_FILTERED, body + _string(filter)))
         while True:
             opcode, body = self._next({SUBSCRIBE_OK, ERROR})
             if opcode == ERROR:
