@@ -1,7 +1,7 @@
 //! The chat gateway flow against a running broker:
 //!
 //! ```sh
-//! cargo run --release -- serve &
+//! MAX_CONSUMERS=100 cargo run --release -- serve &
 //! cargo run --release --example chat-gateway -- 127.0.0.1:9080
 //! ```
 //!
