@@ -23,7 +23,9 @@ use tern_proto::Message;
 /// Filters by key, indexed.
 #[derive(Debug)]
 pub struct FilterIndex<K> {
-    filters: FxHashMap<K, (Arc<Filter>, u32)>,
+    /// Each filter, the bits of its indexed predicates, and whether those are all
+    /// of its predicates (then a complete mark is a match, with no evaluation).
+    filters: FxHashMap<K, (Arc<Filter>, u32, bool)>,
     /// header name → value → (filter, the bit of its predicate that value satisfies).
     index: FxHashMap<ByteString, FxHashMap<ByteString, Vec<(K, u32)>>>,
     /// Filters with no indexed predicate.
@@ -40,7 +42,7 @@ impl<K> Default for FilterIndex<K> {
     }
 }
 
-impl<K: Copy + Eq + Hash> FilterIndex<K> {
+impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
     /// Adds `filter` under `key` (a key already present is replaced).
     pub fn insert(&mut self, key: K, filter: Arc<Filter>) {
         self.remove(key);
@@ -64,12 +66,13 @@ impl<K: Copy + Eq + Hash> FilterIndex<K> {
         if required == 0 {
             self.unindexed.push(key);
         }
-        self.filters.insert(key, (filter, required));
+        let complete = filter.predicates().len() == required.count_ones() as usize;
+        self.filters.insert(key, (filter, required, complete));
     }
 
     /// Removes the filter under `key`, if any.
     pub fn remove(&mut self, key: K) {
-        let Some((filter, required)) = self.filters.remove(&key) else {
+        let Some((filter, required, _)) = self.filters.remove(&key) else {
             return;
         };
         if required == 0 {
@@ -101,7 +104,7 @@ impl<K: Copy + Eq + Hash> FilterIndex<K> {
 
     /// The filter under `key`.
     pub fn get(&self, key: K) -> Option<&Arc<Filter>> {
-        self.filters.get(&key).map(|(filter, _)| filter)
+        self.filters.get(&key).map(|(filter, _, _)| filter)
     }
 
     /// Number of filters.
@@ -117,26 +120,40 @@ impl<K: Copy + Eq + Hash> FilterIndex<K> {
     /// Appends the key of every filter that matches `message` to `matched`.
     pub fn matching(&self, message: &Message, matched: &mut Vec<K>) {
         if !self.index.is_empty() {
-            let mut marks: FxHashMap<K, u32> = FxHashMap::default();
+            // The (filter, predicate bit) pairs the headers satisfy, grouped by
+            // filter by sorting: no map per message, and usually a handful.
+            let mut hits: Vec<(K, u32)> = Vec::new();
             for (name, value) in message.headers() {
                 let entries = self
                     .index
                     .get(name)
                     .and_then(|by_value| by_value.get(value));
-                for (key, bit) in entries.into_iter().flatten() {
-                    *marks.entry(*key).or_default() |= bit;
+                if let Some(entries) = entries {
+                    hits.extend_from_slice(entries);
                 }
             }
-            for (key, marked) in marks {
-                if let Some((filter, required)) = self.filters.get(&key) {
-                    if marked == *required && filter.matches(message.headers()) {
+            if hits.len() > 1 {
+                hits.sort_unstable_by_key(|(key, _)| *key);
+            }
+            let mut start = 0;
+            while start < hits.len() {
+                let key = hits[start].0;
+                let mut marked = 0u32;
+                let mut end = start;
+                while end < hits.len() && hits[end].0 == key {
+                    marked |= hits[end].1;
+                    end += 1;
+                }
+                start = end;
+                if let Some((filter, required, complete)) = self.filters.get(&key) {
+                    if marked == *required && (*complete || filter.matches(message.headers())) {
                         matched.push(key);
                     }
                 }
             }
         }
         for key in &self.unindexed {
-            if let Some((filter, _)) = self.filters.get(key) {
+            if let Some((filter, _, _)) = self.filters.get(key) {
                 if filter.matches(message.headers()) {
                     matched.push(*key);
                 }

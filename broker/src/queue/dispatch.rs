@@ -49,19 +49,30 @@ impl Queue {
     /// room, round-robin within each class, take what they can.
     pub(super) fn fill_classes(&self, state: &mut QueueState, classes: &[u32]) {
         for class in classes {
+            // Each consumer of the class at most once, starting after the last one
+            // served; no allocation per message.
             let members = state
                 .filtered
                 .as_ref()
-                .map_or_else(Vec::new, |ready| ready.members(*class));
-            for member in members {
-                let Some(&index) = state.positions.get(&member) else {
+                .map_or(0, |ready| ready.member_count(*class));
+            for _ in 0..members {
+                let QueueState {
+                    filtered,
+                    consumers,
+                    positions,
+                    ..
+                } = &mut *state;
+                let Some(ready) = filtered.as_mut() else {
+                    return;
+                };
+                let Some(member) = ready.next_member(*class) else {
+                    break;
+                };
+                let Some(&index) = positions.get(&member) else {
                     continue;
                 };
-                if !state.consumers[index].has_room() {
+                if !consumers[index].has_room() {
                     continue;
-                }
-                if let Some(ready) = state.filtered.as_mut() {
-                    ready.advance(*class, member);
                 }
                 self.fill_consumer(state, index);
                 if state.ready_is_empty() {

@@ -124,24 +124,23 @@ impl FilteredReady {
         classes
     }
 
-    /// The members of `class`, starting at its round-robin position; the first one
-    /// the caller uses should be passed to [`FilteredReady::advance`].
-    pub(super) fn members(&self, class: u32) -> Vec<(u64, u32)> {
-        self.classes.get(&class).map_or_else(Vec::new, |existing| {
-            let count = existing.members.len();
-            (0..count)
-                .map(|step| existing.members[(existing.cursor + step) % count])
-                .collect()
-        })
+    /// Consumers in `class`.
+    pub(super) fn member_count(&self, class: u32) -> usize {
+        self.classes
+            .get(&class)
+            .map_or(0, |existing| existing.members.len())
     }
 
-    /// Moves `class`'s round-robin position past `member`.
-    pub(super) fn advance(&mut self, class: u32, member: (u64, u32)) {
-        if let Some(existing) = self.classes.get_mut(&class) {
-            if let Some(position) = existing.members.iter().position(|m| *m == member) {
-                existing.cursor = position + 1;
-            }
+    /// The next consumer of `class` in round-robin order (the position moves past
+    /// it).
+    pub(super) fn next_member(&mut self, class: u32) -> Option<(u64, u32)> {
+        let existing = self.classes.get_mut(&class)?;
+        if existing.members.is_empty() {
+            return None;
         }
+        let position = existing.cursor % existing.members.len();
+        existing.cursor = position + 1;
+        Some(existing.members[position])
     }
 
     /// Stores a ready message for `classes` (those its filter matches), in order:

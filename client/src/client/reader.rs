@@ -22,6 +22,10 @@ use crate::subscription::Delivery;
 #[derive(Debug, Default)]
 pub(super) struct SinkCache {
     entries: Vec<StagedSink>,
+    /// `sid` → index in `entries`, once a read stages for more than
+    /// [`LINEAR_LOOKUP_LIMIT`] subscriptions (a connection holding thousands of
+    /// filtered subscriptions must not scan them per delivery).
+    positions: std::collections::HashMap<u32, usize>,
     /// Staging vectors emptied by earlier reads, kept with their capacity: a read's
     /// messages are staged without regrowing a vector from nothing each time.
     spare_messages: Vec<Vec<Message>>,
@@ -41,6 +45,7 @@ impl SinkCache {
     /// subscription's buffer is full), then forgets the sinks: a subscription
     /// removed meanwhile is seen by the next read.
     async fn flush(&mut self) {
+        self.positions.clear();
         for mut entry in self.entries.drain(..) {
             match &entry.sink {
                 Sink::Broadcast(sender) => {
@@ -69,9 +74,30 @@ impl SinkCache {
             messages,
             deliveries,
         });
-        self.entries.len() - 1
+        let index = self.entries.len() - 1;
+        if self.entries.len() > LINEAR_LOOKUP_LIMIT {
+            if self.positions.is_empty() {
+                for (position, entry) in self.entries.iter().enumerate() {
+                    self.positions.insert(entry.sid, position);
+                }
+            } else {
+                self.positions.insert(sid, index);
+            }
+        }
+        index
+    }
+
+    /// The index of subscription `sid`'s staging entry, if this read has one.
+    fn find(&self, sid: u32) -> Option<usize> {
+        if self.entries.len() > LINEAR_LOOKUP_LIMIT {
+            return self.positions.get(&sid).copied();
+        }
+        self.entries.iter().position(|entry| entry.sid == sid)
     }
 }
+
+/// Subscriptions one read stages for before lookups go through a map.
+const LINEAR_LOOKUP_LIMIT: usize = 8;
 
 /// Largest read of small frames. Smaller than the broker's: delivered messages pin
 /// their allocation until the application has taken them, so larger reads and more
@@ -224,11 +250,7 @@ impl Inner {
         sinks: &mut SinkCache,
     ) {
         let message = deliver.message;
-        let index = match sinks
-            .entries
-            .iter()
-            .position(|entry| entry.sid == deliver.sid)
-        {
+        let index = match sinks.find(deliver.sid) {
             Some(index) => index,
             None => {
                 let sink = self

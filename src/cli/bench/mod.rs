@@ -14,6 +14,7 @@
 //! ceilings `--target direct` (one TCP connection straight to the reader) and
 //! `--target relay://…` (a `tern relay` process copying frames between sockets).
 
+mod filtered;
 mod report;
 mod target;
 mod tracker;
@@ -89,6 +90,11 @@ pub struct BenchArgs {
     /// Unacked deliveries per queue consumer (queue)
     #[arg(long, default_value_t = 256)]
     pub prefetch: u32,
+    /// Header filters: this many subscriptions (or queue consumers), each filtered to
+    /// its own device_id, spread over --subs / --consumers connections; each publish
+    /// is for one pseudo-random device (0 = no filters)
+    #[arg(long, default_value_t = 0)]
+    pub filtered: usize,
     /// Total publish rate in msgs/s across publishers (0 = as fast as possible)
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
@@ -233,6 +239,7 @@ async fn publish_loop(
     progress: Arc<Progress>,
 ) -> anyhow::Result<(u64, Duration)> {
     let subject = args.subject.clone().unwrap_or_default();
+    let devices = filtered::device_names(args.filtered);
     let mut payload = vec![0x5a_u8; args.size];
     let rate = args.rate as f64 / args.publishers.max(1) as f64;
     let deadline = Duration::try_from_secs_f64(args.duration).unwrap_or(Duration::from_secs(5));
@@ -269,7 +276,11 @@ async fn publish_loop(
                 sent_ns = now_ns(epoch);
             }
             write_stamp(&mut payload, index, sequence, sent_ns);
-            publisher.publish(&subject, &payload).await?;
+            let header = (!devices.is_empty()).then(|| {
+                let device = filtered::device_for(index, sequence, devices.len());
+                (filtered::DEVICE_HEADER, devices[device].as_str())
+            });
+            publisher.publish(&subject, header, &payload).await?;
             sequence += 1;
         }
         publisher.end_batch().await?;
@@ -365,10 +376,23 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
     let stop = CancellationToken::new();
     let mut progress = Progress::default();
     let mut receivers = JoinSet::new();
-    for _ in 0..receiver_count {
-        let receiver = target::receiver(target, &subject, mode, direct_receiver.take())
+    let mut connected = Vec::with_capacity(receiver_count);
+    if args.filtered > 0 {
+        let queue = queue.then_some((queue_name.as_str(), args.prefetch));
+        connected = filtered::receivers(target, &subject, queue, receiver_count, args.filtered)
             .await
-            .context("connect a receiver")?;
+            .context("connect the filtered receivers")?;
+    } else {
+        for _ in 0..receiver_count {
+            connected.push(
+                target::receiver(target, &subject, mode, direct_receiver.take())
+                    .await
+                    .context("connect a receiver")?,
+            );
+        }
+    }
+    let receiver_count = connected.len();
+    for receiver in connected {
         let delivered = Arc::new(AtomicU64::new(0));
         progress.delivered.push(delivered.clone());
         receivers.spawn(receive_loop(
@@ -410,7 +434,7 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
         published += count;
         publish_time = publish_time.max(elapsed);
     }
-    let expected = if queue {
+    let expected = if queue || args.filtered > 0 {
         published
     } else {
         published * receiver_count as u64

@@ -62,7 +62,7 @@ impl Target {
     }
 }
 
-async fn tern_client(address: &str, name: &str) -> anyhow::Result<Client> {
+pub async fn tern_client(address: &str, name: &str) -> anyhow::Result<Client> {
     let options = ClientOptions::default()
         .name(name)
         .role(Role::Both)
@@ -111,15 +111,32 @@ impl Confirmer {
     /// Sends one message now, in call order, and returns the wait for its
     /// confirmation (so messages leave in sequence order however their
     /// confirmations interleave).
-    async fn send(&self, subject: &str, payload: &[u8]) -> anyhow::Result<PendingConfirm> {
+    async fn send(
+        &self,
+        subject: &str,
+        header: Option<(&str, &str)>,
+        payload: &[u8],
+    ) -> anyhow::Result<PendingConfirm> {
         match self {
             Confirmer::Tern(client) => {
                 let client = client.clone();
                 let subject = subject.to_owned();
                 let payload = Bytes::copy_from_slice(payload);
+                let header = header.map(|(name, value)| (name.to_owned(), value.to_owned()));
                 let mut confirm: PendingConfirm = Box::pin(async move {
                     loop {
-                        match client.publish_confirmed(&subject, &payload).await {
+                        let sent = match &header {
+                            None => client.publish_confirmed(&subject, &payload).await,
+                            Some((name, value)) => {
+                                let message = tern_client::OutgoingMessage::new(
+                                    subject.clone(),
+                                    payload.clone(),
+                                )
+                                .header(name.as_str(), value.as_str());
+                                client.send_confirmed(message).await
+                            }
+                        };
+                        match sent {
                             Ok(()) => return Ok(()),
                             Err(error)
                                 if error.code() == Some(tern_client::ErrorCode::QueueFull) =>
@@ -159,13 +176,25 @@ impl Confirmer {
 }
 
 impl Publisher {
-    /// Sends one message (buffered: call [`Publisher::flush`] at the end).
-    pub async fn publish(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<()> {
+    /// Sends one message (buffered: call [`Publisher::flush`] at the end), with
+    /// one header when `header` is set (Tern only: `--filtered`).
+    pub async fn publish(
+        &mut self,
+        subject: &str,
+        header: Option<(&str, &str)>,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
         match self {
-            Publisher::Tern(client) => client
-                .publish(subject, payload)
-                .await
-                .map_err(|error| anyhow!("publish: {error}")),
+            Publisher::Tern(client) => match header {
+                None => client.publish(subject, payload).await,
+                Some((name, value)) => {
+                    let message =
+                        tern_client::OutgoingMessage::new(subject, Bytes::copy_from_slice(payload))
+                            .header(name, value);
+                    client.send(message).await
+                }
+            }
+            .map_err(|error| anyhow!("publish: {error}")),
             #[cfg(feature = "nats")]
             Publisher::Nats(client) => client
                 .publish(subject.to_owned(), Bytes::copy_from_slice(payload))
@@ -177,7 +206,7 @@ impl Publisher {
                         result?;
                     }
                 }
-                let confirm = confirmer.send(subject, payload).await?;
+                let confirm = confirmer.send(subject, header, payload).await?;
                 pending.push(confirm);
                 Ok(())
             }
@@ -251,6 +280,8 @@ pub enum Receiver {
     ),
     /// Length-prefixed frames from a socket.
     Frames(FramedRead<TcpStream, LengthDelimitedCodec>),
+    /// Many Tern subscriptions on one connection (`--filtered`), merged.
+    Merged(Client, tokio::sync::mpsc::Receiver<Payload>),
 }
 
 /// A received payload: shared bytes, or the Tern message that carries it (taken
@@ -309,6 +340,7 @@ impl Receiver {
                 Some(frame) => Ok(Some(Payload::Shared(frame?.freeze()))),
                 None => Ok(None),
             },
+            Receiver::Merged(_, merged) => Ok(merged.recv().await),
         }
     }
 
@@ -328,6 +360,11 @@ impl Receiver {
                 Some(frame) => Ok(Some(Payload::Shared(frame?.freeze()))),
                 None => Ok(None),
             }),
+            Receiver::Merged(_, merged) => match merged.try_recv() {
+                Ok(payload) => Some(Ok(Some(payload))),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => Some(Ok(None)),
+            },
             _ => self.next().now_or_never(),
         }
     }
