@@ -10,7 +10,12 @@ use common::TestBroker;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_gets_exactly_its_own_events_and_the_slow_one_holds_up_nobody() {
     let broker = TestBroker::with(|config| config.max_consumers = 1000).await;
-    let setup = scenario::Scenario::default();
+    // A slow device that needs 3 s in all, far longer than the others together even
+    // in a debug build on a busy machine.
+    let setup = scenario::Scenario {
+        slow_device_delay: std::time::Duration::from_millis(100),
+        ..scenario::Scenario::default()
+    };
     let report = scenario::run(&broker.address(), setup)
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));

@@ -258,3 +258,45 @@ async fn bench_reports_complete_delivery_for_every_workload() {
         assert!(report["latency"]["count"].as_u64().expect("count") > 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_with_a_filter_prints_only_the_messages_whose_headers_match() {
+    let broker = TestBroker::start().await;
+    let subscriber = tern(&broker)
+        .args([
+            "sub",
+            "user.event.delivery",
+            "--filter",
+            "profile_id = 'u1' AND device_id = 'd1'",
+            "--count",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sub");
+    wait_until("sub subscribed", || broker.broker.subscription_count() == 1).await;
+    for (device, text) in [("d2", "not mine"), ("d1", "mine")] {
+        let output = run(
+            &broker,
+            &[
+                "pub",
+                "user.event.delivery",
+                text,
+                "--header",
+                "profile_id=u1",
+                "--header",
+                &format!("device_id={device}"),
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+    }
+    let output = finish(subscriber).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "mine\n");
+    let refused = run(&broker, &["sub", "x", "--filter", "device_id = d1"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("at byte 12"),
+        "{refused:?}"
+    );
+}
