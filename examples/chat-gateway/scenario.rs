@@ -204,7 +204,10 @@ pub async fn run(address: &str, scenario: Scenario) -> Result<Report, String> {
     // Acks are sent without waiting: a round trip on each gateway proves the broker
     // has settled them all.
     for gateway in &gateways {
-        gateway.flush().await.map_err(|error| format!("flush: {error}"))?;
+        gateway
+            .flush()
+            .await
+            .map_err(|error| format!("flush: {error}"))?;
     }
     Ok(Report {
         devices_checked,
