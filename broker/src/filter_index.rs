@@ -20,14 +20,29 @@ use rustc_hash::FxHashMap;
 use tern_proto::filter::{Filter, Predicate};
 use tern_proto::Message;
 
+/// One indexed predicate a (name, value) satisfies. It carries what deciding the
+/// match needs, so a message whose filters are fully indexed never looks the
+/// filters themselves up.
+#[derive(Debug, Clone, Copy)]
+struct Hit<K> {
+    key: K,
+    /// This predicate's bit.
+    bit: u32,
+    /// The bits of all of the filter's indexed predicates.
+    required: u32,
+    /// Whether those are all of its predicates.
+    complete: bool,
+}
+
 /// Filters by key, indexed.
 #[derive(Debug)]
 pub struct FilterIndex<K> {
     /// Each filter, the bits of its indexed predicates, and whether those are all
     /// of its predicates (then a complete mark is a match, with no evaluation).
     filters: FxHashMap<K, (Arc<Filter>, u32, bool)>,
-    /// header name → value → (filter, the bit of its predicate that value satisfies).
-    index: FxHashMap<ByteString, FxHashMap<ByteString, Vec<(K, u32)>>>,
+    /// header name → value → the filters one of whose predicates that value
+    /// satisfies.
+    index: FxHashMap<ByteString, FxHashMap<ByteString, Vec<Hit<K>>>>,
     /// Filters with no indexed predicate.
     unindexed: Vec<K>,
 }
@@ -48,25 +63,34 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
         self.remove(key);
         let mut required = 0u32;
         for (position, predicate) in filter.predicates().iter().enumerate() {
+            if matches!(predicate, Predicate::Equals { .. } | Predicate::In { .. }) {
+                required |= 1u32 << position;
+            }
+        }
+        let complete = filter.predicates().len() == required.count_ones() as usize;
+        for (position, predicate) in filter.predicates().iter().enumerate() {
             let values: &[ByteString] = match predicate {
                 Predicate::Equals { value, .. } => std::slice::from_ref(value),
                 Predicate::In { values, .. } => values,
                 _ => continue,
             };
-            let bit = 1u32 << position;
-            required |= bit;
+            let hit = Hit {
+                key,
+                bit: 1u32 << position,
+                required,
+                complete,
+            };
             let by_value = self
                 .index
                 .entry(ByteString::from(predicate.name()))
                 .or_default();
             for value in values {
-                by_value.entry(value.clone()).or_default().push((key, bit));
+                by_value.entry(value.clone()).or_default().push(hit);
             }
         }
         if required == 0 {
             self.unindexed.push(key);
         }
-        let complete = filter.predicates().len() == required.count_ones() as usize;
         self.filters.insert(key, (filter, required, complete));
     }
 
@@ -89,7 +113,7 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
             if let Some(by_value) = self.index.get_mut(name) {
                 for value in values {
                     if let Some(entries) = by_value.get_mut(&**value) {
-                        entries.retain(|(other, _)| *other != key);
+                        entries.retain(|hit| hit.key != key);
                         if entries.is_empty() {
                             by_value.remove(&**value);
                         }
@@ -120,9 +144,9 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
     /// Appends the key of every filter that matches `message` to `matched`.
     pub fn matching(&self, message: &Message, matched: &mut Vec<K>) {
         if !self.index.is_empty() {
-            // The (filter, predicate bit) pairs the headers satisfy, grouped by
-            // filter by sorting: no map per message, and usually a handful.
-            let mut hits: Vec<(K, u32)> = Vec::new();
+            // The predicates the headers satisfy, grouped by filter by sorting: no
+            // map per message, and usually a handful.
+            let mut hits: Vec<Hit<K>> = Vec::new();
             for (name, value) in message.headers() {
                 let entries = self
                     .index
@@ -133,22 +157,28 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
                 }
             }
             if hits.len() > 1 {
-                hits.sort_unstable_by_key(|(key, _)| *key);
+                hits.sort_unstable_by_key(|hit| hit.key);
             }
             let mut start = 0;
             while start < hits.len() {
-                let key = hits[start].0;
+                let first = hits[start];
                 let mut marked = 0u32;
                 let mut end = start;
-                while end < hits.len() && hits[end].0 == key {
-                    marked |= hits[end].1;
+                while end < hits.len() && hits[end].key == first.key {
+                    marked |= hits[end].bit;
                     end += 1;
                 }
                 start = end;
-                if let Some((filter, required, complete)) = self.filters.get(&key) {
-                    if marked == *required && (*complete || filter.matches(message.headers())) {
-                        matched.push(key);
-                    }
+                if marked != first.required {
+                    continue;
+                }
+                if first.complete
+                    || self
+                        .filters
+                        .get(&first.key)
+                        .is_some_and(|(filter, _, _)| filter.matches(message.headers()))
+                {
+                    matched.push(first.key);
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use tracing::error;
 
 use super::state::{deliver, next_consumer_with_room, QueueState};
+use super::QueuedMessage;
 use super::Queue;
 
 impl Queue {
@@ -43,6 +44,48 @@ impl Queue {
                 return;
             }
         }
+    }
+
+    /// Filtered mode: hands a new message to a consumer with room of the first of
+    /// `classes` that has nothing waiting (which would be older), round-robin; or
+    /// gives it back to be stored.
+    pub(super) fn deliver_direct(
+        &self,
+        state: &mut QueueState,
+        classes: &[u32],
+        queued: QueuedMessage,
+        draining: bool,
+    ) -> Result<(), QueuedMessage> {
+        if draining {
+            return Err(queued);
+        }
+        for class in classes {
+            let Some(ready) = state.filtered.as_mut() else {
+                return Err(queued);
+            };
+            if ready.has_waiting(*class) {
+                continue;
+            }
+            for _ in 0..ready.member_count(*class) {
+                let QueueState {
+                    filtered,
+                    consumers,
+                    positions,
+                    ..
+                } = &mut *state;
+                let Some(member) = filtered.as_mut().and_then(|ready| ready.next_member(*class))
+                else {
+                    break;
+                };
+                let Some(&index) = positions.get(&member) else {
+                    continue;
+                };
+                if consumers[index].has_room() {
+                    return deliver(state, index, queued);
+                }
+            }
+        }
+        Err(queued)
     }
 
     /// Filtered mode: a message for `classes` became ready; their consumers with

@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use tern_proto::filter::Filter;
 
 use super::store::QueuedMessage;
@@ -38,10 +37,11 @@ struct Class {
 pub(super) struct FilteredReady {
     ready: BTreeMap<u64, QueuedMessage>,
     bytes: u64,
-    classes: FxHashMap<u32, Class>,
+    /// By class id (dense: ids of dropped classes are reused).
+    classes: Vec<Option<Class>>,
+    free_classes: Vec<u32>,
     by_filter: HashMap<Arc<Filter>, u32>,
     index: FilterIndex<u32>,
-    next_class: u32,
 }
 
 impl FilteredReady {
@@ -75,13 +75,18 @@ impl FilteredReady {
     pub(super) fn join(&mut self, filter: Arc<Filter>, member: (u64, u32)) -> u32 {
         if let Some(class) = self.by_filter.get(&filter) {
             let class = *class;
-            if let Some(existing) = self.classes.get_mut(&class) {
+            if let Some(existing) = self.class_mut(class) {
                 existing.members.push(member);
             }
             return class;
         }
-        let class = self.next_class;
-        self.next_class = self.next_class.wrapping_add(1);
+        let class = match self.free_classes.pop() {
+            Some(class) => class,
+            None => {
+                self.classes.push(None);
+                u32::try_from(self.classes.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
         let waiting = self
             .ready
             .values()
@@ -90,26 +95,32 @@ impl FilteredReady {
             .collect();
         self.index.insert(class, filter.clone());
         self.by_filter.insert(filter, class);
-        self.classes.insert(
-            class,
-            Class {
-                members: vec![member],
-                cursor: 0,
-                waiting,
-            },
-        );
+        self.classes[class as usize] = Some(Class {
+            members: vec![member],
+            cursor: 0,
+            waiting,
+        });
         class
+    }
+
+    fn class(&self, class: u32) -> Option<&Class> {
+        self.classes.get(class as usize).and_then(Option::as_ref)
+    }
+
+    fn class_mut(&mut self, class: u32) -> Option<&mut Class> {
+        self.classes.get_mut(class as usize).and_then(Option::as_mut)
     }
 
     /// Consumer `member` leaves `class` (dropped when it was the last; its
     /// messages stay ready for the others, or for a class created later).
     pub(super) fn leave(&mut self, class: u32, member: (u64, u32)) {
-        let Some(existing) = self.classes.get_mut(&class) else {
+        let Some(existing) = self.class_mut(class) else {
             return;
         };
         existing.members.retain(|other| *other != member);
         if existing.members.is_empty() {
-            self.classes.remove(&class);
+            self.classes[class as usize] = None;
+            self.free_classes.push(class);
             if let Some(filter) = self.index.get(class).cloned() {
                 self.by_filter.remove(&filter);
             }
@@ -124,17 +135,23 @@ impl FilteredReady {
         classes
     }
 
+    /// Whether `class` has ready messages waiting (or stale entries, which count:
+    /// a new message then goes through the list, in order).
+    pub(super) fn has_waiting(&self, class: u32) -> bool {
+        self.class(class)
+            .is_some_and(|existing| !existing.waiting.is_empty())
+    }
+
     /// Consumers in `class`.
     pub(super) fn member_count(&self, class: u32) -> usize {
-        self.classes
-            .get(&class)
+        self.class(class)
             .map_or(0, |existing| existing.members.len())
     }
 
     /// The next consumer of `class` in round-robin order (the position moves past
     /// it).
     pub(super) fn next_member(&mut self, class: u32) -> Option<(u64, u32)> {
-        let existing = self.classes.get_mut(&class)?;
+        let existing = self.class_mut(class)?;
         if existing.members.is_empty() {
             return None;
         }
@@ -148,7 +165,7 @@ impl FilteredReady {
     pub(super) fn insert(&mut self, queued: QueuedMessage, classes: &[u32]) {
         let order = queued.order;
         for class in classes {
-            if let Some(existing) = self.classes.get_mut(class) {
+            if let Some(existing) = self.class_mut(*class) {
                 match existing.waiting.back() {
                     Some(last) if *last > order => {
                         let at = existing.waiting.partition_point(|other| *other < order);
@@ -164,7 +181,7 @@ impl FilteredReady {
 
     /// The oldest ready message `class` matches, taken out.
     pub(super) fn take_for(&mut self, class: u32) -> Option<QueuedMessage> {
-        let existing = self.classes.get_mut(&class)?;
+        let existing = self.classes.get_mut(class as usize)?.as_mut()?;
         while let Some(order) = existing.waiting.pop_front() {
             if let Some(queued) = self.ready.remove(&order) {
                 self.bytes -= queued.size();
@@ -177,7 +194,7 @@ impl FilteredReady {
 
     /// Every ready message, taken out (purge, delete).
     pub(super) fn drain(&mut self) -> Vec<QueuedMessage> {
-        for class in self.classes.values_mut() {
+        for class in self.classes.iter_mut().flatten() {
             class.waiting.clear();
         }
         self.bytes = 0;

@@ -249,13 +249,26 @@ impl Queue {
         state.idle_since = None;
         let draining = self.draining.load(Ordering::Acquire);
         if state.filtered.is_some() {
-            let queued = compact(QueuedMessage {
+            let queued = QueuedMessage {
                 message,
                 redelivered: false,
                 order,
                 stamp,
-            });
-            let classes = state.store_ready(queued, false)?;
+            };
+            let classes = state
+                .filtered
+                .as_ref()
+                .map(|ready| ready.classes_for(&queued))
+                .unwrap_or_default();
+            // Straight to a consumer with room when nothing of its class waits
+            // ahead of the message (the common case: consumers keep up).
+            let queued = match self.deliver_direct(&mut state, &classes, queued, draining) {
+                Ok(()) => return Ok(()),
+                Err(queued) => compact(queued),
+            };
+            if let Some(ready) = state.filtered.as_mut() {
+                ready.insert(queued, &classes);
+            }
             self.fill_classes(&mut state, &classes);
             return Ok(());
         }
