@@ -239,6 +239,30 @@ async fn bench_reports_complete_delivery_for_every_workload() {
         &[
             "bench", "pubsub", "--target", "direct", "--msgs", "3000", "--json",
         ],
+        &[
+            "bench",
+            "queue",
+            "--embedded",
+            "--msgs",
+            "2000",
+            "--filtered",
+            "8",
+            "--consumers",
+            "2",
+            "--json",
+        ],
+        &[
+            "bench",
+            "pubsub",
+            "--embedded",
+            "--msgs",
+            "2000",
+            "--filtered",
+            "8",
+            "--subs",
+            "2",
+            "--json",
+        ],
     ] {
         let output = run(&broker, args);
         assert!(

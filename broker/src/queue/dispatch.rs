@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use tracing::error;
 
 use super::state::{deliver, next_consumer_with_room, QueueState};
-use super::QueuedMessage;
 use super::Queue;
+use super::QueuedMessage;
 
 impl Queue {
     /// Consumer `index` may have room now (it joined, acked, nacked or got credit):
@@ -73,7 +73,9 @@ impl Queue {
                     positions,
                     ..
                 } = &mut *state;
-                let Some(member) = filtered.as_mut().and_then(|ready| ready.next_member(*class))
+                let Some(member) = filtered
+                    .as_mut()
+                    .and_then(|ready| ready.next_member(*class))
                 else {
                     break;
                 };

@@ -108,7 +108,9 @@ impl FilteredReady {
     }
 
     fn class_mut(&mut self, class: u32) -> Option<&mut Class> {
-        self.classes.get_mut(class as usize).and_then(Option::as_mut)
+        self.classes
+            .get_mut(class as usize)
+            .and_then(Option::as_mut)
     }
 
     /// Consumer `member` leaves `class` (dropped when it was the last; its

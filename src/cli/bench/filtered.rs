@@ -5,16 +5,18 @@
 //! Compare N = 10 with N = 10,000 (the cost of filters that do not match) and with
 //! an unfiltered run (the cost of filtering at all).
 
+use std::pin::Pin;
+
 use anyhow::anyhow;
-use tokio::sync::mpsc;
+use futures_util::stream::{SelectAll, StreamExt};
 
 use super::target::{tern_client, Payload, Receiver, Target};
 
 /// The header the filters and publishes use.
 pub const DEVICE_HEADER: &str = "device_id";
 
-/// Messages a merged receiver buffers before its subscriptions' tasks wait.
-const MERGED_CAPACITY: usize = 65_536;
+/// One subscription's payloads.
+pub type PayloadStream = Pin<Box<dyn futures_util::Stream<Item = Payload> + Send>>;
 
 /// `d0`, `d1`, ... for `count` devices.
 pub fn device_names(count: usize) -> Vec<String> {
@@ -33,7 +35,10 @@ pub fn device_for(publisher: u32, sequence: u64, devices: usize) -> usize {
 }
 
 /// `connections` receivers holding `filters` filtered subscriptions between them.
-/// `queue`: join that queue (with this prefetch) instead of broadcast.
+/// `queue`: join that queue (with this prefetch) instead of broadcast. Each
+/// connection's subscriptions are read together by its one receiver task (a
+/// `SelectAll`, which polls only the subscriptions that have something), as a
+/// gateway holding many devices on one connection would read them.
 pub async fn receivers(
     target: &Target,
     subject: &str,
@@ -48,47 +53,32 @@ pub async fn receivers(
     let mut receivers = Vec::with_capacity(connections);
     for connection in 0..connections {
         let client = tern_client(address, "tern-bench-filtered").await?;
-        let (sender, merged) = mpsc::channel(MERGED_CAPACITY);
+        let mut streams: SelectAll<PayloadStream> = SelectAll::new();
         for device in (connection..filters).step_by(connections) {
             let filter = format!("{DEVICE_HEADER} = 'd{device}'");
-            let sender = sender.clone();
             match queue {
                 None => {
-                    let mut subscription = client
+                    let subscription = client
                         .subscribe_filtered(subject, &filter)
                         .await
                         .map_err(|error| anyhow!("subscribe: {error}"))?;
-                    tokio::spawn(async move {
-                        while let Some(message) = subscription.next().await {
-                            if sender.send(Payload::Tern(message)).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
+                    streams.push(Box::pin(subscription.map(Payload::Tern)));
                 }
                 Some((name, prefetch)) => {
-                    let mut subscription = client
+                    let subscription = client
                         .queue_subscribe_filtered(name, subject, prefetch, &filter)
                         .await
                         .map_err(|error| anyhow!("queue subscribe: {error}"))?;
-                    tokio::spawn(async move {
-                        while let Some(delivery) = subscription.next().await {
-                            if delivery.ack().await.is_err() {
-                                return;
-                            }
-                            if sender
-                                .send(Payload::Tern(delivery.into_message()))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    });
+                    streams.push(Box::pin(subscription.then(|delivery| async move {
+                        // An ack only fails once the connection is gone, which the
+                        // receiver sees as the end of its streams.
+                        let _ = delivery.ack().await;
+                        Payload::Tern(delivery.into_message())
+                    })));
                 }
             }
         }
-        receivers.push(Receiver::Merged(client, merged));
+        receivers.push(Receiver::Merged(client, streams));
     }
     Ok(receivers)
 }

@@ -280,8 +280,11 @@ pub enum Receiver {
     ),
     /// Length-prefixed frames from a socket.
     Frames(FramedRead<TcpStream, LengthDelimitedCodec>),
-    /// Many Tern subscriptions on one connection (`--filtered`), merged.
-    Merged(Client, tokio::sync::mpsc::Receiver<Payload>),
+    /// Many Tern subscriptions on one connection (`--filtered`), read together.
+    Merged(
+        Client,
+        futures_util::stream::SelectAll<super::filtered::PayloadStream>,
+    ),
 }
 
 /// A received payload: shared bytes, or the Tern message that carries it (taken
@@ -340,7 +343,7 @@ impl Receiver {
                 Some(frame) => Ok(Some(Payload::Shared(frame?.freeze()))),
                 None => Ok(None),
             },
-            Receiver::Merged(_, merged) => Ok(merged.recv().await),
+            Receiver::Merged(_, merged) => Ok(futures_util::StreamExt::next(merged).await),
         }
     }
 
@@ -360,11 +363,9 @@ impl Receiver {
                 Some(frame) => Ok(Some(Payload::Shared(frame?.freeze()))),
                 None => Ok(None),
             }),
-            Receiver::Merged(_, merged) => match merged.try_recv() {
-                Ok(payload) => Some(Ok(Some(payload))),
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => Some(Ok(None)),
-            },
+            Receiver::Merged(_, merged) => {
+                futures_util::StreamExt::next(merged).now_or_never().map(Ok)
+            }
             _ => self.next().now_or_never(),
         }
     }
