@@ -26,7 +26,6 @@ pub use admin::Closed;
 pub use registry::{QueueRegistry, RegistryError};
 pub use store::{MemoryStore, QueueStore, QueuedMessage, StoreError};
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -343,7 +342,7 @@ impl Queue {
             sid,
             outbox,
             prefetch,
-            unacked: HashMap::new(),
+            unacked: FxHashMap::default(),
             last_counter: 0,
             class,
         });

@@ -2,7 +2,6 @@
 //! filter once a filtered consumer joins), consumers and their unacked deliveries,
 //! and the steps every operation is built from.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -110,7 +109,7 @@ pub(super) struct Consumer {
     pub(super) sid: u32,
     pub(super) outbox: Arc<Outbox>,
     pub(super) prefetch: u32,
-    pub(super) unacked: HashMap<u32, QueuedMessage>,
+    pub(super) unacked: FxHashMap<u32, QueuedMessage>,
     pub(super) last_counter: u32,
     /// Its filter class, once the queue is in filtered mode.
     pub(super) class: Option<u32>,

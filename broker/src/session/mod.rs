@@ -22,7 +22,7 @@ mod queue_admin;
 mod route_cache;
 mod subscriptions;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -87,7 +87,7 @@ pub async fn serve_connection<T: Transport>(
                 outbox: outbox.clone(),
                 role,
                 version,
-                subscriptions: HashMap::new(),
+                subscriptions: FxHashMap::default(),
                 routes: RouteCache::default(),
                 draining: false,
                 published: 0,
@@ -145,7 +145,7 @@ struct Session {
     role: Role,
     /// The protocol version agreed in the handshake.
     version: u16,
-    subscriptions: HashMap<u32, Subscription>,
+    subscriptions: FxHashMap<u32, Subscription>,
     routes: RouteCache,
     draining: bool,
     published: u64,
