@@ -75,8 +75,10 @@ pub(super) struct SubscriptionEntry {
 
 #[derive(Debug, Clone)]
 pub(super) enum Sink {
-    Broadcast(HandoffSender<Message>),
-    Queue(HandoffSender<Delivery>),
+    /// Shared: the reader takes a clone for each read that stages messages for it,
+    /// and cloning an `Arc` takes no lock (cloning the sender itself does).
+    Broadcast(Arc<HandoffSender<Message>>),
+    Queue(Arc<HandoffSender<Delivery>>),
     Inbox,
 }
 

@@ -306,7 +306,7 @@ impl Client {
         };
         let (sid, missed) = self
             .inner
-            .add_subscription(spec, filter, Sink::Broadcast(sender))
+            .add_subscription(spec, filter, Sink::Broadcast(Arc::new(sender)))
             .await?;
         Ok(Subscription::new(self.clone(), sid, receiver, missed))
     }
@@ -407,7 +407,7 @@ impl Client {
         };
         let (sid, _missed) = self
             .inner
-            .add_subscription(spec, filter, Sink::Queue(sender))
+            .add_subscription(spec, filter, Sink::Queue(Arc::new(sender)))
             .await?;
         Ok(QueueSubscription::new(self.clone(), sid, receiver))
     }
