@@ -633,4 +633,50 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
         assert!(queue.expire_if_idle(clock::now(), after));
     }
+
+    fn for_device(device: &str, payload: &'static str) -> Arc<Message> {
+        let headers = [tern_proto::Header::new("device", device)];
+        Arc::new(Message::encode("jobs", None, &headers, payload.as_bytes()).expect("valid"))
+    }
+
+    fn filter(text: &str) -> Option<Arc<Filter>> {
+        Some(Arc::new(Filter::parse(text).expect("valid")))
+    }
+
+    #[test]
+    fn filtered_consumers_requeue_to_their_class_and_new_classes_find_waiting_messages() {
+        let queue = queue(100);
+        let first = consumer(1);
+        queue
+            .add_consumer(1, 1, first.clone(), 10, filter("device = 'a'"), || {})
+            .expect("attached");
+        for (device, payload) in [("a", "a1"), ("b", "b1"), ("a", "a2")] {
+            queue.publish(for_device(device, payload), 0).expect("room");
+        }
+        let got: Vec<_> = received(&first).into_iter().map(|d| d.2).collect();
+        assert_eq!(got, vec!["a1", "a2"]);
+        assert_eq!(queue.depth().ready, 1, "b1 waits for a consumer of b");
+        // The consumer of a leaves: its two come back, for another consumer of a.
+        queue.remove_consumer(1, 1);
+        let second = consumer(2);
+        queue
+            .add_consumer(2, 1, second.clone(), 10, filter("device = 'a'"), || {})
+            .expect("attached");
+        let again: Vec<_> = received(&second).into_iter().map(|d| (d.2, d.1)).collect();
+        assert_eq!(again, vec![("a1".into(), true), ("a2".into(), true)]);
+        // A consumer of b arrives later and finds b1, which waited.
+        let third = consumer(3);
+        queue
+            .add_consumer(3, 1, third.clone(), 10, filter("device = 'b'"), || {})
+            .expect("attached");
+        assert_eq!(received(&third)[0].2, "b1");
+        // An unfiltered consumer takes what matches nobody else.
+        let any = consumer(4);
+        queue
+            .add_consumer(4, 1, any.clone(), 10, None, || {})
+            .expect("attached");
+        queue.publish(for_device("c", "c1"), 0).expect("room");
+        assert_eq!(received(&any)[0].2, "c1");
+        assert_eq!(queue.depth().ready, 0);
+    }
 }
