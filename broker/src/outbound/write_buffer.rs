@@ -85,10 +85,13 @@ impl WriteBuffer {
         if self.segments.is_empty() {
             let mut position = 0;
             while position < self.bytes.len() {
+                // One deadline per write call, however often it is retried for a
+                // send-queue look.
+                let until = tokio::time::Instant::now() + deadline;
                 let written = loop {
                     tokio::select! {
                         biased;
-                        written = progress(deadline, socket.write(&self.bytes[position..])) => break written?,
+                        written = progress(until, socket.write(&self.bytes[position..])) => break written?,
                         () = flow.send_queue_check_requested() => {}
                     }
                     look_at_send_queue(socket, flow);
@@ -109,10 +112,11 @@ impl WriteBuffer {
                 .take(SEGMENTS_PER_WRITE)
                 .map(|segment| IoSlice::new(segment))
                 .collect();
+            let until = tokio::time::Instant::now() + deadline;
             let mut written = loop {
                 tokio::select! {
                     biased;
-                    written = progress(deadline, socket.write_vectored(&slices)) => break written?,
+                    written = progress(until, socket.write_vectored(&slices)) => break written?,
                     () = flow.send_queue_check_requested() => {}
                 }
                 look_at_send_queue(socket, flow);
@@ -163,10 +167,10 @@ fn look_at_send_queue<W: TransportWriter>(socket: &W, flow: &FlowControl) {
 }
 
 async fn progress(
-    deadline: Duration,
+    until: tokio::time::Instant,
     write: impl std::future::Future<Output = std::io::Result<usize>>,
 ) -> Result<usize, WriteFailure> {
-    match tokio::time::timeout(deadline, write).await {
+    match tokio::time::timeout_at(until, write).await {
         Err(_) => Err(WriteFailure::Deadline),
         Ok(Err(error)) => Err(WriteFailure::Io(error)),
         Ok(Ok(0)) => Err(WriteFailure::Io(std::io::ErrorKind::WriteZero.into())),
