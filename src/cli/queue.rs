@@ -77,18 +77,32 @@ async fn list(client: &tern_client::Client) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0)
         .max(7);
-    super::print_line(
+    let row = |cells: [&dyn std::fmt::Display; 6]| {
+        let [name, pattern, ready, unacked, consumers, bytes] = cells;
         format!(
-            "{:name_width$}  {:pattern_width$}  {:>10}  {:>10}  {:>9}  {:>12}",
-            "NAME", "BINDING", "READY", "UNACKED", "CONSUMERS", "BYTES"
+            "{name:name_width$}  {pattern:pattern_width$}  {ready:>10}  {unacked:>10}  {consumers:>9}  {bytes:>12}"
         )
+    };
+    super::print_line(
+        row([
+            &"NAME",
+            &"BINDING",
+            &"READY",
+            &"UNACKED",
+            &"CONSUMERS",
+            &"BYTES",
+        ])
         .as_bytes(),
     )?;
     for queue in &queues {
-        let line = format!(
-            "{:name_width$}  {:pattern_width$}  {:>10}  {:>10}  {:>9}  {:>12}",
-            queue.name, queue.pattern, queue.ready, queue.unacked, queue.consumers, queue.bytes
-        );
+        let line = row([
+            &queue.name,
+            &queue.pattern,
+            &queue.ready,
+            &queue.unacked,
+            &queue.consumers,
+            &queue.bytes,
+        ]);
         if !super::print_line(line.as_bytes())? {
             break;
         }

@@ -122,6 +122,29 @@ impl Inner {
         }
     }
 
+    /// Sends a request whose answer `register` arranges to wait for (under the
+    /// state lock, so the answer cannot arrive first); fails at once when closed
+    /// or disconnected.
+    pub(super) fn write_request(
+        &self,
+        frame: &Frame,
+        register: impl FnOnce(&mut State),
+    ) -> Result<(), ClientError> {
+        {
+            let mut state = self.lock_state();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(ClientError::Closed);
+            }
+            if !state.connected {
+                return Err(ClientError::Disconnected);
+            }
+            register(&mut state);
+            encode_into(&mut state.buffer, frame);
+        }
+        self.wake_writer.notify_one();
+        Ok(())
+    }
+
     /// Writes a control frame if connected. Returns whether it was written.
     pub(crate) fn write_control(&self, frame: &Frame) -> bool {
         let mut state = self.lock_state();

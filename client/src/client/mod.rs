@@ -42,7 +42,7 @@ use crate::options::ClientOptions;
 use crate::subscription::{QueueSubscription, Subscription};
 use connection::open;
 pub(crate) use inner::Inner;
-use inner::{encode_into, random_token, Pending, Sink, State};
+use inner::{random_token, Pending, Sink, State};
 use publish::PublishParts;
 pub use queue_admin::QueueStatus;
 use reconnect::drive;
@@ -485,18 +485,8 @@ impl Client {
     /// ```
     pub async fn flush(&self) -> Result<(), ClientError> {
         let (sender, receiver) = oneshot::channel();
-        {
-            let mut state = self.inner.lock_state();
-            if self.inner.closed.load(Ordering::Acquire) {
-                return Err(ClientError::Closed);
-            }
-            if !state.connected {
-                return Err(ClientError::Disconnected);
-            }
-            state.pings.push_back(sender);
-            encode_into(&mut state.buffer, &Frame::Ping);
-        }
-        self.inner.wake_writer.notify_one();
+        self.inner
+            .write_request(&Frame::Ping, |state| state.pings.push_back(sender))?;
         match timeout(self.inner.options.operation_timeout, receiver).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ClientError::Disconnected),

@@ -8,7 +8,7 @@ use tern_proto::{ErrorCode, ErrorFrame, Frame, QueueInfo};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::inner::{encode_into, Inner};
+use super::inner::Inner;
 use super::Client;
 use crate::error::ClientError;
 
@@ -89,24 +89,12 @@ impl Client {
     ) -> Result<(Vec<QueueStatus>, u64), ClientError> {
         let request_id = REQUEST_ID_BIT | self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, receiver) = oneshot::channel();
-        {
-            let mut state = self.inner.lock_state();
-            if self.inner.closed.load(Ordering::Acquire) {
-                return Err(ClientError::Closed);
-            }
-            if !state.connected {
-                return Err(ClientError::Disconnected);
-            }
-            state.admin.insert(
-                request_id,
-                AdminRequest {
-                    listed: Vec::new(),
-                    answer,
-                },
-            );
-            encode_into(&mut state.buffer, &frame(request_id));
-        }
-        self.inner.wake_writer.notify_one();
+        self.inner.write_request(&frame(request_id), |state| {
+            let listed = Vec::new();
+            state
+                .admin
+                .insert(request_id, AdminRequest { listed, answer });
+        })?;
         match timeout(self.inner.options.operation_timeout, receiver).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ClientError::Disconnected),

@@ -244,14 +244,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints the examples' bytes for PROTOCOL.md"]
-    fn print_examples() {
-        for (name, frame) in golden_examples() {
-            println!("{name}: {}", to_hex(&encoded(&frame)));
-        }
-    }
-
-    #[test]
     fn protocol_md_shows_the_exact_bytes_of_every_example() {
         let spec = include_str!("../../PROTOCOL.md");
         for (name, frame) in golden_examples() {
