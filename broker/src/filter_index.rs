@@ -37,9 +37,8 @@ struct Hit<K> {
 /// Filters by key, indexed.
 #[derive(Debug)]
 pub struct FilterIndex<K> {
-    /// Each filter, the bits of its indexed predicates, and whether those are all
-    /// of its predicates (then a complete mark is a match, with no evaluation).
-    filters: FxHashMap<K, (Arc<Filter>, u32, bool)>,
+    /// Each filter (what a match of a partly indexed one is checked against).
+    filters: FxHashMap<K, Arc<Filter>>,
     /// header name → value → the filters one of whose predicates that value
     /// satisfies.
     index: FxHashMap<ByteString, FxHashMap<ByteString, Vec<Hit<K>>>>,
@@ -91,18 +90,15 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
         if required == 0 {
             self.unindexed.push(key);
         }
-        self.filters.insert(key, (filter, required, complete));
+        self.filters.insert(key, filter);
     }
 
     /// Removes the filter under `key`, if any.
     pub fn remove(&mut self, key: K) {
-        let Some((filter, required, _)) = self.filters.remove(&key) else {
+        let Some(filter) = self.filters.remove(&key) else {
             return;
         };
-        if required == 0 {
-            self.unindexed.retain(|other| *other != key);
-            return;
-        }
+        self.unindexed.retain(|other| *other != key);
         for predicate in filter.predicates() {
             let values: &[ByteString] = match predicate {
                 Predicate::Equals { value, .. } => std::slice::from_ref(value),
@@ -128,7 +124,7 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
 
     /// The filter under `key`.
     pub fn get(&self, key: K) -> Option<&Arc<Filter>> {
-        self.filters.get(&key).map(|(filter, _, _)| filter)
+        self.filters.get(&key)
     }
 
     /// Number of filters.
@@ -176,14 +172,14 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
                     || self
                         .filters
                         .get(&first.key)
-                        .is_some_and(|(filter, _, _)| filter.matches(message.headers()))
+                        .is_some_and(|filter| filter.matches(message.headers()))
                 {
                     matched.push(first.key);
                 }
             }
         }
         for key in &self.unindexed {
-            if let Some((filter, _, _)) = self.filters.get(key) {
+            if let Some(filter) = self.filters.get(key) {
                 if filter.matches(message.headers()) {
                     matched.push(*key);
                 }
