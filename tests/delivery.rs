@@ -789,7 +789,7 @@ async fn a_subscription_byte_bound_smaller_than_a_message_loses_nothing() {
     let mut blobs = subscriber.subscribe("blobs").await.expect("subscribe");
     let publisher = broker.client().await;
     let size = |n: u32| {
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             10
         } else {
             100 * 1024 + n as usize

@@ -20,6 +20,7 @@ use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError}
 use crate::readiness::{Readiness, ReadinessHold};
 use crate::routing::{fan_out, BroadcastTarget, Router, Routes, Touched};
 use crate::stats::Stats;
+use crate::store::{FileStore, PendingConfirm, Store, StoreError, StoreUrl};
 use tern_proto::Frame;
 
 /// A refused request, with the code the client receives.
@@ -58,6 +59,8 @@ pub struct Broker {
     readiness: Arc<Readiness>,
     /// The broker's own start-up hold, released by [`crate::Server::run`].
     startup: Mutex<Option<ReadinessHold>>,
+    /// Where durable queues live (`None`: `STORE_URL=mem://`).
+    store: Option<Arc<dyn Store>>,
     started: Instant,
 }
 
@@ -66,6 +69,49 @@ impl Broker {
     /// start-up hold ([`Broker::take_startup_hold`]) and every other hold on its
     /// [`Readiness`] are released.
     pub fn new(config: Config) -> Self {
+        Broker::build(config, None)
+    }
+
+    /// A broker on the store `STORE_URL` names, with the queues it holds recovered
+    /// (`mem://`: the same as [`Broker::new`]).
+    pub fn open(config: Config) -> Result<Self, StoreError> {
+        let store: Arc<dyn Store> = match &config.store_url {
+            StoreUrl::Memory => return Ok(Broker::new(config)),
+            StoreUrl::File(dir) => Arc::new(FileStore::open(
+                dir,
+                config.store_fsync,
+                config.store_segment_bytes,
+            )?),
+        };
+        Broker::with_store(config, store)
+    }
+
+    /// A broker on `store`, with the queues it holds recovered and routable.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let broker = Broker::build(config, Some(store.clone()));
+        let recovery = store.recover()?;
+        let messages: usize = recovery
+            .queues
+            .iter()
+            .map(|queue| queue.messages.len())
+            .sum();
+        let queues = broker.queues.restore(recovery.queues, !recovery.clean);
+        for queue in &queues {
+            broker.router.add_queue(queue.pattern(), queue.clone());
+        }
+        tracing::info!(
+            store = %store.describe(),
+            queues = queues.len(),
+            messages,
+            not_loaded = recovery.failed.len(),
+            clean_stop = recovery.clean,
+            millis = recovery.took.as_millis() as u64,
+            "queues recovered"
+        );
+        Ok(broker)
+    }
+
+    fn build(config: Config, store: Option<Arc<dyn Store>>) -> Self {
         let shutting_down = Arc::new(AtomicBool::new(false));
         let limits = QueueLimits {
             max_messages: config.queue_max_messages,
@@ -81,6 +127,7 @@ impl Broker {
                 limits,
                 shutting_down.clone(),
                 memory.clone(),
+                store.clone(),
             ),
             memory,
             connections: ConnectionRegistry::new(config.max_connections),
@@ -93,6 +140,21 @@ impl Broker {
             readiness,
             startup: Mutex::new(Some(startup)),
             started: clock::now(),
+            store,
+        }
+    }
+
+    /// The store behind durable queues, if any.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Writes and syncs everything the store holds and stops its writer (the last
+    /// step of a shutdown, once every connection is closed).
+    pub fn close_store(&self) {
+        if let Some(store) = &self.store {
+            store.close();
+            tracing::info!(store = %store.describe(), "store closed cleanly");
         }
     }
 
@@ -352,7 +414,9 @@ impl Broker {
     /// turns "nobody can receive this" into `NO_RESPONDERS`. `stamp` is when it was
     /// read, or 0 when this message is not a latency sample. Subscribers whose
     /// buffers are over half full, and whose writers must be woken, are added to
-    /// `touched` (see [`crate::outbound`]).
+    /// `touched` (see [`crate::outbound`]). `confirm`, for a confirmed publish on a
+    /// broker with a store, is held by every durable queue that stores the message
+    /// until it is on disk.
     pub fn publish(
         &self,
         routes: &Routes,
@@ -360,6 +424,7 @@ impl Broker {
         is_request: bool,
         stamp: Stamp,
         touched: &mut Touched,
+        confirm: Option<&Arc<PendingConfirm>>,
     ) -> Result<(), Refusal> {
         // Filtered subscriptions whose filter matches this message's headers (only
         // subjects that have some pay for the lookup and the list).
@@ -387,7 +452,7 @@ impl Broker {
                 let subject = message.subject();
                 let queue = self.bind_queue(subject, subject)?;
                 return queue
-                    .publish(Arc::new(message.clone()), stamp)
+                    .publish(Arc::new(message.clone()), stamp, confirm)
                     .map_err(queue_refusal);
             }
             Stats::add(&self.stats.dropped_no_interest, 1);
@@ -407,7 +472,7 @@ impl Broker {
         let mut refusal = Ok(());
         let mut deleted = false;
         for queue in &routes.queues {
-            match queue.publish(shared.clone(), stamp) {
+            match queue.publish(shared.clone(), stamp, confirm) {
                 Ok(()) => {}
                 Err(QueueError::Deleted(_)) => deleted = true,
                 Err(error) => refusal = Err(queue_refusal(error)),
@@ -423,7 +488,7 @@ impl Broker {
                     let subject = message.subject();
                     return self
                         .bind_queue(subject, subject)?
-                        .publish(shared, stamp)
+                        .publish(shared, stamp, confirm)
                         .map_err(queue_refusal);
                 }
                 Stats::add(&self.stats.dropped_no_interest, 1);
@@ -432,7 +497,7 @@ impl Broker {
                 if routes.queues.iter().any(|old| Arc::ptr_eq(old, queue)) {
                     continue;
                 }
-                match queue.publish(shared.clone(), stamp) {
+                match queue.publish(shared.clone(), stamp, confirm) {
                     Ok(()) | Err(QueueError::Deleted(_)) => {}
                     Err(error) => refusal = Err(queue_refusal(error)),
                 }
@@ -448,6 +513,7 @@ pub const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from
 fn queue_refusal(error: QueueError) -> Refusal {
     match error {
         QueueError::MemoryLimit { .. } => Refusal::new(ErrorCode::MemoryLimit, error.to_string()),
+        QueueError::Store(_) => Refusal::new(ErrorCode::StorageFailed, error.to_string()),
         QueueError::Full { .. } => Refusal::new(
             ErrorCode::QueueFull,
             format!("{error}; that queue did not store it (subscribers and other queues matching the subject did)"),
@@ -462,6 +528,7 @@ fn registry_refusal(error: RegistryError) -> Refusal {
         RegistryError::TooManyQueues { .. } => ErrorCode::TooManyQueues,
         RegistryError::UnknownQueue(_) => ErrorCode::UnknownQueue,
         RegistryError::InUse { .. } => ErrorCode::QueueInUse,
+        RegistryError::Store { .. } => ErrorCode::StorageFailed,
     };
     Refusal::new(code, error.to_string())
 }

@@ -11,6 +11,14 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// Wall-clock milliseconds since the Unix epoch: when a stored message was
+/// published (0 if the clock is before 1970). The one wall-clock read in the broker.
+pub fn wall_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// A compact publish timestamp: microseconds on a wrapping 32-bit clock, 0 meaning
 /// "not sampled". Differences are exact for latencies under 71 minutes.
 pub type Stamp = u32;

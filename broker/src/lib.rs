@@ -38,6 +38,7 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod store;
 pub mod transport;
 
 pub use config::Config;

@@ -73,7 +73,20 @@ impl MemoryBudget {
         true
     }
 
-    /// Gives back what a message was charged.
+    /// Charges `bytes` whatever the limit (messages recovered at startup were
+    /// confirmed and are kept); at or past the limit, publishes are refused.
+    pub fn force_charge(&self, bytes: u64) {
+        let now = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if self.limit != 0 && now > self.limit && !self.refusing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                limit = self.limit,
+                queued = now,
+                "messages recovered from the store exceed MEMORY_LIMIT: publishes to queues are refused until they drain"
+            );
+        }
+    }
+
+    /// Gives back what a message that left its queue was charged.
     pub fn release(&self, bytes: u64) {
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         let now = before.saturating_sub(bytes);

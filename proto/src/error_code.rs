@@ -74,13 +74,17 @@ pub enum ErrorCode {
     /// The broker holds `MEMORY_LIMIT` bytes of queued messages: a publish that
     /// would store more is refused until it has drained below the low watermark.
     MemoryLimit = 506,
+    /// A durable queue could not write the message to disk (a full or failing
+    /// disk): the publish is refused, nothing already confirmed is affected, and
+    /// the queue retries within a second. Stays open.
+    StorageFailed = 507,
     /// An unexpected server fault. Closes.
     Internal = 900,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for documentation and tests).
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::UnsupportedVersion,
         ErrorCode::HandshakeRequired,
         ErrorCode::HandshakeTimeout,
@@ -110,6 +114,7 @@ impl ErrorCode {
         ErrorCode::QueueInUse,
         ErrorCode::QueueDeleted,
         ErrorCode::MemoryLimit,
+        ErrorCode::StorageFailed,
         ErrorCode::Internal,
     ];
 
@@ -168,6 +173,7 @@ impl ErrorCode {
             | ErrorCode::UnknownQueue
             | ErrorCode::QueueInUse
             | ErrorCode::MemoryLimit
+            | ErrorCode::StorageFailed
             | ErrorCode::Internal => false,
         }
     }
@@ -204,6 +210,7 @@ impl ErrorCode {
             ErrorCode::QueueInUse => "QUEUE_IN_USE",
             ErrorCode::QueueDeleted => "QUEUE_DELETED",
             ErrorCode::MemoryLimit => "MEMORY_LIMIT",
+            ErrorCode::StorageFailed => "STORAGE_FAILED",
             ErrorCode::Internal => "INTERNAL_ERROR",
         }
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgMatches, Command};
 use tern_broker::config::{env, Config, Flags, LogFormat, SETTINGS};
-use tern_broker::Server;
+use tern_broker::{Server, ServerError};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -110,6 +110,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error @ ServerError::Store { .. }) => {
+            eprintln!("tern: configuration error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             eprintln!("tern: {error}");
             ExitCode::FAILURE

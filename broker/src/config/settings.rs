@@ -10,6 +10,7 @@ use tern_proto::DeliveryMode;
 
 use super::values::{Between, LogFormat, MemoryLimit, Parsed, Time};
 use super::MAX_PREFETCH;
+use crate::store::{FsyncPolicy, StoreUrl};
 
 /// How counts are described in errors.
 const COUNT: &str = "a whole number";
@@ -141,6 +142,30 @@ settings! {
         value: "BYTES|PCT%",
         accepts: Parsed::new("a percentage of the memory available (such as 60%) or a number of bytes (0 = no limit)"),
         help: "Most bytes of queued messages in the whole broker: a share of the memory available (cgroup limit, else physical memory) or bytes; at it, publishes to queues get MEMORY_LIMIT until they drain below 90%",
+    }
+    /// `STORE_URL`: where queues live: `mem://` or `file://DIR`.
+    store_url: StoreUrl = STORE_URL {
+        flag: "store-url",
+        default: "mem://",
+        value: "URL",
+        accepts: Parsed::new("mem:// or file://DIRECTORY (file:///var/lib/tern, file://./data)"),
+        help: "Where queues live: mem:// (memory only, lost on restart) or file://DIR (durable queue logs in DIR, created if missing, locked while the broker runs)",
+    }
+    /// `STORE_FSYNC`: when a write to a durable queue counts as stored.
+    store_fsync: FsyncPolicy = STORE_FSYNC {
+        flag: "store-fsync",
+        default: "always",
+        value: "POLICY",
+        accepts: Parsed::new("always, interval:<ms> (1 to 60000) or never"),
+        help: "With file://: always (PUBLISH_OK after fsync; concurrent publishes share one fsync), interval:<ms> (PUBLISH_OK after write, fsync every ms) or never (the OS decides)",
+    }
+    /// `STORE_SEGMENT_BYTES`: the size at which a queue's log segment is rolled.
+    store_segment_bytes: u64 = STORE_SEGMENT_BYTES {
+        flag: "store-segment-bytes",
+        default: "67108864",
+        value: "BYTES",
+        accepts: Between::new(1 << 16, 1 << 32, BYTES),
+        help: "With file://: size at which a queue's log segment file is closed and a new one started; wholly acked segments are deleted, mostly acked ones compacted",
     }
     /// `MAX_QUEUES`: the most queues the broker keeps.
     max_queues: usize = MAX_QUEUES {

@@ -309,6 +309,34 @@ impl Outbox {
         self.release(pending);
     }
 
+    /// Reserves room for a control frame to be pushed later (a PUBLISH_OK that
+    /// waits for the disk), so the client's unread answers stay bounded. Returns
+    /// whether a permit was taken (pass it to [`Outbox::push_reserved_control`]).
+    pub fn reserve_control(&self) -> bool {
+        self.control_room.try_take()
+    }
+
+    /// Pushes a control frame whose room [`Outbox::reserve_control`] reserved
+    /// (`reserved`: whether it did take a permit). Any thread may call it.
+    pub fn push_reserved_control(&self, frame: Frame, reserved: bool) {
+        let mut pending = self.lock_pending();
+        if pending.writer_gone {
+            drop(pending);
+            if reserved {
+                self.control_room.give_back(1);
+            }
+            return;
+        }
+        pending.frames.frame(&frame);
+        pending.control_permits += usize::from(reserved);
+        self.release(pending);
+    }
+
+    /// Gives back room reserved for a frame that will not be sent.
+    pub fn return_reserved_control(&self) {
+        self.control_room.give_back(1);
+    }
+
     /// Whether more control frames may be queued without waiting.
     pub fn has_control_room(&self) -> bool {
         self.control_room.has_room()

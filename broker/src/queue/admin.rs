@@ -24,6 +24,9 @@ impl Queue {
         let taken = state.take_ready();
         for queued in &taken {
             self.uncharge(&mut state, &queued.message);
+            if let Some(journal) = &state.journal {
+                journal.mark(queued.order, crate::store::Mark::Settled);
+            }
         }
         state.note_idleness();
         taken.len()
@@ -45,6 +48,9 @@ impl Queue {
             });
         }
         state.deleted = true;
+        if let Some(journal) = &state.journal {
+            journal.delete();
+        }
         let messages = state.ready_len() + state.unacked_messages;
         state.take_ready();
         state.positions.clear();
@@ -72,6 +78,9 @@ impl Queue {
                 .is_some_and(|since| now.saturating_duration_since(since) >= after);
         if expired {
             state.deleted = true;
+            if let Some(journal) = &state.journal {
+                journal.delete();
+            }
         }
         expired
     }

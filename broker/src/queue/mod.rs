@@ -19,6 +19,7 @@ mod admin;
 mod dispatch;
 mod filtered;
 mod registry;
+mod restore;
 mod state;
 mod store;
 
@@ -35,6 +36,7 @@ use tracing::error;
 use crate::clock::{self, Stamp};
 use crate::memory::{charge, MemoryBudget};
 use crate::outbound::Outbox;
+use crate::store::{Mark, MessageRecord, PendingConfirm, QueueJournal};
 use filtered::FilteredReady;
 use rustc_hash::FxHashMap;
 use state::{
@@ -134,17 +136,21 @@ pub struct Queue {
     refused_full: AtomicU64,
     /// Publishes this queue refused at the broker's `MEMORY_LIMIT`.
     refused_memory: AtomicU64,
+    /// Publishes this queue refused because its store could not take them.
+    refused_storage: AtomicU64,
     /// The broker-wide charge of queued messages.
     memory: Arc<MemoryBudget>,
 }
 
 impl Queue {
-    /// A new, empty queue storing ready messages in `store`.
+    /// A new, empty queue keeping ready messages in `store`, and handing every
+    /// change to `journal` when it has one (a durable queue).
     pub fn new(
         name: ByteString,
         pattern: ByteString,
         limits: QueueLimits,
         store: Box<dyn QueueStore>,
+        journal: Option<Arc<dyn QueueJournal>>,
         draining: Arc<AtomicBool>,
         memory: Arc<MemoryBudget>,
     ) -> Self {
@@ -154,6 +160,7 @@ impl Queue {
             limits,
             state: Mutex::new(QueueState {
                 store,
+                journal,
                 consumers: Vec::new(),
                 cursor: 0,
                 unacked_messages: 0,
@@ -169,6 +176,7 @@ impl Queue {
             draining,
             refused_full: AtomicU64::new(0),
             refused_memory: AtomicU64::new(0),
+            refused_storage: AtomicU64::new(0),
             memory,
         }
     }
@@ -176,6 +184,23 @@ impl Queue {
     /// Publishes this queue refused at the broker's `MEMORY_LIMIT`.
     pub fn refused_memory(&self) -> u64 {
         self.refused_memory.load(Ordering::Relaxed)
+    }
+
+    /// Publishes this queue refused because its store could not take them.
+    pub fn refused_storage(&self) -> u64 {
+        self.refused_storage.load(Ordering::Relaxed)
+    }
+
+    /// Bytes and segments this queue has on disk (`None`: it has no store).
+    pub fn disk_usage(&self) -> Option<(u64, u64)> {
+        let state = self.lock();
+        state.journal.as_ref().map(|journal| {
+            let gauges = journal.gauges();
+            (
+                gauges.bytes.load(Ordering::Relaxed),
+                gauges.segments.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Gives back what a message that left the queue was charged.
@@ -215,8 +240,15 @@ impl Queue {
 
     /// Stores a message, or refuses it when the queue is full. Hands it straight to a
     /// consumer when one has room and nothing is waiting ahead of it.
-    /// `stamp` marks a latency sample (0: not sampled).
-    pub fn publish(&self, message: Arc<Message>, stamp: Stamp) -> Result<(), QueueError> {
+    /// `stamp` marks a latency sample (0: not sampled). A durable queue appends it to
+    /// its journal first; `confirm` (a confirmed publish) is then held until the
+    /// append is durable.
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        stamp: Stamp,
+        confirm: Option<&Arc<PendingConfirm>>,
+    ) -> Result<(), QueueError> {
         let size = message.payload().len() as u64;
         let mut state = self.lock();
         if state.deleted {
@@ -242,8 +274,25 @@ impl Queue {
                 used: self.memory.used(),
             });
         }
-        state.charged += charged;
         let order = state.next_order;
+        let mut published_ms = 0;
+        if let Some(journal) = &state.journal {
+            published_ms = clock::wall_millis();
+            let record = MessageRecord {
+                id: order,
+                published_ms,
+                deliver_at_ms: 0,
+                priority: 0,
+                attempts: 0,
+                message: (*message).clone(),
+            };
+            if let Err(error) = journal.append(record, confirm) {
+                self.memory.release(charged);
+                self.refused_storage.fetch_add(1, Ordering::Relaxed);
+                return Err(QueueError::Store(error));
+            }
+        }
+        state.charged += charged;
         state.next_order += 1;
         state.idle_since = None;
         let draining = self.draining.load(Ordering::Acquire);
@@ -253,6 +302,8 @@ impl Queue {
                 redelivered: false,
                 order,
                 stamp,
+                published_ms,
+                attempts: 0,
             };
             let classes = state
                 .filtered
@@ -278,6 +329,8 @@ impl Queue {
                     redelivered: false,
                     order,
                     stamp,
+                    published_ms,
+                    attempts: 0,
                 };
                 if let Err(queued) = deliver(&mut state, index, queued) {
                     state.store.push_front(compact(queued))?;
@@ -293,6 +346,8 @@ impl Queue {
             redelivered: false,
             order,
             stamp,
+            published_ms,
+            attempts: 0,
         }))?;
         Ok(())
     }
@@ -395,6 +450,9 @@ impl Queue {
         let mut state = self.lock();
         let (index, queued) = take_unacked(&mut state, connection_id, sid, delivery_id)?;
         self.uncharge(&mut state, &queued.message);
+        if let Some(journal) = &state.journal {
+            journal.mark(queued.order, Mark::Settled);
+        }
         self.dispatch_to(&mut state, index);
         state.note_idleness();
         Ok(())
@@ -423,6 +481,9 @@ impl Queue {
             self.fill_classes(&mut state, &classes);
         } else {
             self.uncharge(&mut state, &queued.message);
+            if let Some(journal) = &state.journal {
+                journal.mark(queued.order, Mark::Settled);
+            }
         }
         self.dispatch_to(&mut state, index);
         state.note_idleness();
@@ -481,6 +542,7 @@ mod tests {
                 max_bytes: 1 << 20,
             },
             Box::<MemoryStore>::default(),
+            None,
             Arc::new(AtomicBool::new(false)),
             Arc::new(MemoryBudget::new(0)),
         )
@@ -513,7 +575,7 @@ mod tests {
     fn prefetch_bounds_deliveries_and_acks_release_more() {
         let queue = queue(100);
         for payload in ["a", "b", "c"] {
-            queue.publish(message(payload), 0).expect("room");
+            queue.publish(message(payload), 0, None).expect("room");
         }
         let outbox = consumer(1);
         queue
@@ -537,7 +599,7 @@ mod tests {
     fn a_removed_consumers_messages_come_back_first_in_order_flagged_redelivered() {
         let queue = queue(100);
         for payload in ["a", "b", "c"] {
-            queue.publish(message(payload), 0).expect("room");
+            queue.publish(message(payload), 0, None).expect("room");
         }
         let first = consumer(1);
         queue
@@ -563,10 +625,12 @@ mod tests {
         queue
             .add_consumer(1, 1, consumer(1), 1, None, || {})
             .expect("attached");
-        queue.publish(message("a"), 0).expect("delivered, unacked");
-        queue.publish(message("b"), 0).expect("ready");
+        queue
+            .publish(message("a"), 0, None)
+            .expect("delivered, unacked");
+        queue.publish(message("b"), 0, None).expect("ready");
         assert!(matches!(
-            queue.publish(message("c"), 0),
+            queue.publish(message("c"), 0, None),
             Err(QueueError::Full { messages: 2, .. })
         ));
         assert_eq!(
@@ -588,7 +652,7 @@ mod tests {
             .add_consumer(1, 1, outbox.clone(), 1, None, || {})
             .expect("attached");
         for payload in ["a", "b", "c"] {
-            queue.publish(message(payload), 0).expect("room");
+            queue.publish(message(payload), 0, None).expect("room");
         }
         assert_eq!(queue.purge(), 2, "the two ready ones");
         assert_eq!(queue.depth().unacked, 1);
@@ -599,7 +663,7 @@ mod tests {
         let closed = queue.close(true).expect("forced");
         assert_eq!((closed.messages, closed.consumers.len()), (1, 1));
         assert!(matches!(
-            queue.publish(message("d"), 0),
+            queue.publish(message("d"), 0, None),
             Err(QueueError::Deleted(_))
         ));
         assert!(matches!(
@@ -612,7 +676,7 @@ mod tests {
     async fn only_an_empty_queue_without_consumers_expires() {
         let after = std::time::Duration::from_secs(300);
         let queue = queue(100);
-        queue.publish(message("a"), 0).expect("room");
+        queue.publish(message("a"), 0, None).expect("room");
         tokio::time::advance(after * 2).await;
         assert!(
             !queue.expire_if_idle(clock::now(), after),
@@ -651,7 +715,9 @@ mod tests {
             .add_consumer(1, 1, first.clone(), 10, filter("device = 'a'"), || {})
             .expect("attached");
         for (device, payload) in [("a", "a1"), ("b", "b1"), ("a", "a2")] {
-            queue.publish(for_device(device, payload), 0).expect("room");
+            queue
+                .publish(for_device(device, payload), 0, None)
+                .expect("room");
         }
         let got: Vec<_> = received(&first).into_iter().map(|d| d.2).collect();
         assert_eq!(got, vec!["a1", "a2"]);
@@ -675,7 +741,7 @@ mod tests {
         queue
             .add_consumer(4, 1, any.clone(), 10, None, || {})
             .expect("attached");
-        queue.publish(for_device("c", "c1"), 0).expect("room");
+        queue.publish(for_device("c", "c1"), 0, None).expect("room");
         assert_eq!(received(&any)[0].2, "c1");
         assert_eq!(queue.depth().ready, 0);
     }

@@ -9,6 +9,7 @@ use bytestring::ByteString;
 use super::{Closed, MemoryStore, Queue, QueueError, QueueLimits};
 use crate::clock::Instant;
 use crate::memory::MemoryBudget;
+use crate::store::{RecoveredQueue, Store};
 
 /// Why a queue could not be bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +34,14 @@ pub enum RegistryError {
     /// No queue has this name.
     #[error("no queue named `{0}`")]
     UnknownQueue(ByteString),
+    /// The store could not create the queue.
+    #[error("queue `{name}` could not be created in the store: {reason}")]
+    Store {
+        /// The queue.
+        name: ByteString,
+        /// Why.
+        reason: String,
+    },
     /// A delete without force of a queue with consumers.
     #[error(
         "queue `{name}` has {consumers} consumer(s) attached; delete it with force to detach them"
@@ -53,6 +62,8 @@ pub struct QueueRegistry {
     limits: QueueLimits,
     draining: Arc<AtomicBool>,
     memory: Arc<MemoryBudget>,
+    /// Where new queues are made durable (`None`: in memory only).
+    store: Option<Arc<dyn Store>>,
 }
 
 impl QueueRegistry {
@@ -63,6 +74,7 @@ impl QueueRegistry {
         limits: QueueLimits,
         draining: Arc<AtomicBool>,
         memory: Arc<MemoryBudget>,
+        store: Option<Arc<dyn Store>>,
     ) -> Self {
         QueueRegistry {
             queues: Mutex::new(HashMap::new()),
@@ -70,7 +82,30 @@ impl QueueRegistry {
             limits,
             draining,
             memory,
+            store,
         }
+    }
+
+    /// Adds the queues a store read back at startup, with their messages; returns
+    /// them (to be made routable). `after_crash` flags every message redelivered.
+    pub fn restore(&self, recovered: Vec<RecoveredQueue>, after_crash: bool) -> Vec<Arc<Queue>> {
+        let mut queues = self.lock();
+        let mut restored = Vec::with_capacity(recovered.len());
+        for queue in recovered {
+            let restored_queue = Arc::new(Queue::new(
+                queue.name.as_str().into(),
+                queue.pattern.as_str().into(),
+                self.limits,
+                Box::<MemoryStore>::default(),
+                Some(queue.journal),
+                self.draining.clone(),
+                self.memory.clone(),
+            ));
+            restored_queue.restore(queue.messages, queue.next_id, after_crash);
+            queues.insert(queue.name.into(), restored_queue.clone());
+            restored.push(restored_queue);
+        }
+        restored
     }
 
     /// Finds the queue `name`, checking its binding, or creates it bound to `pattern`.
@@ -101,11 +136,22 @@ impl QueueRegistry {
                 max: self.max_queues,
             });
         }
+        let journal =
+            match &self.store {
+                Some(store) => Some(store.create_queue(name, pattern).map_err(|error| {
+                    RegistryError::Store {
+                        name: name.into(),
+                        reason: error.to_string(),
+                    }
+                })?),
+                None => None,
+            };
         let queue = Arc::new(Queue::new(
             name.into(),
             pattern.into(),
             self.limits,
             Box::<MemoryStore>::default(),
+            journal,
             self.draining.clone(),
             self.memory.clone(),
         ));

@@ -10,10 +10,13 @@ use super::filtered::FilteredReady;
 use super::{delivery_sid, QueueError, QueueStore, QueuedMessage, StoreError};
 use crate::clock::{self, Instant};
 use crate::outbound::Outbox;
+use crate::store::{Mark, QueueJournal};
 
 #[derive(Debug)]
 pub(super) struct QueueState {
     pub(super) store: Box<dyn QueueStore>,
+    /// Where changes go to survive a restart (`None`: `STORE_URL=mem://`).
+    pub(super) journal: Option<Arc<dyn QueueJournal>>,
     pub(super) consumers: Vec<Consumer>,
     pub(super) cursor: usize,
     pub(super) unacked_messages: usize,
@@ -173,6 +176,11 @@ pub(super) fn deliver(
     ) {
         Ok(()) => {
             let size = queued.size();
+            if let Some(journal) = &state.journal {
+                journal.mark(queued.order, Mark::Delivered);
+            }
+            let mut queued = queued;
+            queued.attempts += 1;
             consumer.unacked.insert(delivery_id as u32, queued);
             state.unacked_messages += 1;
             state.unacked_bytes += size;

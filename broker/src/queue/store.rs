@@ -1,5 +1,6 @@
-//! Where a queue keeps its ready messages. Memory today; a disk log and a Redis-backed
-//! store implement the same trait later.
+//! How a queue keeps its ready messages in memory (FIFO order). Durable storage is
+//! not here: a queue with a store also hands every change to its journal
+//! ([`crate::store::QueueJournal`]), and is rebuilt from it at startup.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -20,6 +21,11 @@ pub struct QueuedMessage {
     /// When it was published, if it is a latency sample (0 otherwise, and for
     /// redeliveries).
     pub stamp: Stamp,
+    /// When it was published: wall-clock milliseconds since the Unix epoch (0 in
+    /// queues without a store, which do not read the wall clock).
+    pub published_ms: u64,
+    /// Times it was handed to a consumer (across restarts, with a store).
+    pub attempts: u32,
 }
 
 impl QueuedMessage {
@@ -29,14 +35,7 @@ impl QueuedMessage {
     }
 }
 
-/// A storage failure (only durable stores can fail).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The backing storage failed.
-    #[error("queue storage failed: {0}")]
-    Io(#[from] std::io::Error),
-}
+pub use crate::store::StoreError;
 
 /// FIFO storage of a queue's ready messages. Limits are enforced by the queue, not
 /// the store; unacked messages are tracked by the queue, not the store.

@@ -53,6 +53,14 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Http(std::io::Error),
+    /// The store `STORE_URL` names could not be opened.
+    #[error("cannot open the store {url} (STORE_URL): {source}")]
+    Store {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: crate::store::StoreError,
+    },
 }
 
 /// A broker with its listeners bound, ready to run.
@@ -83,7 +91,19 @@ impl Server {
                 address: http_address,
                 source,
             })?;
-        let broker = Arc::new(Broker::new(config));
+        let url = config.store_url.to_string();
+        // Recovery reads files: off the async workers.
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .map_err(|error| ServerError::Store {
+                url: url.clone(),
+                source: crate::store::StoreError::io(
+                    std::path::Path::new(&url),
+                    std::io::Error::other(error),
+                ),
+            })?
+            .map_err(|source| ServerError::Store { url, source })?;
+        let broker = Arc::new(broker);
         let listening = broker.take_startup_hold();
         Ok(Server {
             broker,
@@ -154,6 +174,8 @@ impl Server {
             }
         }
         drain::drain(&broker, &sessions, Some(tcp)).await;
+        let closing = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || closing.close_store()).await;
         http_stop.cancel();
         let _ = housekeeping.await;
         if let Ok(Err(error)) = http_task.await {

@@ -74,11 +74,13 @@ impl Session {
 
     /// True when this connection holds no unacked queue delivery.
     pub(super) fn nothing_to_settle(&self) -> bool {
-        self.subscriptions
-            .iter()
-            .all(|(sid, subscription)| match subscription {
-                Subscription::Broadcast { .. } => true,
-                Subscription::Queue { queue } => queue.unacked_for(self.id, *sid) == 0,
-            })
+        self.owed_confirms.count() == 0
+            && self
+                .subscriptions
+                .iter()
+                .all(|(sid, subscription)| match subscription {
+                    Subscription::Broadcast { .. } => true,
+                    Subscription::Queue { queue } => queue.unacked_for(self.id, *sid) == 0,
+                })
     }
 }

@@ -14,7 +14,9 @@ use crate::close_reason::CloseReason;
 use crate::config::MAX_PREFETCH;
 use crate::queue::{delivery_sid, QueueError};
 use crate::stats::Stats;
+use crate::store::PendingConfirm;
 use crate::transport::FrameReader;
+use std::sync::Arc;
 
 impl Session {
     /// Handles the complete frames already buffered, stopping early when the
@@ -118,6 +120,16 @@ impl Session {
 
     fn on_publish(&mut self, publish: &Publish) {
         let sequence = publish.sequence;
+        // With a store, a confirmed publish's answer may wait for the disk; it is
+        // made here and held by every durable queue that takes the message.
+        let confirm = match self.broker.store() {
+            Some(_) if sequence != 0 => Some(PendingConfirm::new(
+                self.outbox.clone(),
+                sequence,
+                self.owed_confirms.clone(),
+            )),
+            _ => None,
+        };
         let outcome = self.check_publish_allowed().and_then(|()| {
             let message = &publish.message;
             let routes = self
@@ -139,8 +151,12 @@ impl Session {
                 reply_to.is_some(),
                 stamp,
                 &mut self.touched,
+                confirm.as_ref(),
             )
         });
+        if let Some(confirm) = confirm {
+            return self.answer_deferred(confirm, outcome);
+        }
         match outcome {
             Ok(()) => {
                 self.published += 1;
@@ -162,6 +178,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Answers a confirmed publish on a broker with a store: at once when nothing
+    /// waits for the disk, else after what does (answers stay in publish order).
+    fn answer_deferred(&mut self, confirm: Arc<PendingConfirm>, outcome: Result<(), Refusal>) {
+        match outcome {
+            Ok(()) => self.published += 1,
+            Err(refusal) => {
+                self.broker.stats().count_publish_error(refusal.code);
+                confirm.fail(refusal.code, refusal.message);
+            }
+        }
+        if confirm.held_only_by_caller() && self.owed_confirms.count() > 1 {
+            if let Some(store) = self.broker.store() {
+                store.barrier(&confirm);
+            }
+        }
+        confirm.release();
     }
 
     fn check_publish_allowed(&self) -> Result<(), Refusal> {

@@ -93,6 +93,7 @@ pub async fn serve_connection<T: Transport>(
                 published: 0,
                 next_stamp: 0,
                 touched: Touched::default(),
+                owed_confirms: Arc::default(),
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -130,6 +131,13 @@ enum Processed {
     Close(CloseReason),
 }
 
+/// Waits until the store's writer has room (see [`crate::store::Store::backlogged`]).
+async fn wait_for_store(broker: &Broker) {
+    if let Some(store) = broker.store() {
+        store.wait_for_room().await;
+    }
+}
+
 /// Waits for each outbox in turn to drain (or to be found stalled).
 async fn drain_all(outboxes: &[Arc<Outbox>]) {
     for outbox in outboxes {
@@ -156,6 +164,9 @@ struct Session {
     /// half get to drain before the session reads more (publisher flow control),
     /// and idle writers are woken when the batch is done.
     touched: Touched,
+    /// Answers to confirmed publishes still waiting for the store (shared with
+    /// each [`crate::store::PendingConfirm`]).
+    owed_confirms: Arc<crate::store::OwedConfirms>,
 }
 
 impl Session {
@@ -185,6 +196,7 @@ impl Session {
             // drain before the next read (bounded: see Outbox::wait_for_drain).
             let mut pressure = std::mem::take(&mut self.touched.pressure);
             let pressured = !pressure.is_empty();
+            let store_backlogged = self.broker.store().is_some_and(|store| store.backlogged());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -222,7 +234,12 @@ impl Session {
                     }
                 }
                 () = drain_all(&pressure), if pressured => {}
-                read = reader.fill(), if !blocked && !pressured => match read {
+                // Draining: the connection closes once the store has answered
+                // every confirmed publish it took.
+                () = self.owed_confirms.wait_settled(), if self.draining && self.owed_confirms.count() > 0 => {}
+                // The store's writer is behind: read nothing more until it catches up.
+                () = wait_for_store(&self.broker), if store_backlogged => {}
+                read = reader.fill(), if !blocked && !pressured && !store_backlogged => match read {
                     Ok(0) => {
                         if reader.buffered_len() > 0 {
                             self.send_error(ErrorCode::MalformedFrame, 0, format!(

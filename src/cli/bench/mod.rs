@@ -272,7 +272,7 @@ async fn publish_loop(
         while sequence < batch_end {
             // The send time is read every 16 messages: at these rates they leave
             // within a microsecond of each other, and the clock is not free.
-            if sequence % 16 == 0 || sent_ns == 0 {
+            if sequence.is_multiple_of(16) || sent_ns == 0 {
                 sent_ns = now_ns(epoch);
             }
             write_stamp(&mut payload, index, sequence, sent_ns);
