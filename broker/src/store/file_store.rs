@@ -126,12 +126,25 @@ impl FileStore {
         }
     }
 
+    /// Asks the writer for its once-a-second upkeep now: queues whose writes
+    /// failed may try again, settled segments are deleted, one is compacted.
+    pub fn maintain_now(&self) {
+        self.shared.push(Op::Maintain);
+    }
+
     fn journal(&self, key: u64, name: &str, gauges: Arc<DiskGauges>) -> Arc<dyn QueueJournal> {
         Arc::new(FileJournal {
             key,
             name: name.to_owned(),
             shared: self.shared.clone(),
             gauges,
+        })
+    }
+
+    /// A queue directory with no meta file and no segment: its creation was cut.
+    fn never_created(&self, dir: &Path) -> bool {
+        self.disk.list(dir).is_ok_and(|names| {
+            !names.iter().any(|name| name == META_FILE || name.ends_with(".log"))
         })
     }
 
@@ -178,6 +191,12 @@ impl Store for FileStore {
             return Err(StoreError::Closed);
         };
         let disk = self.disk.as_ref();
+        disk.create_dir_all(&self.root)
+            .and_then(|()| match self.root.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => disk.sync_dir(parent),
+                _ => Ok(()),
+            })
+            .map_err(|error| StoreError::io(&self.root, error))?;
         let names = disk
             .list(&self.root)
             .map_err(|error| StoreError::io(&self.root, error))?;
@@ -208,6 +227,13 @@ impl Store for FileStore {
                 continue;
             };
             max_key = max_key.max(key);
+            if self.never_created(&path) {
+                // Its creation did not complete (no meta file, no log): nothing
+                // of it was ever confirmed.
+                tracing::warn!(dir = %path.display(), "removing a queue directory whose creation did not complete");
+                disk.remove_dir_all(&path).map_err(|error| StoreError::io(&path, error))?;
+                continue;
+            }
             match self.load_queue(path.clone()) {
                 Ok((meta, log, messages, _)) if !seen.insert(meta.name.clone()) => {
                     drop((log, messages));

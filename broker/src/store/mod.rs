@@ -32,6 +32,8 @@ mod settings;
 #[cfg(test)]
 pub mod sim_disk;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 pub use confirm::{OwedConfirms, PendingConfirm};

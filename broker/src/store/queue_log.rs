@@ -29,11 +29,10 @@ const RECLAIM_ACTIVE_BYTES: u64 = 1 << 20;
 /// An active segment not written for this long is rolled when wholly settled, and
 /// its files are closed.
 pub(super) const IDLE_SEGMENT: Duration = Duration::from_secs(5);
-/// A sealed segment with fewer live records than this share of the ones it holds
-/// is compacted (rewritten with only the live ones).
+/// A sealed segment (at least half of `STORE_SEGMENT_BYTES`) with fewer live
+/// records than this share of the ones it holds is compacted (rewritten with only
+/// the live ones).
 const COMPACT_LIVE_SHARE: f64 = 0.5;
-/// Segments smaller than this are not worth compacting.
-const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
 /// On-disk size of a queue, for `/metrics` (shared with the queue's journal).
 #[derive(Debug, Default)]
@@ -306,7 +305,7 @@ impl QueueLog {
             segment.sealed
                 && !segment.has_pending()
                 && segment.live > 0
-                && segment.size >= COMPACT_MIN_BYTES
+                && segment.size >= self.segment_bytes / 2
                 && (segment.live as f64) < segment.records as f64 * COMPACT_LIVE_SHARE
         });
         let Some((&first, _)) = candidate else {

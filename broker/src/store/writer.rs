@@ -51,6 +51,8 @@ pub(super) enum Op {
     Delete { key: u64 },
     /// Answer this after everything before it.
     Barrier { confirm: Arc<PendingConfirm> },
+    /// Do the once-a-second upkeep now (retry, reclaim, compact).
+    Maintain,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +159,9 @@ pub(super) struct Writer {
     pub(super) names: FxHashMap<u64, String>,
     /// Keys in `shared.failing`: cleared by their next good write.
     failing_keys: FxHashSet<u64>,
+    /// Queues whose directory or meta file could not be written, with the meta:
+    /// retried every tick; their appends are refused meanwhile.
+    uncreated: FxHashMap<u64, Vec<u8>>,
     last_sync: Instant,
     last_tick: Instant,
 }
@@ -178,6 +183,7 @@ impl Writer {
             logs: FxHashMap::default(),
             names: FxHashMap::default(),
             failing_keys: FxHashSet::default(),
+            uncreated: FxHashMap::default(),
             last_sync: Instant::now(),
             last_tick: Instant::now(),
         }
@@ -235,6 +241,7 @@ impl Writer {
         let mut appended: FxHashMap<u64, Vec<u64>> = FxHashMap::default();
         let mut touched: Vec<u64> = Vec::new();
         let mut records = 0u64;
+        let mut maintain = false;
         for op in ops.drain(..) {
             match op {
                 Op::Create {
@@ -278,6 +285,7 @@ impl Writer {
                 }
                 Op::Delete { key } => self.delete(key),
                 Op::Barrier { confirm } => confirms.push((None, confirm)),
+                Op::Maintain => maintain = true,
             }
         }
         let sync = self.policy == FsyncPolicy::Always;
@@ -351,19 +359,23 @@ impl Writer {
                 }
             }
         }
+        if maintain {
+            self.tick(now);
+        }
+    }
+
+    fn make_dir(&self, dir: &std::path::Path, meta: &[u8]) -> std::io::Result<()> {
+        self.disk
+            .create_dir_all(dir)
+            .and_then(|()| self.disk.write_atomic(&dir.join(super::file_store::META_FILE), meta))
+            .and_then(|()| self.disk.sync_dir(&self.root))
     }
 
     fn create(&mut self, key: u64, dir: PathBuf, meta: &[u8], gauges: Arc<DiskGauges>) {
-        let result = self
-            .disk
-            .create_dir_all(&dir)
-            .and_then(|()| {
-                self.disk
-                    .write_atomic(&dir.join(super::file_store::META_FILE), meta)
-            })
-            .and_then(|()| self.disk.sync_dir(&self.root));
+        let result = self.make_dir(&dir, meta);
         let name = super::file_store::meta_name(meta).unwrap_or_default();
         if let Err(io_error) = result {
+            self.uncreated.insert(key, meta.to_vec());
             error!(queue = %name, error = %io_error, "could not create the queue's directory");
             self.failing_keys.insert(key);
             self.shared.stats.count_error("write");
@@ -391,6 +403,7 @@ impl Writer {
         };
         self.names.remove(&key);
         self.failing_keys.remove(&key);
+        self.uncreated.remove(&key);
         self.shared
             .failing
             .lock()
@@ -440,9 +453,20 @@ impl Writer {
         self.last_tick = now;
         // Publishes are accepted again; the next write tells whether the disk is
         // back (the queue stays listed as failing until one succeeds).
+        let uncreated: Vec<(u64, Vec<u8>)> = self.uncreated.iter().map(|(key, meta)| (*key, meta.clone())).collect();
+        for (key, meta) in uncreated {
+            let Some(dir) = self.logs.get(&key).map(|log| log.dir.clone()) else {
+                continue;
+            };
+            if self.make_dir(&dir, &meta).is_ok() {
+                self.uncreated.remove(&key);
+            }
+        }
         for key in &self.failing_keys {
             if let Some(log) = self.logs.get(key) {
-                log.gauges.failed.store(false, Ordering::Release);
+                if !self.uncreated.contains_key(key) {
+                    log.gauges.failed.store(false, Ordering::Release);
+                }
             }
         }
         let mut compacted = false;
