@@ -3,11 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{http_get, wait_until, within, PipeBroker, RawClient, TestBroker};
+use common::{
+    http_get, spawn_server, wait_for_ready_line, wait_until, within, PipeBroker, RawClient,
+    TestBroker,
+};
 use tern_proto::{ErrorCode, Frame, Role};
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
@@ -150,53 +152,6 @@ async fn shutdown_does_not_wait_longer_than_the_grace_period() {
         waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
         "closed at the end of the grace period, not before or long after: {waited:?}"
     );
-}
-
-fn spawn_server(envs: &[(&str, &str)]) -> std::process::Child {
-    let mut command = Command::new(TERN);
-    command
-        .arg("serve")
-        .env_clear()
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("TCP_PORT", "0")
-        .env("HTTP_PORT", "0")
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    command.spawn().expect("start tern serve")
-}
-
-/// Reads the JSON log until the "ready" line; returns the TCP and HTTP addresses.
-fn wait_for_ready_line(
-    child: &mut std::process::Child,
-) -> (String, String, BufReader<std::process::ChildStderr>) {
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("read log") > 0,
-            "server exited before ready"
-        );
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if entry["fields"]["message"] == "tern is ready" {
-            let field = |name: &str| {
-                entry["fields"][name]
-                    .as_str()
-                    .expect("address field")
-                    .trim_start_matches("Some(")
-                    .trim_end_matches(')')
-                    .to_owned()
-            };
-            return (field("tcp"), field("http"), stderr);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

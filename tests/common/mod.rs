@@ -2,7 +2,9 @@
 //! client that pins the protocol, and polling helpers (no sleeps as sync).
 #![allow(dead_code, missing_docs)]
 
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -357,5 +359,56 @@ impl PipeBroker {
     pub async fn shut_down(&self) {
         self.stop.cancel();
         tern_broker::server::drain::drain(&self.broker, &self.sessions, None).await;
+    }
+}
+
+/// The `tern` binary under test.
+pub const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+/// Starts the real `tern serve` on loopback port 0 with a JSON log on stderr.
+pub fn spawn_server(envs: &[(&str, &str)]) -> std::process::Child {
+    let mut command = Command::new(TERN);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("TCP_PORT", "0")
+        .env("HTTP_PORT", "0")
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.spawn().expect("start tern serve")
+}
+
+/// Reads the JSON log until the "ready" line; returns the TCP and HTTP addresses.
+pub fn wait_for_ready_line(
+    child: &mut std::process::Child,
+) -> (String, String, BufReader<std::process::ChildStderr>) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read log") > 0,
+            "server exited before ready"
+        );
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if entry["fields"]["message"] == "tern is ready" {
+            let field = |name: &str| {
+                entry["fields"][name]
+                    .as_str()
+                    .expect("address field")
+                    .trim_start_matches("Some(")
+                    .trim_end_matches(')')
+                    .to_owned()
+            };
+            return (field("tcp"), field("http"), stderr);
+        }
     }
 }

@@ -144,7 +144,9 @@ impl FileStore {
     /// A queue directory with no meta file and no segment: its creation was cut.
     fn never_created(&self, dir: &Path) -> bool {
         self.disk.list(dir).is_ok_and(|names| {
-            !names.iter().any(|name| name == META_FILE || name.ends_with(".log"))
+            !names
+                .iter()
+                .any(|name| name == META_FILE || name.ends_with(".log"))
         })
     }
 
@@ -231,7 +233,8 @@ impl Store for FileStore {
                 // Its creation did not complete (no meta file, no log): nothing
                 // of it was ever confirmed.
                 tracing::warn!(dir = %path.display(), "removing a queue directory whose creation did not complete");
-                disk.remove_dir_all(&path).map_err(|error| StoreError::io(&path, error))?;
+                disk.remove_dir_all(&path)
+                    .map_err(|error| StoreError::io(&path, error))?;
                 continue;
             }
             match self.load_queue(path.clone()) {

@@ -59,7 +59,10 @@ fn segments_roll_are_deleted_and_compacted_keeping_exactly_the_unsettled_in_orde
     }
     log.flush(&disk, true).expect("written");
     let rolled = segment_files(&disk, &dir).len();
-    assert!(rolled >= 6, "1000 records of ~130 B roll 16 KiB segments ({rolled})");
+    assert!(
+        rolled >= 6,
+        "1000 records of ~130 B roll 16 KiB segments ({rolled})"
+    );
 
     // Settle everything in the first half: its segments go away.
     for id in 0..500 {
@@ -81,14 +84,24 @@ fn segments_roll_are_deleted_and_compacted_keeping_exactly_the_unsettled_in_orde
     while log.compact_one(&disk).expect("compacted") {
         compacted += 1;
     }
-    assert!(compacted >= 2, "mostly settled sealed segments are rewritten ({compacted})");
+    assert!(
+        compacted >= 2,
+        "mostly settled sealed segments are rewritten ({compacted})"
+    );
     assert!(segment_files(&disk, &dir).len() < rolled);
 
-    let (reloaded, live) =
-        QueueLog::load(&disk, dir.clone(), segment_bytes, Arc::new(DiskGauges::default()))
-            .expect("loads");
+    let (reloaded, live) = QueueLog::load(
+        &disk,
+        dir.clone(),
+        segment_bytes,
+        Arc::new(DiskGauges::default()),
+    )
+    .expect("loads");
     assert_eq!(ids(&live), expected);
-    assert_eq!(live[0].attempts, 1, "the delivery count survives compaction");
+    assert_eq!(
+        live[0].attempts, 1,
+        "the delivery count survives compaction"
+    );
     assert_eq!(reloaded.next_id(), 1000);
 
     // After a power cut, the synced state is exactly what was read.
@@ -129,7 +142,10 @@ fn a_torn_tail_is_cut_and_damage_inside_a_sealed_segment_stops_only_that_queue()
     let error = QueueLog::load(&disk, dir, 4 << 10, Arc::new(DiskGauges::default()))
         .expect_err("damage inside");
     let text = error.to_string();
-    assert!(text.contains(&files[0]) && text.contains("offset"), "{text}");
+    assert!(
+        text.contains(&files[0]) && text.contains("offset"),
+        "{text}"
+    );
 }
 
 /// What a publisher saw from the confirms of one round.
@@ -167,11 +183,7 @@ fn open(disk: &SimDisk) -> (FileStore, Vec<super::RecoveredQueue>, bool) {
 
 /// Appends `count` confirmed messages from `next`, waits for every answer, and
 /// returns the ids confirmed (PUBLISH_OK).
-async fn publish_round(
-    journal: &Arc<dyn QueueJournal>,
-    next: &mut u64,
-    count: u64,
-) -> Vec<u64> {
+async fn publish_round(journal: &Arc<dyn QueueJournal>, next: &mut u64, count: u64) -> Vec<u64> {
     let outbox = outbox();
     let owed = Arc::new(OwedConfirms::default());
     let mut sent = BTreeMap::new();
@@ -213,12 +225,16 @@ async fn no_confirmed_message_is_lost_across_power_cuts_at_random_points() {
         // Several lives of one store, each ended by a cut at a random operation.
         for life in 0..4 {
             let (store, queues, _) = open(&disk);
-            let (journal, live): (Arc<dyn QueueJournal>, Vec<u64>) = match queues.into_iter().next() {
+            let (journal, live): (Arc<dyn QueueJournal>, Vec<u64>) = match queues.into_iter().next()
+            {
                 Some(queue) => {
                     appended_up_to = appended_up_to.max(queue.next_id);
                     (queue.journal, ids(&queue.messages))
                 }
-                None => (store.create_queue("jobs", "jobs").expect("created"), Vec::new()),
+                None => (
+                    store.create_queue("jobs", "jobs").expect("created"),
+                    Vec::new(),
+                ),
             };
             let live_set: BTreeSet<u64> = live.iter().copied().collect();
             for id in &confirmed {
@@ -259,7 +275,10 @@ async fn a_failing_disk_refuses_one_queues_publishes_and_leaves_the_others_alone
     let (mut broken_next, mut fine_next) = (0, 0);
     assert_eq!(publish_round(&broken, &mut broken_next, 5).await.len(), 5);
     disk.fail_appends_under(Path::new("/data/q-1"));
-    assert!(publish_round(&broken, &mut broken_next, 5).await.is_empty(), "refused");
+    assert!(
+        publish_round(&broken, &mut broken_next, 5).await.is_empty(),
+        "refused"
+    );
     assert!(
         matches!(
             broken.append(record(broken_next), None),
@@ -267,7 +286,11 @@ async fn a_failing_disk_refuses_one_queues_publishes_and_leaves_the_others_alone
         ),
         "refused at once while failing"
     );
-    assert_eq!(publish_round(&fine, &mut fine_next, 5).await.len(), 5, "the other queue works");
+    assert_eq!(
+        publish_round(&fine, &mut fine_next, 5).await.len(),
+        5,
+        "the other queue works"
+    );
     assert_eq!(store.health().failing_writes.len(), 1);
     disk.heal();
     store.maintain_now();
@@ -278,7 +301,11 @@ async fn a_failing_disk_refuses_one_queues_publishes_and_leaves_the_others_alone
     store.barrier(&barrier);
     barrier.release();
     owed.wait_settled().await;
-    assert_eq!(publish_round(&broken, &mut broken_next, 5).await.len(), 5, "healed");
+    assert_eq!(
+        publish_round(&broken, &mut broken_next, 5).await.len(),
+        5,
+        "healed"
+    );
     assert!(store.health().failing_writes.is_empty());
     store.close();
     drop(store);
@@ -289,5 +316,8 @@ async fn a_failing_disk_refuses_one_queues_publishes_and_leaves_the_others_alone
         .map(|queue| (queue.name.clone(), queue.messages.len()))
         .collect();
     assert_eq!(by_name["fine"], 5);
-    assert_eq!(by_name["broken"], 10, "the 5 before and the 5 after the failure");
+    assert_eq!(
+        by_name["broken"], 10,
+        "the 5 before and the 5 after the failure"
+    );
 }

@@ -367,7 +367,10 @@ impl Writer {
     fn make_dir(&self, dir: &std::path::Path, meta: &[u8]) -> std::io::Result<()> {
         self.disk
             .create_dir_all(dir)
-            .and_then(|()| self.disk.write_atomic(&dir.join(super::file_store::META_FILE), meta))
+            .and_then(|()| {
+                self.disk
+                    .write_atomic(&dir.join(super::file_store::META_FILE), meta)
+            })
             .and_then(|()| self.disk.sync_dir(&self.root))
     }
 
@@ -453,7 +456,11 @@ impl Writer {
         self.last_tick = now;
         // Publishes are accepted again; the next write tells whether the disk is
         // back (the queue stays listed as failing until one succeeds).
-        let uncreated: Vec<(u64, Vec<u8>)> = self.uncreated.iter().map(|(key, meta)| (*key, meta.clone())).collect();
+        let uncreated: Vec<(u64, Vec<u8>)> = self
+            .uncreated
+            .iter()
+            .map(|(key, meta)| (*key, meta.clone()))
+            .collect();
         for (key, meta) in uncreated {
             let Some(dir) = self.logs.get(&key).map(|log| log.dir.clone()) else {
                 continue;
