@@ -347,3 +347,75 @@ async fn a_bad_store_url_or_a_directory_another_broker_holds_stops_startup_namin
     );
     first.shutdown().await;
 }
+
+/// A queue whose log is damaged inside (not a torn tail) is not loaded: the broker
+/// names the file and offset on `/healthz`, serves the other queues, and leaves the
+/// damaged files untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_queue_is_reported_on_healthz_and_the_others_are_served() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = TestBroker::with(durable(dir.path())).await;
+    let client = broker.client().await;
+    for queue in ["damaged", "intact"] {
+        drop(
+            client
+                .queue_subscribe_bound(queue, queue, 1)
+                .await
+                .expect("queue"),
+        );
+        for n in 0..3 {
+            client
+                .publish_confirmed(queue, format!("{queue} {n}"))
+                .await
+                .expect("confirmed");
+        }
+    }
+    client.close().await;
+    broker.shutdown().await;
+
+    // Flip a byte inside the first record of the damaged queue's log.
+    let damaged_dir = std::fs::read_dir(dir.path())
+        .expect("listed")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            std::fs::read_to_string(path.join("queue.meta"))
+                .is_ok_and(|meta| meta.contains("\"damaged\""))
+        })
+        .expect("the damaged queue's directory");
+    let segment = damaged_dir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes[20] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("damaged");
+
+    let broker = TestBroker::with(durable(dir.path())).await;
+    assert!(broker.broker.queue("damaged").is_none(), "not loaded");
+    let (status, body) = common::http_get(broker.http, "/healthz").await;
+    assert_eq!(status, 200, "liveness holds: restarting would not help");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(health["status"], "degraded");
+    let failed = &health["store"]["failed_to_load"][0];
+    assert_eq!(failed["name"], "damaged");
+    let error = failed["error"].as_str().expect("error text");
+    assert!(
+        error.contains("00000000000000000000.log") && error.contains("offset 0"),
+        "{error}"
+    );
+    let client = broker.client().await;
+    let mut intact = client.queue_subscribe("intact", 10).await.expect("queue");
+    let first = within("delivery", intact.next()).await.expect("delivered");
+    assert_eq!(first.payload(), b"intact 0".as_slice());
+    let (_, metrics) = common::http_get(broker.http, "/metrics").await;
+    assert!(
+        metrics.contains("tern_store_errors_total{kind=\"load\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tern_queue_disk_bytes{queue=\"intact\"}"));
+    assert_eq!(
+        std::fs::read(&segment).expect("kept"),
+        bytes,
+        "the damaged file is left as it was"
+    );
+    client.close().await;
+    broker.shutdown().await;
+}

@@ -5,11 +5,13 @@ use serde::Serialize;
 
 use crate::broker::Broker;
 use crate::stats::StatsSnapshot;
+use crate::store::StoreHealth;
 
 /// Body of `GET /healthz`.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// Always `ok`: answering at all is the liveness signal.
+    /// `ok`, or `degraded` when the store reports a problem; answering at all is
+    /// the liveness signal.
     pub status: &'static str,
     /// Seconds since start.
     pub uptime_seconds: u64,
@@ -22,6 +24,12 @@ pub struct Health {
     pub queues: usize,
     /// Counters.
     pub stats: StatsSnapshot,
+    /// The store behind durable queues (absent with `STORE_URL=mem://`): queues
+    /// it could not load at startup, and queues whose writes are failing now. Any
+    /// of them turns `status` to `degraded` (still HTTP 200: restarting would not
+    /// help, and the other queues are served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreHealth>,
 }
 
 /// Body of `GET /ready`.
@@ -35,8 +43,13 @@ pub struct ReadinessReport {
 
 /// The liveness report.
 pub fn health(broker: &Broker) -> Health {
+    let store = broker.store().map(|store| store.health());
+    let degraded = store
+        .as_ref()
+        .is_some_and(|store| !store.failed_to_load.is_empty() || !store.failing_writes.is_empty());
     Health {
-        status: "ok",
+        status: if degraded { "degraded" } else { "ok" },
+        store,
         uptime_seconds: broker.started().elapsed().as_secs(),
         connections: broker.connection_count(),
         subscriptions: broker.subscription_count(),

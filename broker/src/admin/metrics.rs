@@ -27,6 +27,9 @@ pub fn render(broker: &Broker) -> Result<String, fmt::Error> {
     let mut text = String::with_capacity(8 * 1024);
     encode_registry(&mut text, broker.stats().registry())?;
     encode_registry(&mut text, &current_state(broker))?;
+    if let Some(store) = broker.store() {
+        encode_registry(&mut text, store.stats().registry())?;
+    }
     encode_eof(&mut text)?;
     Ok(text)
 }
@@ -77,6 +80,8 @@ fn current_state(broker: &Broker) -> Registry {
     let unacked = Family::<Labels, Gauge>::default();
     let consumers = Family::<Labels, Gauge>::default();
     let refused = Family::<Labels, Counter>::default();
+    let disk_bytes = Family::<Labels, Gauge>::default();
+    let disk_segments = Family::<Labels, Gauge>::default();
     for queue in &queues {
         let depth = queue.depth();
         let labels = vec![("queue", queue.name().to_string())];
@@ -85,9 +90,18 @@ fn current_state(broker: &Broker) -> Registry {
             .set(count(depth.ready));
         unacked.get_or_create(&labels).set(count(depth.unacked));
         consumers.get_or_create(&labels).set(count(depth.consumers));
+        if let Some((bytes, segments)) = queue.disk_usage() {
+            disk_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            disk_segments
+                .get_or_create(&labels)
+                .set(i64::try_from(segments).unwrap_or(i64::MAX));
+        }
         for (reason, value) in [
             ("full", queue.refused_full()),
             ("memory_limit", queue.refused_memory()),
+            ("storage_failed", queue.refused_storage()),
         ] {
             refused
                 .get_or_create(&vec![
@@ -100,9 +114,21 @@ fn current_state(broker: &Broker) -> Registry {
     registry.register(
         "queue_publish_refused",
         "Publishes a queue refused since it was created, by reason: full (QUEUE_MAX_MESSAGES \
-         or QUEUE_MAX_BYTES) or memory_limit (MEMORY_LIMIT)",
+         or QUEUE_MAX_BYTES), memory_limit (MEMORY_LIMIT) or storage_failed (its disk write failed)",
         refused,
     );
+    if broker.store().is_some() {
+        registry.register(
+            "queue_disk_bytes",
+            "Bytes of a durable queue's segment files on disk",
+            disk_bytes,
+        );
+        registry.register(
+            "queue_disk_segments",
+            "Segment files of a durable queue on disk",
+            disk_segments,
+        );
+    }
 
     let memory = broker.memory();
     let used = Gauge::<i64>::default();
