@@ -154,6 +154,7 @@ impl ErrorCode {
             | ErrorCode::QueuePatternMismatch
             | ErrorCode::TooManyQueues
             | ErrorCode::QueueDeleted
+            | ErrorCode::StorageFailed
             | ErrorCode::ShuttingDown => true,
             ErrorCode::UnsupportedVersion
             | ErrorCode::HandshakeRequired
@@ -173,7 +174,6 @@ impl ErrorCode {
             | ErrorCode::UnknownQueue
             | ErrorCode::QueueInUse
             | ErrorCode::MemoryLimit
-            | ErrorCode::StorageFailed
             | ErrorCode::Internal => false,
         }
     }
