@@ -11,8 +11,9 @@
    container ports, probe paths and the ServiceMonitor path are routes of the
    broker;
 5. smoke: the built `tern` binary is started with exactly the env, args and
-   ports of the rendered Deployment; every probe answers 200; SIGTERM makes it
-   exit 0 well inside terminationGracePeriodSeconds.
+   ports of the rendered StatefulSet (persistence on, the volume a temporary
+   directory) and Deployment (persistence off); every probe answers 200; SIGTERM
+   makes it exit 0 well inside terminationGracePeriodSeconds.
 
 Usage: chart_check.py TERN_BINARY
 """
@@ -118,9 +119,45 @@ def subset(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def workload(documents: list[dict]) -> dict:
+    """The broker's Deployment (no persistence) or StatefulSet (persistence)."""
+    (found,) = by_kind(documents, "Deployment") + by_kind(documents, "StatefulSet")
+    return found
+
+
+def client_service(documents: list[dict]) -> dict:
+    """The Service clients use (not the StatefulSet's headless one)."""
+    (found,) = [s for s in by_kind(documents, "Service") if s["spec"].get("clusterIP") != "None"]
+    return found
+
+
+def check_storage(documents: list[dict], label: str) -> None:
+    deployment = workload(documents)
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    if deployment["kind"] == "Deployment":
+        check(env["STORE_URL"] == "mem://" and "volumeClaimTemplates" not in deployment["spec"],
+              f"without persistence: a Deployment with STORE_URL=mem:// ({label})")
+        return
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    claims = [c["metadata"]["name"] for c in deployment["spec"].get("volumeClaimTemplates", [])]
+    check(claims == ["data"] and "data" in mounts,
+          f"StatefulSet mounts its claim template 'data' ({label})")
+    check(env["STORE_URL"] == f"file://{mounts.get('data')}",
+          f"STORE_URL {env['STORE_URL']} is the volume's mount path ({label})")
+    check(pod["spec"]["securityContext"].get("fsGroup") is not None,
+          f"fsGroup set, so the non-root broker can write the volume ({label})")
+    headless = [s for s in by_kind(documents, "Service")
+                if s["metadata"]["name"] == deployment["spec"]["serviceName"]]
+    check(len(headless) == 1 and headless[0]["spec"].get("clusterIP") == "None"
+          and subset(headless[0]["spec"]["selector"], pod["metadata"]["labels"]),
+          f"serviceName names a headless Service selecting the pods ({label})")
+
+
 def cross_check(documents: list[dict], label: str) -> None:
-    (deployment,) = by_kind(documents, "Deployment")
-    (service,) = by_kind(documents, "Service")
+    deployment = workload(documents)
+    service = client_service(documents)
     pod = deployment["spec"]["template"]
     pod_labels = pod["metadata"]["labels"]
     (container,) = pod["spec"]["containers"]
@@ -128,7 +165,8 @@ def cross_check(documents: list[dict], label: str) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
 
     check(subset(deployment["spec"]["selector"]["matchLabels"], pod_labels),
-          f"Deployment selector matches its pod labels ({label})")
+          f"{deployment['kind']} selector matches its pod labels ({label})")
+    check_storage(documents, label)
     check(subset(service["spec"]["selector"], pod_labels),
           f"Service selector matches the pod labels ({label})")
     for pdb in by_kind(documents, "PodDisruptionBudget"):
@@ -200,14 +238,18 @@ def http_status(port: int, path: str) -> int:
 
 
 def smoke(documents: list[dict], binary: str) -> None:
-    (deployment,) = by_kind(documents, "Deployment")
+    deployment = workload(documents)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     argv = [binary] + container.get("command", IMAGE_ENTRYPOINT)[1:] + container.get("args", IMAGE_CMD)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **IMAGE_ENV}
     env.update({e["name"]: e["value"] for e in container["env"]})
-    print(f"  starting: {' '.join(argv)} with {len(container['env'])} variables from the Deployment")
+    # The volume's mount path, here a temporary directory.
+    data = tempfile.TemporaryDirectory()
+    if env.get("STORE_URL", "mem://").startswith("file://"):
+        env["STORE_URL"] = f"file://{data.name}"
+    print(f"  starting: {' '.join(argv)} with {len(container['env'])} variables from the {deployment['kind']}")
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         probes = [(kind, container[kind]["httpGet"]) for kind in ("startupProbe", "livenessProbe", "readinessProbe")]
@@ -234,6 +276,8 @@ def smoke(documents: list[dict], binary: str) -> None:
             code = None
         elapsed = time.monotonic() - started
         check(code == 0, f"exit code after SIGTERM: {code}")
+        if env["STORE_URL"].startswith("file://"):
+            check((Path(data.name) / "clean").exists(), "the store was closed cleanly (its clean mark is written)")
         check(elapsed < grace / 2,
               f"stopped in {elapsed:.2f} s, well inside terminationGracePeriodSeconds ({grace} s)")
     finally:
@@ -268,6 +312,9 @@ def main() -> int:
         ("service.type: Ingress", {"service": {"type": "Ingress"}}),
         ("a misspelled key (brokr)", {"brokr": {"tcpPort": 1}}),
         ("maxConsumers as a string", {"broker": {"maxConsumers": "ten"}}),
+        ("storeFsync: sometimes", {"broker": {"storeFsync": "sometimes"}}),
+        ("persistence.size: lots", {"persistence": {"size": "lots"}}),
+        ("persistence.mountPath relative", {"persistence": {"mountPath": "data"}}),
     ]:
         try:
             chart.validate_schema(bad)
@@ -277,10 +324,16 @@ def main() -> int:
     expect_refused({"terminationGracePeriodSeconds": 10, "broker": {"shutdownGraceSecs": 10}},
                    "terminationGracePeriodSeconds not above shutdownGraceSecs")
 
-    rendered = {"default values": render(defaults), "all-on values": render(all_on)}
+    in_memory = {"persistence": {"enabled": False}}
+    lint(in_memory, "persistence.enabled=false")
+    rendered = {"default values": render(defaults), "all-on values": render(all_on),
+                "persistence off": render(in_memory)}
     kinds_all_on = {d["kind"] for d in rendered["all-on values"]}
-    check({"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "ServiceMonitor", "Pod"} <= kinds_all_on,
+    check({"StatefulSet", "Service", "ServiceAccount", "PodDisruptionBudget", "ServiceMonitor", "Pod"} <= kinds_all_on,
           f"all-on values render every object: {sorted(kinds_all_on)}")
+    check(workload(rendered["default values"])["kind"] == "StatefulSet"
+          and workload(rendered["persistence off"])["kind"] == "Deployment",
+          "persistence on (default) renders a StatefulSet, off a Deployment")
 
     print("\n-- 3. kubernetes-validate --strict")
     for label, documents in rendered.items():
@@ -290,8 +343,9 @@ def main() -> int:
     for label, documents in rendered.items():
         cross_check(documents, label)
 
-    print("\n-- 5. smoke: the binary with the Deployment's env, args and ports")
+    print("\n-- 5. smoke: the binary with the workload's env, args and ports")
     smoke(rendered["default values"], binary)
+    smoke(rendered["persistence off"], binary)
 
     if failures:
         print(f"\n{len(failures)} chart check(s) FAILED:")
