@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the image from the unmodified dockerfiles/message_queue/Dockerfile with
 # buildah, runs it with podman (host network), probes /healthz and /ready, sends a
-# message through it with the CLI, and checks that `podman stop` ends it cleanly.
+# message through it with the CLI, checks that `podman stop` ends it cleanly, and
+# that a confirmed message in a durable queue on a named volume survives a restart.
 #
 # No Docker engine and no registry here, so the two base images the Dockerfile's
 # FROM lines name are made locally under those exact names:
@@ -153,4 +154,38 @@ echo "stopped in ${elapsed_ms} ms, exit code ${exit_code}"
 [[ $exit_code == 0 ]] || fail "exit code $exit_code after SIGTERM (137 means it had to be killed)"
 ((elapsed_ms < 15000)) || fail "took ${elapsed_ms} ms to stop"
 podman rm "$CONTAINER" >/dev/null
+
+step "a durable queue across a container restart (named volume)"
+VOLUME=tern-ci-data
+DURABLE=$CONTAINER-durable
+podman rm -f "$DURABLE" >/dev/null 2>&1 || true
+podman volume rm -f "$VOLUME" >/dev/null 2>&1 || true
+podman volume create "$VOLUME" >/dev/null
+podman run -d --name "$DURABLE" --network host "${RUN_FLAGS[@]}" \
+  -v "$VOLUME:/var/lib/tern" -e STORE_URL=file:///var/lib/tern -e DELIVERY_MODE=queue \
+  -e TCP_PORT="$TCP_PORT" -e HTTP_PORT="$HTTP_PORT" -e SHUTDOWN_GRACE_SECS=5 "$IMAGE" >/dev/null
+wait_ready() {
+  for attempt in $(seq 1 100); do
+    if "$TERN" health --http-port "$HTTP_PORT" --path /ready >/dev/null 2>&1; then return 0; fi
+    [[ $(podman inspect "$DURABLE" --format '{{.State.Running}}') == true ]] ||
+      { podman logs "$DURABLE"; fail "the durable container exited at start"; }
+    sleep 0.1
+  done
+  podman logs "$DURABLE"; fail "/ready never answered 200 (durable container)"
+}
+wait_ready
+# DELIVERY_MODE=queue: a subject nobody listens to gets a queue that keeps it.
+"$TERN" pub --server "$server" --confirm durable.smoke "kept across a restart" ||
+  fail "the confirmed publish was refused"
+podman stop --time 30 "$DURABLE" >/dev/null
+[[ $(podman inspect "$DURABLE" --format '{{.State.ExitCode}}') == 0 ]] || fail "unclean stop of the durable container"
+podman start "$DURABLE" >/dev/null
+wait_ready
+timeout 10 "$TERN" sub --server "$server" durable.smoke --queue durable.smoke --count 1 >"$received" ||
+  { podman logs "$DURABLE" 2>&1 | tail -20; fail "the queued message did not come back after the restart"; }
+[[ $(cat "$received") == "kept across a restart" ]] || fail "expected 'kept across a restart', got '$(cat "$received")'"
+echo "after the restart: $(cat "$received")"
+podman stop --time 30 "$DURABLE" >/dev/null
+podman rm "$DURABLE" >/dev/null
+podman volume rm "$VOLUME" >/dev/null
 echo "image checks passed"

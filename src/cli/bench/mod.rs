@@ -15,6 +15,8 @@
 //! `--target relay://…` (a `tern relay` process copying frames between sockets).
 
 mod filtered;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 mod report;
 mod target;
 mod tracker;
@@ -101,6 +103,14 @@ pub struct BenchArgs {
     /// Subject to use (default: bench.MODE.RANDOM, fresh for every run)
     #[arg(long)]
     pub subject: Option<String>,
+    /// Queue: confirmed publishes in flight per publisher (Tern PUBLISH_OK, JetStream
+    /// PubAck, RabbitMQ publisher confirms); 0 = fire-and-forget publishers
+    #[arg(long, default_value_t = 1024)]
+    pub confirm_window: usize,
+    /// Queue: durable peers — JetStream file storage, a durable RabbitMQ queue with
+    /// persistent messages (a Tern broker's durability is its own STORE_URL)
+    #[arg(long)]
+    pub durable: bool,
     /// Print the report as JSON (no progress line)
     #[arg(long)]
     pub json: bool,
@@ -350,7 +360,11 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
     }
     #[cfg(feature = "nats")]
     if let (Target::Nats(url), true) = (target, queue) {
-        target::nats_work_queue(url, &subject).await?;
+        target::nats_work_queue(url, &subject, args.durable).await?;
+    }
+    #[cfg(feature = "rabbitmq")]
+    if let (Target::Amqp(url), true) = (target, queue) {
+        rabbitmq::declare_queue(url, &queue_name, args.durable).await?;
     }
     let (mut direct_publisher, mut direct_receiver) = if *target == Target::Direct {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -405,8 +419,11 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
     }
     let mut publishers = Vec::with_capacity(args.publishers);
     for _ in 0..args.publishers {
-        let publisher = if queue {
-            target::confirmed_publisher(target).await
+        let publisher = if queue && args.confirm_window > 0 {
+            target::confirmed_publisher(target, args.confirm_window, &queue_name, args.durable)
+                .await
+        } else if queue {
+            target::queue_publisher(target, &queue_name, args.durable).await
         } else {
             target::publisher(target, direct_publisher.take()).await
         };

@@ -16,10 +16,6 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 /// Bytes a frame publisher buffers before it writes.
 const FRAME_WRITE_BYTES: usize = 64 * 1024;
 
-/// Confirmed publishes in flight per queue publisher (Tern: PUBLISH_OK; NATS:
-/// JetStream PubAck): the publisher is paced by what the broker accepts.
-pub const CONFIRM_WINDOW: usize = 1024;
-
 type PendingConfirm =
     std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 type Pending = futures_util::stream::FuturesUnordered<PendingConfirm>;
@@ -35,6 +31,8 @@ pub enum Target {
     Direct,
     /// A `tern relay` at this address.
     Relay(String),
+    /// A RabbitMQ server at this URL (`amqp://host:port`; queue workload).
+    Amqp(String),
 }
 
 impl Target {
@@ -45,7 +43,10 @@ impl Target {
             Some(("tern", address)) => Target::Tern(address.to_owned()),
             Some(("nats", _)) => Target::Nats(text.to_owned()),
             Some(("relay", address)) => Target::Relay(address.to_owned()),
-            Some((scheme, _)) => bail!("unknown target scheme `{scheme}` (tern, nats, relay)"),
+            Some(("amqp", _)) => Target::Amqp(text.to_owned()),
+            Some((scheme, _)) => {
+                bail!("unknown target scheme `{scheme}` (tern, nats, amqp, relay)")
+            }
             None if text == "direct" => Target::Direct,
             None => Target::Tern(text.to_owned()),
         })
@@ -58,6 +59,7 @@ impl Target {
             Target::Nats(url) => format!("nats {url}"),
             Target::Direct => "direct TCP (ceiling)".to_owned(),
             Target::Relay(address) => format!("relay {address} (ceiling)"),
+            Target::Amqp(url) => format!("rabbitmq {url}"),
         }
     }
 }
@@ -79,6 +81,11 @@ async fn nats_client(url: &str) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("cannot connect to {url}"))
 }
 
+#[cfg(not(feature = "rabbitmq"))]
+fn no_rabbitmq<T>() -> anyhow::Result<T> {
+    bail!("this tern was built without RabbitMQ support: build with `--features rabbitmq`")
+}
+
 #[cfg(not(feature = "nats"))]
 fn no_nats<T>() -> anyhow::Result<T> {
     bail!("this tern was built without NATS support: build with `--features nats`")
@@ -93,8 +100,11 @@ pub enum Publisher {
     Nats(async_nats::Client),
     /// Length-prefixed frames on a socket, written in 64 KiB batches.
     Frames(TcpStream, BytesMut),
-    /// Confirmed publishes, [`CONFIRM_WINDOW`] in flight (queue workload).
-    Confirmed(Confirmer, Pending),
+    /// Confirmed publishes, this many in flight (queue workload).
+    Confirmed(Confirmer, Pending, usize),
+    /// RabbitMQ, without publisher confirms.
+    #[cfg(feature = "rabbitmq")]
+    Rabbit(super::rabbitmq::RabbitPublisher),
 }
 
 /// What a confirmed publisher publishes through.
@@ -105,6 +115,9 @@ pub enum Confirmer {
     /// JetStream publish, awaiting its PubAck.
     #[cfg(feature = "nats")]
     JetStream(async_nats::jetstream::Context),
+    /// RabbitMQ publish with publisher confirms.
+    #[cfg(feature = "rabbitmq")]
+    Rabbit(super::rabbitmq::RabbitPublisher),
 }
 
 impl Confirmer {
@@ -171,6 +184,18 @@ impl Confirmer {
                     Ok(())
                 }))
             }
+            #[cfg(feature = "rabbitmq")]
+            Confirmer::Rabbit(publisher) => {
+                let confirm = publisher.send(payload).await?;
+                Ok(Box::pin(async move {
+                    let confirmation =
+                        confirm.await.map_err(|error| anyhow!("confirm: {error}"))?;
+                    if confirmation.is_nack() {
+                        bail!("RabbitMQ refused (nack) a publish");
+                    }
+                    Ok(())
+                }))
+            }
         }
     }
 }
@@ -200,8 +225,10 @@ impl Publisher {
                 .publish(subject.to_owned(), Bytes::copy_from_slice(payload))
                 .await
                 .context("publish"),
-            Publisher::Confirmed(confirmer, pending) => {
-                if pending.len() >= CONFIRM_WINDOW {
+            #[cfg(feature = "rabbitmq")]
+            Publisher::Rabbit(publisher) => publisher.send(payload).await.map(drop),
+            Publisher::Confirmed(confirmer, pending, window) => {
+                if pending.len() >= *window {
                     if let Some(result) = pending.next().await {
                         result?;
                     }
@@ -249,7 +276,9 @@ impl Publisher {
                 socket.flush().await?;
                 Ok(())
             }
-            Publisher::Confirmed(_, pending) => {
+            #[cfg(feature = "rabbitmq")]
+            Publisher::Rabbit(_) => Ok(()),
+            Publisher::Confirmed(_, pending, _) => {
                 while let Some(result) = pending.next().await {
                     result?;
                 }
@@ -280,6 +309,9 @@ pub enum Receiver {
     ),
     /// Length-prefixed frames from a socket.
     Frames(FramedRead<TcpStream, LengthDelimitedCodec>),
+    /// RabbitMQ consumer (acks each delivery).
+    #[cfg(feature = "rabbitmq")]
+    RabbitQueue(super::rabbitmq::RabbitConsumer),
     /// Many Tern subscriptions on one connection (`--filtered`), read together.
     Merged(
         Client,
@@ -344,6 +376,8 @@ impl Receiver {
                 None => Ok(None),
             },
             Receiver::Merged(_, merged) => Ok(futures_util::StreamExt::next(merged).await),
+            #[cfg(feature = "rabbitmq")]
+            Receiver::RabbitQueue(consumer) => Ok(consumer.next().await?.map(Payload::Shared)),
         }
     }
 
@@ -379,9 +413,10 @@ impl Receiver {
     }
 }
 
-/// A JetStream work-queue stream for the queue workload (memory storage).
+/// A JetStream work-queue stream for the queue workload (file storage when
+/// `durable`, else memory).
 #[cfg(feature = "nats")]
-pub async fn nats_work_queue(url: &str, subject: &str) -> anyhow::Result<()> {
+pub async fn nats_work_queue(url: &str, subject: &str, durable: bool) -> anyhow::Result<()> {
     use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
     let client = nats_client(url).await?;
     let jetstream = async_nats::jetstream::new(client);
@@ -391,7 +426,11 @@ pub async fn nats_work_queue(url: &str, subject: &str) -> anyhow::Result<()> {
             name: "TERN_BENCH".to_owned(),
             subjects: vec![subject.to_owned()],
             retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::Memory,
+            storage: if durable {
+                StorageType::File
+            } else {
+                StorageType::Memory
+            },
             ..Default::default()
         })
         .await
@@ -401,8 +440,16 @@ pub async fn nats_work_queue(url: &str, subject: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects a publisher whose publishes are confirmed by the broker (queue workload).
-pub async fn confirmed_publisher(target: &Target) -> anyhow::Result<Publisher> {
+/// Connects a publisher whose publishes are confirmed by the broker (queue workload),
+/// `window` of them in flight. `queue` and `durable` are for RabbitMQ, which
+/// publishes to the queue itself (persistent messages when `durable`).
+pub async fn confirmed_publisher(
+    target: &Target,
+    window: usize,
+    queue: &str,
+    durable: bool,
+) -> anyhow::Result<Publisher> {
+    let _ = (queue, durable);
     let confirmer = match target {
         Target::Tern(address) => Confirmer::Tern(tern_client(address, "tern-bench-pub").await?),
         #[cfg(feature = "nats")]
@@ -411,9 +458,36 @@ pub async fn confirmed_publisher(target: &Target) -> anyhow::Result<Publisher> {
         }
         #[cfg(not(feature = "nats"))]
         Target::Nats(_) => return no_nats(),
+        #[cfg(feature = "rabbitmq")]
+        Target::Amqp(url) => Confirmer::Rabbit(
+            super::rabbitmq::RabbitPublisher::connect(url, queue, true, durable).await?,
+        ),
+        #[cfg(not(feature = "rabbitmq"))]
+        Target::Amqp(_) => return no_rabbitmq(),
         Target::Direct | Target::Relay(_) => bail!("the direct and relay ceilings have no queues"),
     };
-    Ok(Publisher::Confirmed(confirmer, Pending::new()))
+    Ok(Publisher::Confirmed(
+        confirmer,
+        Pending::new(),
+        window.max(1),
+    ))
+}
+
+/// Connects a fire-and-forget publisher for the queue workload (RabbitMQ publishes
+/// to the queue itself; the others to the subject the queue is bound to).
+pub async fn queue_publisher(
+    target: &Target,
+    queue: &str,
+    durable: bool,
+) -> anyhow::Result<Publisher> {
+    let _ = (queue, durable);
+    match target {
+        #[cfg(feature = "rabbitmq")]
+        Target::Amqp(url) => Ok(Publisher::Rabbit(
+            super::rabbitmq::RabbitPublisher::connect(url, queue, false, durable).await?,
+        )),
+        _ => publisher(target, None).await,
+    }
 }
 
 /// Connects a publisher.
@@ -426,6 +500,7 @@ pub async fn publisher(target: &Target, direct: Option<TcpStream>) -> anyhow::Re
         Target::Nats(url) => Ok(Publisher::Nats(nats_client(url).await?)),
         #[cfg(not(feature = "nats"))]
         Target::Nats(_) => no_nats(),
+        Target::Amqp(_) => bail!("RabbitMQ is measured on the queue workload only"),
         Target::Direct => {
             let socket = direct.ok_or_else(|| anyhow!("direct: no socket"))?;
             Ok(Publisher::Frames(
@@ -543,6 +618,15 @@ pub async fn receiver(
         (Target::Direct | Target::Relay(_), Subscribe::Queue { .. }) => {
             bail!("the direct and relay ceilings have no queues")
         }
+        #[cfg(feature = "rabbitmq")]
+        (Target::Amqp(url), Subscribe::Queue { name, prefetch }) => Ok(Receiver::RabbitQueue(
+            super::rabbitmq::RabbitConsumer::connect(url, name, prefetch).await?,
+        )),
+        #[cfg(not(feature = "rabbitmq"))]
+        (Target::Amqp(_), Subscribe::Queue { .. }) => no_rabbitmq(),
+        (Target::Amqp(_), Subscribe::Broadcast) => {
+            bail!("RabbitMQ is measured on the queue workload only")
+        }
     }
 }
 
@@ -565,6 +649,7 @@ impl Rpc {
             #[cfg(not(feature = "nats"))]
             Target::Nats(_) => no_nats(),
             Target::Direct | Target::Relay(_) => bail!("request/reply needs a broker"),
+            Target::Amqp(_) => bail!("RabbitMQ is measured on the queue workload only"),
         }
     }
 
