@@ -91,7 +91,8 @@ fn no_nats<T>() -> anyhow::Result<T> {
     bail!("this tern was built without NATS support: build with `--features nats`")
 }
 
-/// A connection that publishes.
+/// A connection that publishes (one per publisher task).
+#[allow(clippy::large_enum_variant)]
 pub enum Publisher {
     /// Tern.
     Tern(Client),
@@ -107,8 +108,10 @@ pub enum Publisher {
     Rabbit(super::rabbitmq::RabbitPublisher),
 }
 
-/// What a confirmed publisher publishes through.
+/// What a confirmed publisher publishes through (one per publisher task: the
+/// variants' sizes do not matter).
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Confirmer {
     /// Tern `publish_confirmed`; QUEUE_FULL is retried after a millisecond.
     Tern(Client),
