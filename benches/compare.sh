@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side by side on this machine: Tern vs nats-server, and the bare ceilings (a direct
+# Side by side on this machine: Tern vs nats-server (and, for durable queues,
+# RabbitMQ), and the bare ceilings (a direct
 # TCP connection, and `tern relay`, a process that only copies frames between two
 # sockets). The same tool (`tern bench`) drives every system; NATS is driven through
 # the official Rust client (async-nats). Runs are interleaved (tern, nats, relay,
@@ -29,14 +30,25 @@ if ! command -v nats-server >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
 fi
 
-cargo build --release --locked --features nats --bin tern
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "installing rabbitmq-server from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
+cargo build --release --locked --features nats,rabbitmq --bin tern
 TERN=target/release/tern
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TERN_PORT=$(free_port) TERN_HTTP=$(free_port) NATS_PORT=$(free_port) RELAY_PORT=$(free_port)
-JS_DIR=$(mktemp -d)
+DURABLE_PORT=$(free_port) DURABLE_HTTP=$(free_port) AMQP_PORT=$(free_port) AMQP_DIST=$(free_port)
+# Every store on the same disk: the repository's.
+JS_DIR=$(mktemp -d -p "$PWD/target") TERN_DIR=$(mktemp -d -p "$PWD/target") RABBIT_DIR=$(mktemp -d -p "$PWD/target")
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$JS_DIR"; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  RABBITMQ_NODENAME=tern-bench@localhost rabbitmqctl stop >/dev/null 2>&1 || true
+  rm -rf "$JS_DIR" "$TERN_DIR" "$RABBIT_DIR"
+}
 trap cleanup EXIT
 
 # Tern on its defaults, except queue limits as unbounded as the JetStream memory
@@ -46,17 +58,32 @@ BIND_ADDR=127.0.0.1 TCP_PORT=$TERN_PORT HTTP_PORT=$TERN_HTTP MAX_CONSUMERS=10000
   RUST_LOG=error "$TERN" serve &
 TERN_PID=$!
 pids+=("$TERN_PID")
+# Durable queues: Tern with a file store, fsync before every confirm (group commit).
+BIND_ADDR=127.0.0.1 TCP_PORT=$DURABLE_PORT HTTP_PORT=$DURABLE_HTTP MAX_CONSUMERS=100000 \
+  QUEUE_MAX_MESSAGES=100000000 QUEUE_MAX_BYTES=17179869184 \
+  STORE_URL="file://$TERN_DIR" STORE_FSYNC=always RUST_LOG=error "$TERN" serve &
+pids+=($!)
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$JS_DIR" >/dev/null 2>&1 &
 NATS_PID=$!
 pids+=("$NATS_PID")
+# RabbitMQ on its defaults, with its own node name, ports and data directory (the
+# client declares the durable queue and asks for persistence and confirms). Run as
+# root, Debian's rabbitmq-server switches to the rabbitmq user: it must own the data.
+id rabbitmq >/dev/null 2>&1 && chown rabbitmq:rabbitmq "$RABBIT_DIR"
+RABBITMQ_NODENAME=tern-bench@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$AMQP_PORT \
+  RABBITMQ_DIST_PORT=$AMQP_DIST RABBITMQ_MNESIA_BASE=$RABBIT_DIR/mnesia RABBITMQ_LOG_BASE=$RABBIT_DIR/log \
+  rabbitmq-server >/dev/null 2>&1 &
+pids+=($!)
 "$TERN" relay --listen "127.0.0.1:$RELAY_PORT" 2>/dev/null &
 pids+=($!)
-for attempt in $(seq 1 100); do
+for attempt in $(seq 1 600); do
   if "$TERN" health --http-port "$TERN_HTTP" --path /ready >/dev/null 2>&1 &&
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT)).close()" 2>/dev/null; then
+    "$TERN" health --http-port "$DURABLE_HTTP" --path /ready >/dev/null 2>&1 &&
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT)).close()" 2>/dev/null &&
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $AMQP_PORT)).close()" 2>/dev/null; then
     break
   fi
-  ((attempt < 100)) || { echo "servers did not start" >&2; exit 1; }
+  ((attempt < 600)) || { echo "servers did not start" >&2; exit 1; }
   sleep 0.1
 done
 # The relay pairs connections in accept order (receiver, then sender). Wait for it
@@ -74,6 +101,8 @@ declare -A TARGETS=(
   [nats]="--target nats://127.0.0.1:$NATS_PORT"
   [relay]="--target relay://127.0.0.1:$RELAY_PORT"
   [direct]="--target direct"
+  [terndurable]="--target tern://127.0.0.1:$DURABLE_PORT"
+  [rabbitmq]="--target amqp://127.0.0.1:$AMQP_PORT"
 )
 
 # name | tern bench arguments | systems
@@ -85,6 +114,8 @@ WORKLOADS=(
   "latency-20k|pubsub --size 128 --rate 20000 --duration $DURATION|tern nats relay direct"
   "latency-100k|pubsub --size 128 --rate 100000 --duration $DURATION|tern nats relay direct"
   "req-1x1-128B|req --size 128 --duration $DURATION|tern nats"
+  "queue-2x2-128B-fire-and-forget|queue --size 128 --pubs 2 --consumers 2 --prefetch 1000 --confirm-window 0 --duration $DURATION|tern"
+  "queue-2x2-128B-durable|queue --size 128 --pubs 2 --consumers 2 --prefetch 1000 --confirm-window 256 --durable --duration $DURATION|terndurable nats rabbitmq"
 )
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -121,6 +152,9 @@ if [[ -z $ONLY || " $ONLY " == *" idle "* ]]; then
   python3 benches/idle_memory.py nats "127.0.0.1:$IDLE_NATS" "$idle_nats_pid" "$IDLE_CONNECTIONS" | tee "$RAW/idle.nats.txt"
 fi
 
+# What the durable broker synced: fsyncs and records per group commit.
+curl -s "http://127.0.0.1:$DURABLE_HTTP/metrics" | grep -E '^tern_store_(fsyncs|group_commits|records_committed)_total' >"$RAW/store-metrics.txt" || true
 python3 benches/summarize.py "$RAW" "$RESULTS/comparison-$STAMP.md" \
-  "$("$TERN" --version)" "$(nats-server --version)" "$ROUNDS" "$DURATION"
+  "$("$TERN" --version)" "$(nats-server --version)" "$ROUNDS" "$DURATION" \
+  "$(dpkg-query -W -f='rabbitmq-server ${Version}' rabbitmq-server 2>/dev/null || echo rabbitmq-server)"
 echo "wrote $RESULTS/comparison-$STAMP.md"

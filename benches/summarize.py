@@ -3,7 +3,7 @@
 table: median and min–max per workload and system, and the ratios the
 performance targets are stated in.
 
-Usage: summarize.py RAW_DIR OUTPUT.md TERN_VERSION NATS_VERSION ROUNDS DURATION
+Usage: summarize.py RAW_DIR OUTPUT.md TERN_VERSION NATS_VERSION ROUNDS DURATION [RABBITMQ_VERSION]
 """
 
 import glob
@@ -58,15 +58,17 @@ def machine():
 
 def main():
     raw, output, tern_version, nats_version, rounds, duration = sys.argv[1:7]
+    rabbitmq_version = sys.argv[7] if len(sys.argv) > 7 else 'rabbitmq-server'
     runs = load(raw)
     workloads = []
     for (name, _system) in runs:
         if name not in workloads:
             workloads.append(name)
     order = ["pubsub-1x1-128B", "pubsub-1x4-128B", "queue-2x2-128B-acks", "pubsub-1x1-64KiB",
-             "latency-20k", "latency-100k", "req-1x1-128B"]
+             "latency-20k", "latency-100k", "req-1x1-128B", "queue-2x2-128B-fire-and-forget",
+             "queue-2x2-128B-durable"]
     workloads.sort(key=lambda name: order.index(name) if name in order else 99)
-    systems = ["tern", "nats", "relay", "direct"]
+    systems = ["tern", "terndurable", "nats", "rabbitmq", "relay", "direct"]
 
     lines = [
         f"# Tern vs nats-server, {os.path.basename(output).removeprefix('comparison-').removesuffix('.md')}",
@@ -77,6 +79,11 @@ def main():
         f"- Method: `benches/compare.sh` — {rounds} interleaved rounds (tern, nats, relay, direct) of "
         f"{duration} s per workload; median and (min–max) over the rounds. The same tool, `tern bench`, "
         "drives every system and checks every message's sequence number.",
+        "- Durable queues (`queue-2x2-128B-durable`): terndurable is Tern with `STORE_URL=file://` and "
+        "`STORE_FSYNC=always` (PUBLISH_OK after fsync); nats is JetStream with **file** storage and PubAcks "
+        f"(its default sync interval); rabbitmq is {rabbitmq_version} with a durable queue, persistent "
+        "messages and publisher confirms, driven through lapin. Each publisher keeps 256 confirms in flight; "
+        "consumers ack every message, prefetch 1000. All stores on the same disk.",
         "- relay: `tern relay`, a process that copies bytes between two sockets (no parsing, no routing): "
         "the ceiling a broker process can approach. direct: one TCP connection, publisher to reader.",
         "",
@@ -119,6 +126,8 @@ def main():
         ("broadcast 1→1 128 B: delivered msgs/s vs relay", ratio("pubsub-1x1-128B", "delivered_per_sec", "tern", "relay"), 0.5, False),
         ("broadcast 1→4 128 B: delivered msgs/s vs nats-server", ratio("pubsub-1x4-128B", "delivered_per_sec", "tern", "nats"), 3.0, False),
         ("queue 2→2 with acks: delivered msgs/s vs JetStream", ratio("queue-2x2-128B-acks", "delivered_per_sec", "tern", "nats"), 5.0, False),
+        ("durable queue 2→2, confirmed, fsync always: msgs/s vs JetStream file", ratio("queue-2x2-128B-durable", "delivered_per_sec", "terndurable", "nats"), 3.0, False),
+        ("durable queue 2→2, confirmed, fsync always: msgs/s vs RabbitMQ durable", ratio("queue-2x2-128B-durable", "delivered_per_sec", "terndurable", "rabbitmq"), 5.0, False),
         ("64 KiB 1→1: MB/s vs relay", ratio("pubsub-1x1-64KiB", "delivered_mb_per_sec", "tern", "relay"), 0.8, False),
         ("latency at 20k msgs/s: p99 vs nats-server", ratio("latency-20k", "latency", "tern", "nats", "p99_us"), 1.0, True),
         ("latency at 20k msgs/s: p50 vs relay", ratio("latency-20k", "latency", "tern", "relay", "p50_us"), 2.0, True),
@@ -128,6 +137,20 @@ def main():
     for label, value, goal, at_most in targets:
         shown, met = verdict(value, goal, at_most)
         lines.append(f"| {label} | {shown} | {'≤' if at_most else '≥'} {goal}× | {met} |")
+
+    metrics_path = os.path.join(raw, "store-metrics.txt")
+    if os.path.exists(metrics_path):
+        values = {}
+        for line in open(metrics_path):
+            parts = line.split()
+            if len(parts) == 2:
+                values[parts[0]] = float(parts[1])
+        commits = values.get("tern_store_group_commits_total", 0)
+        if commits:
+            lines += ["", "## Tern's durable store over the whole run", "",
+                      f"- fsyncs: {values.get('tern_store_fsyncs_total', 0):,.0f}; group commits: {commits:,.0f}; "
+                      f"records per group commit: {values.get('tern_store_records_committed_total', 0) / commits:,.1f} "
+                      "(each commit syncs the segment and its marks file)."]
 
     idle = {}
     for system in ("tern", "nats"):

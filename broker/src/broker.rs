@@ -469,6 +469,14 @@ impl Broker {
         // Queues keep the message until it is acked: share one copy (a reference
         // into the read buffer, so this copies no payload).
         let shared = Arc::new(message.clone());
+        if touched.defer_queues && confirm.is_none() {
+            // Fire and forget: stored when the read batch ends, one lock per queue
+            // per batch; refusals are reported then (`flush_queue_batch`).
+            for queue in &routes.queues {
+                touched.queued.push(queue, shared.clone(), stamp);
+            }
+            return Ok(());
+        }
         let mut refusal = Ok(());
         let mut deleted = false;
         for queue in &routes.queues {
@@ -504,6 +512,54 @@ impl Broker {
             }
         }
         refusal
+    }
+}
+
+impl Broker {
+    /// Stores a read batch's fire-and-forget queue publishes (see
+    /// [`crate::routing::QueueBatch`]): one lock per queue. A queue deleted since the
+    /// batch's routes were cached is routed around as in [`Broker::publish`].
+    /// Returns the refusals, in order, for the publisher.
+    pub fn flush_queue_batch(&self, touched: &mut Touched) -> Vec<Refusal> {
+        let mut refusals = Vec::new();
+        let mut refused = Vec::new();
+        for (queue, messages) in touched.queued.entries.drain(..) {
+            queue.publish_many(messages, &mut refused);
+            for (message, stamp, error) in refused.drain(..) {
+                let outcome = match error {
+                    QueueError::Deleted(_) => self.republish(&queue, message, stamp),
+                    other => Err(queue_refusal(other)),
+                };
+                if let Err(refusal) = outcome {
+                    refusals.push(refusal);
+                }
+            }
+        }
+        refusals
+    }
+
+    /// A message a deleted queue refused: to the queues routing finds now (in queue
+    /// mode, nothing at all creates one, as for any publish that matches nothing).
+    fn republish(&self, deleted: &Arc<Queue>, message: Arc<Message>, stamp: Stamp) -> Result<(), Refusal> {
+        let current = self.routes_for(message.subject());
+        if current.queues.is_empty() {
+            if self.config.delivery_mode == DeliveryMode::Queue {
+                let subject = message.subject().to_owned();
+                return self
+                    .bind_queue(&subject, &subject)?
+                    .publish(message, stamp, None)
+                    .map_err(queue_refusal);
+            }
+            return Ok(());
+        }
+        let mut outcome = Ok(());
+        for queue in current.queues.iter().filter(|queue| !Arc::ptr_eq(queue, deleted)) {
+            match queue.publish(message.clone(), stamp, None) {
+                Ok(()) | Err(QueueError::Deleted(_)) => {}
+                Err(error) => outcome = Err(queue_refusal(error)),
+            }
+        }
+        outcome
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`registry`](QueueRegistry) — queues by name; `store.rs` — the storage seam.
 
 mod admin;
+mod batch;
 mod dispatch;
 mod filtered;
 mod registry;
@@ -249,8 +250,19 @@ impl Queue {
         stamp: Stamp,
         confirm: Option<&Arc<PendingConfirm>>,
     ) -> Result<(), QueueError> {
-        let size = message.payload().len() as u64;
         let mut state = self.lock();
+        self.publish_locked(&mut state, message, stamp, confirm)
+    }
+
+    /// [`Queue::publish`] under a lock already held (one lock for a batch).
+    fn publish_locked(
+        &self,
+        state: &mut QueueState,
+        message: Arc<Message>,
+        stamp: Stamp,
+        confirm: Option<&Arc<PendingConfirm>>,
+    ) -> Result<(), QueueError> {
+        let size = message.payload().len() as u64;
         if state.deleted {
             return Err(QueueError::Deleted(self.name.clone()));
         }
@@ -312,18 +324,18 @@ impl Queue {
                 .unwrap_or_default();
             // Straight to a consumer with room when nothing of its class waits
             // ahead of the message (the common case: consumers keep up).
-            let queued = match self.deliver_direct(&mut state, &classes, queued, draining) {
+            let queued = match self.deliver_direct(state, &classes, queued, draining) {
                 Ok(()) => return Ok(()),
                 Err(queued) => compact(queued),
             };
             if let Some(ready) = state.filtered.as_mut() {
                 ready.insert(queued, &classes);
             }
-            self.fill_classes(&mut state, &classes);
+            self.fill_classes(state, &classes);
             return Ok(());
         }
         if state.store.is_empty() && !draining {
-            if let Some(index) = next_consumer_with_room(&mut state) {
+            if let Some(index) = next_consumer_with_room(state) {
                 let queued = QueuedMessage {
                     message,
                     redelivered: false,
@@ -332,9 +344,9 @@ impl Queue {
                     published_ms,
                     attempts: 0,
                 };
-                if let Err(queued) = deliver(&mut state, index, queued) {
+                if let Err(queued) = deliver(state, index, queued) {
                     state.store.push_front(compact(queued))?;
-                    self.dispatch(&mut state);
+                    self.dispatch(state);
                 }
                 return Ok(());
             }

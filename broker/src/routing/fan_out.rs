@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::Stamp;
 use crate::outbound::{MissedCounter, Outbox, Pushed};
+use crate::queue::Queue;
 use tern_proto::Message;
 
 /// A broadcast subscription as the router sees it: where to push, under which id.
@@ -24,10 +25,44 @@ impl BroadcastTarget {
     }
 }
 
+/// A read batch's fire-and-forget publishes to queues, by queue, stored when the
+/// batch ends (each queue's lock is taken once per batch, not per message).
+#[derive(Debug, Default)]
+pub struct QueueBatch {
+    /// Each queue with its messages, in publish order.
+    pub entries: Vec<(Arc<Queue>, Vec<(Arc<Message>, Stamp)>)>,
+}
+
+impl QueueBatch {
+    /// Adds a message for `queue`.
+    pub fn push(&mut self, queue: &Arc<Queue>, message: Arc<Message>, stamp: Stamp) {
+        // A batch touches few queues: a scan beats a map.
+        match self
+            .entries
+            .iter_mut()
+            .find(|(known, _)| Arc::ptr_eq(known, queue))
+        {
+            Some((_, messages)) => messages.push((message, stamp)),
+            None => self.entries.push((queue.clone(), vec![(message, stamp)])),
+        }
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// Subscribers' outboxes one read batch of publishes touched, and what to do about
 /// them when the batch is done.
 #[derive(Debug, Default)]
 pub struct Touched {
+    /// Fire-and-forget publishes to queues, stored when the batch ends
+    /// ([`crate::broker::Broker::flush_queue_batch`]).
+    pub queued: QueueBatch,
+    /// Set by the publisher for a fire-and-forget publish: its queue part may wait
+    /// in `queued` (a confirmed publish is stored at once, for its answer).
+    pub defer_queues: bool,
     /// Outboxes over half full: the publisher lets them drain before reading more.
     pub pressure: Vec<Arc<Outbox>>,
     /// Outboxes whose writers were idle: woken once the batch is pushed.

@@ -27,6 +27,7 @@ impl Session {
         reader: &mut FrameReader<R>,
     ) -> Processed {
         let processed = self.process_frames(reader);
+        self.flush_batches();
         self.touched.wake_writers();
         processed
     }
@@ -41,6 +42,7 @@ impl Session {
             match &reader.next_buffered() {
                 Ok(Some(frame)) => self.handle(frame),
                 Ok(None) => {
+                    self.flush_batches();
                     // Draining: every frame that has arrived is answered first.
                     if self.draining && self.nothing_to_settle() {
                         return Processed::Close(CloseReason::ShutDown);
@@ -65,6 +67,15 @@ impl Session {
     }
 
     fn handle(&mut self, frame: &Frame) {
+        let batched = match frame {
+            Frame::Publish(publish) => publish.sequence == 0,
+            Frame::Ack { .. } => true,
+            _ => false,
+        };
+        if !batched {
+            // Whatever this frame does sees the batch's publishes and acks done.
+            self.flush_batches();
+        }
         match frame {
             Frame::Publish(publish) => self.on_publish(publish),
             Frame::Subscribe(subscribe) => self.on_subscribe(subscribe, None),
@@ -145,6 +156,7 @@ impl Session {
             // Routed borrowed from the decoded frame: nothing is moved or counted
             // per delivery; each subscriber's buffer gets its encoded copy.
             let stamp = std::mem::take(&mut self.next_stamp);
+            self.touched.defer_queues = sequence == 0;
             self.broker.publish(
                 &routes,
                 message,
@@ -198,6 +210,31 @@ impl Session {
         confirm.release();
     }
 
+    /// Stores this read batch's fire-and-forget queue publishes and settles its
+    /// acks (one lock per queue), reporting their refusals.
+    pub(super) fn flush_batches(&mut self) {
+        if !self.touched.queued.is_empty() {
+            for refusal in self.broker.flush_queue_batch(&mut self.touched) {
+                self.broker.stats().count_publish_error(refusal.code);
+                self.send_error(refusal.code, 0, refusal.message);
+            }
+        }
+        if self.acks.is_empty() {
+            return;
+        }
+        let mut unknown = Vec::new();
+        for (sid, queue, ids) in std::mem::take(&mut self.acks) {
+            queue.ack_many(self.id, sid, &ids, &mut unknown);
+            for delivery_id in unknown.drain(..) {
+                self.send_error(
+                    ErrorCode::UnknownDelivery,
+                    delivery_id,
+                    QueueError::UnknownDelivery(delivery_id).to_string(),
+                );
+            }
+        }
+    }
+
     fn check_publish_allowed(&self) -> Result<(), Refusal> {
         self.require_role(self.role.can_publish(), "publish")?;
         self.refuse_new_work_while_draining()
@@ -208,6 +245,16 @@ impl Session {
             return self.send_error(refusal.code, delivery_id, refusal.message);
         }
         let sid = delivery_sid(delivery_id);
+        if nack.is_none() {
+            if let Some(Subscription::Queue { queue }) = self.subscriptions.get(&sid) {
+                // Settled with the batch's other acks, under one lock.
+                match self.acks.last_mut() {
+                    Some((last, _, ids)) if *last == sid => ids.push(delivery_id),
+                    _ => self.acks.push((sid, queue.clone(), vec![delivery_id])),
+                }
+                return;
+            }
+        }
         let result = match self.subscriptions.get(&sid) {
             Some(Subscription::Queue { queue }) => match nack {
                 None => queue.ack(self.id, sid, delivery_id).map(|()| false),

@@ -94,6 +94,7 @@ pub async fn serve_connection<T: Transport>(
                 next_stamp: 0,
                 touched: Touched::default(),
                 owed_confirms: Arc::default(),
+                acks: Vec::new(),
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -167,6 +168,8 @@ struct Session {
     /// Answers to confirmed publishes still waiting for the store (shared with
     /// each [`crate::store::PendingConfirm`]).
     owed_confirms: Arc<crate::store::OwedConfirms>,
+    /// This read batch's acks, by subscription, settled together when it ends.
+    acks: Vec<(u32, Arc<crate::queue::Queue>, Vec<u64>)>,
 }
 
 impl Session {

@@ -403,6 +403,12 @@ impl Receiver {
             Receiver::Merged(_, merged) => {
                 futures_util::StreamExt::next(merged).now_or_never().map(Ok)
             }
+            // Their `next` awaits the ack: polling it once and dropping it could
+            // lose a delivery already taken off the stream.
+            #[cfg(feature = "rabbitmq")]
+            Receiver::RabbitQueue(_) => None,
+            #[cfg(feature = "nats")]
+            Receiver::NatsQueue(..) => None,
             _ => self.next().now_or_never(),
         }
     }
