@@ -523,8 +523,10 @@ impl Broker {
     pub fn flush_queue_batch(&self, touched: &mut Touched) -> Vec<Refusal> {
         let mut refusals = Vec::new();
         let mut refused = Vec::new();
-        for (queue, messages) in touched.queued.entries.drain(..) {
-            queue.publish_many(messages, &mut refused);
+        for (queue, messages) in std::mem::take(&mut touched.queued.entries) {
+            if queue.publish_many(messages, &mut refused) {
+                touched.backlogged.push(queue.clone());
+            }
             for (message, stamp, error) in refused.drain(..) {
                 let outcome = match error {
                     QueueError::Deleted(_) => self.republish(&queue, message, stamp),
@@ -540,7 +542,12 @@ impl Broker {
 
     /// A message a deleted queue refused: to the queues routing finds now (in queue
     /// mode, nothing at all creates one, as for any publish that matches nothing).
-    fn republish(&self, deleted: &Arc<Queue>, message: Arc<Message>, stamp: Stamp) -> Result<(), Refusal> {
+    fn republish(
+        &self,
+        deleted: &Arc<Queue>,
+        message: Arc<Message>,
+        stamp: Stamp,
+    ) -> Result<(), Refusal> {
         let current = self.routes_for(message.subject());
         if current.queues.is_empty() {
             if self.config.delivery_mode == DeliveryMode::Queue {
@@ -553,7 +560,11 @@ impl Broker {
             return Ok(());
         }
         let mut outcome = Ok(());
-        for queue in current.queues.iter().filter(|queue| !Arc::ptr_eq(queue, deleted)) {
+        for queue in current
+            .queues
+            .iter()
+            .filter(|queue| !Arc::ptr_eq(queue, deleted))
+        {
             match queue.publish(message.clone(), stamp, None) {
                 Ok(()) | Err(QueueError::Deleted(_)) => {}
                 Err(error) => outcome = Err(queue_refusal(error)),

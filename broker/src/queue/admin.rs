@@ -28,6 +28,7 @@ impl Queue {
                 journal.mark(queued.order, crate::store::Mark::Settled);
             }
         }
+        self.note_backlog(&state);
         state.note_idleness();
         taken.len()
     }
@@ -62,6 +63,7 @@ impl Queue {
         state.unacked_bytes = 0;
         self.memory.release(std::mem::take(&mut state.charged));
         self.consumer_count.store(0, Ordering::Release);
+        self.note_backlog(&state);
         Ok(Closed {
             messages,
             consumers,

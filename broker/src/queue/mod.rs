@@ -25,6 +25,7 @@ mod state;
 mod store;
 
 pub use admin::Closed;
+pub use batch::{BACKLOG_HIGH, BACKLOG_LOW};
 pub use registry::{QueueRegistry, RegistryError};
 pub use store::{MemoryStore, QueueStore, QueuedMessage, StoreError};
 
@@ -132,6 +133,11 @@ pub struct Queue {
     limits: QueueLimits,
     state: Mutex<QueueState>,
     consumer_count: AtomicUsize,
+    /// Publisher flow control: set while the ready backlog is above
+    /// [`BACKLOG_HIGH`] with consumers attached; cleared, waking waiting
+    /// publishers, once it is below [`BACKLOG_LOW`] (see `batch.rs`).
+    backlogged: AtomicBool,
+    backlog_drained: tokio::sync::Notify,
     draining: Arc<AtomicBool>,
     /// Publishes this queue refused because it was full (for `/metrics`).
     refused_full: AtomicU64,
@@ -174,6 +180,8 @@ impl Queue {
                 positions: FxHashMap::default(),
             }),
             consumer_count: AtomicUsize::new(0),
+            backlogged: AtomicBool::new(false),
+            backlog_drained: tokio::sync::Notify::new(),
             draining,
             refused_full: AtomicU64::new(0),
             refused_memory: AtomicU64::new(0),
@@ -454,6 +462,7 @@ impl Queue {
         if state.filtered.is_none() {
             self.dispatch(&mut state);
         }
+        self.note_backlog(&state);
         state.note_idleness();
     }
 
@@ -466,6 +475,7 @@ impl Queue {
             journal.mark(queued.order, Mark::Settled);
         }
         self.dispatch_to(&mut state, index);
+        self.note_backlog(&state);
         state.note_idleness();
         Ok(())
     }

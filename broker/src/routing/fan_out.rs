@@ -30,8 +30,11 @@ impl BroadcastTarget {
 #[derive(Debug, Default)]
 pub struct QueueBatch {
     /// Each queue with its messages, in publish order.
-    pub entries: Vec<(Arc<Queue>, Vec<(Arc<Message>, Stamp)>)>,
+    pub entries: Vec<(Arc<Queue>, Vec<QueuedPublish>)>,
 }
+
+/// One message for a queue, with its latency stamp.
+pub type QueuedPublish = (Arc<Message>, Stamp);
 
 impl QueueBatch {
     /// Adds a message for `queue`.
@@ -60,6 +63,9 @@ pub struct Touched {
     /// Fire-and-forget publishes to queues, stored when the batch ends
     /// ([`crate::broker::Broker::flush_queue_batch`]).
     pub queued: QueueBatch,
+    /// Queues this batch left with a deep backlog that consumers work through: the
+    /// publisher waits for them before reading more.
+    pub backlogged: Vec<Arc<Queue>>,
     /// Set by the publisher for a fire-and-forget publish: its queue part may wait
     /// in `queued` (a confirmed publish is stored at once, for its answer).
     pub defer_queues: bool,

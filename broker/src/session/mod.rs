@@ -132,6 +132,13 @@ enum Processed {
     Close(CloseReason),
 }
 
+/// Waits for each backlogged queue in turn (see [`crate::queue::Queue::wait_for_backlog`]).
+async fn wait_for_backlogs(queues: &[Arc<crate::queue::Queue>], stall: std::time::Duration) {
+    for queue in queues {
+        queue.wait_for_backlog(stall).await;
+    }
+}
+
 /// Waits until the store's writer has room (see [`crate::store::Store::backlogged`]).
 async fn wait_for_store(broker: &Broker) {
     if let Some(store) = broker.store() {
@@ -199,6 +206,9 @@ impl Session {
             // drain before the next read (bounded: see Outbox::wait_for_drain).
             let mut pressure = std::mem::take(&mut self.touched.pressure);
             let pressured = !pressure.is_empty();
+            let backlogged = std::mem::take(&mut self.touched.backlogged);
+            let queue_pressured = !backlogged.is_empty();
+            let stall = self.broker.config().slow_consumer_stall;
             let store_backlogged = self.broker.store().is_some_and(|store| store.backlogged());
             tokio::select! {
                 biased;
@@ -237,12 +247,13 @@ impl Session {
                     }
                 }
                 () = drain_all(&pressure), if pressured => {}
+                () = wait_for_backlogs(&backlogged, stall), if queue_pressured => {}
                 // Draining: the connection closes once the store has answered
                 // every confirmed publish it took.
                 () = self.owed_confirms.wait_settled(), if self.draining && self.owed_confirms.count() > 0 => {}
                 // The store's writer is behind: read nothing more until it catches up.
                 () = wait_for_store(&self.broker), if store_backlogged => {}
-                read = reader.fill(), if !blocked && !pressured && !store_backlogged => match read {
+                read = reader.fill(), if !blocked && !pressured && !queue_pressured && !store_backlogged => match read {
                     Ok(0) => {
                         if reader.buffered_len() > 0 {
                             self.send_error(ErrorCode::MalformedFrame, 0, format!(
