@@ -108,6 +108,16 @@ def main():
             lines.append(f"| {name} | {system} | {spread(rate)} | {spread(mb, 1)} | {spread(p50, 1)} | "
                          f"{spread(p99, 1)} | {faults} |")
 
+    durable = [(system, runs.get(("queue-2x2-128B-durable", system))) for system in ("terndurable", "nats", "rabbitmq")]
+    if any(results and results[0].get("confirm_latency") for _, results in durable):
+        lines += ["", "## Durable queues: publish-to-confirm latency", "",
+                  "| system | confirm p50 µs | confirm p99 µs |", "|---|---|---|"]
+        for system, results in durable:
+            confirms = [r["confirm_latency"] for r in results or [] if r.get("confirm_latency")]
+            if confirms:
+                lines.append(f"| {system} | {spread([c['p50_us'] for c in confirms], 1)} | "
+                             f"{spread([c['p99_us'] for c in confirms], 1)} |")
+
     def ratio(name, key, numerator, denominator, sub=None):
         top, bottom = runs.get((name, numerator)), runs.get((name, denominator))
         if not top or not bottom:

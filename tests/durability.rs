@@ -151,13 +151,17 @@ async fn connect(address: &str) -> Arc<Client> {
 /// is delivered at least once, and every repeat delivery is flagged redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loop_loses_no_confirmed_message_and_flags_every_duplicate() {
-    const CYCLES: u64 = 20;
+    // 20 in CI; `benches/kill-loop.sh` runs many more.
+    let cycles: u64 = std::env::var("TERN_KILL_CYCLES")
+        .ok()
+        .and_then(|cycles| cycles.parse().ok())
+        .unwrap_or(20);
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("file://{}", dir.path().display());
     let seen = Arc::new(Mutex::new(Seen::default()));
     let next = Arc::new(AtomicU64::new(0));
     let mut random: u64 = 0x9E37_79B9_7F4A_7C15;
-    for cycle in 0..=CYCLES {
+    for cycle in 0..=cycles {
         let mut child = spawn_server(&[("STORE_URL", url.as_str()), ("STORE_FSYNC", "always")]);
         let (tcp, _, log) = wait_for_ready_line(&mut child);
         // Keep reading the log so the broker never blocks on a full pipe.
@@ -177,7 +181,7 @@ async fn kill_9_loop_loses_no_confirmed_message_and_flags_every_duplicate() {
             stop.clone(),
         ));
         let consuming = tokio::spawn(run_consumer(work, seen.clone()));
-        if cycle < CYCLES {
+        if cycle < cycles {
             random ^= random << 13;
             random ^= random >> 7;
             random ^= random << 17;
@@ -234,6 +238,16 @@ async fn kill_9_loop_loses_no_confirmed_message_and_flags_every_duplicate() {
             "message {id} was delivered again without the redelivered flag: {receipts:?}"
         );
     }
+    let repeated = seen
+        .received
+        .values()
+        .filter(|receipts| receipts.len() > 1)
+        .count();
+    println!(
+        "kill -9 loop: {cycles} kills, {} confirmed, {} delivered, {repeated} delivered more than once (every repeat flagged redelivered)",
+        seen.confirmed.len(),
+        seen.received.len()
+    );
 }
 
 /// A tmpfs of a few hundred KiB fills up: publishes get STORAGE_FAILED, the broker

@@ -473,7 +473,7 @@ impl Broker {
             // Fire and forget: stored when the read batch ends, one lock per queue
             // per batch; refusals are reported then (`flush_queue_batch`).
             for queue in &routes.queues {
-                touched.queued.push(queue, shared.clone(), stamp);
+                touched.deferred().queued.push(queue, shared.clone(), stamp);
             }
             return Ok(());
         }
@@ -523,9 +523,12 @@ impl Broker {
     pub fn flush_queue_batch(&self, touched: &mut Touched) -> Vec<Refusal> {
         let mut refusals = Vec::new();
         let mut refused = Vec::new();
-        for (queue, messages) in std::mem::take(&mut touched.queued.entries) {
+        let Some(deferred) = touched.deferred.as_mut() else {
+            return refusals;
+        };
+        for (queue, messages) in std::mem::take(&mut deferred.queued.entries) {
             if queue.publish_many(messages, &mut refused) {
-                touched.backlogged.push(queue.clone());
+                deferred.backlogged.push(queue.clone());
             }
             for (message, stamp, error) in refused.drain(..) {
                 let outcome = match error {

@@ -56,16 +56,34 @@ impl QueueBatch {
     }
 }
 
+/// What a read batch leaves for its end.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    /// Fire-and-forget publishes to queues, stored when the batch ends
+    /// ([`crate::broker::Broker::flush_queue_batch`]).
+    pub queued: QueueBatch,
+    /// Queues the batch left with a deep backlog that consumers work through: the
+    /// publisher waits for them before reading more.
+    pub backlogged: Vec<Arc<Queue>>,
+    /// The batch's acks, by subscription (id, queue, delivery ids), settled
+    /// together when it ends.
+    pub acks: Vec<(u32, Arc<Queue>, Vec<u64>)>,
+}
+
+impl Deferred {
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty() && self.acks.is_empty()
+    }
+}
+
 /// Subscribers' outboxes one read batch of publishes touched, and what to do about
 /// them when the batch is done.
 #[derive(Debug, Default)]
 pub struct Touched {
-    /// Fire-and-forget publishes to queues, stored when the batch ends
-    /// ([`crate::broker::Broker::flush_queue_batch`]).
-    pub queued: QueueBatch,
-    /// Queues this batch left with a deep backlog that consumers work through: the
-    /// publisher waits for them before reading more.
-    pub backlogged: Vec<Arc<Queue>>,
+    /// What waits for the end of the batch, boxed and made on first use (an idle
+    /// connection carries one pointer for it).
+    pub deferred: Option<Box<Deferred>>,
     /// Set by the publisher for a fire-and-forget publish: its queue part may wait
     /// in `queued` (a confirmed publish is stored at once, for its answer).
     pub defer_queues: bool,
@@ -76,6 +94,19 @@ pub struct Touched {
 }
 
 impl Touched {
+    /// What waits for the end of the batch (made on first use).
+    pub fn deferred(&mut self) -> &mut Deferred {
+        self.deferred.get_or_insert_with(Box::default)
+    }
+
+    /// Queues the last batch left backlogged (taken).
+    pub fn take_backlogged(&mut self) -> Vec<Arc<Queue>> {
+        self.deferred
+            .as_mut()
+            .map(|deferred| std::mem::take(&mut deferred.backlogged))
+            .unwrap_or_default()
+    }
+
     /// Wakes the idle writers this batch filled: one wake-up per subscriber per
     /// batch.
     pub fn wake_writers(&mut self) {

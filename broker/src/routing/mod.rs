@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytestring::ByteString;
 use tern_proto::filter::Filter;
 
-pub use fan_out::{fan_out, BroadcastTarget, QueueBatch, Touched};
+pub use fan_out::{fan_out, BroadcastTarget, Deferred, QueueBatch, Touched};
 pub use filtered::FilteredGroup;
 pub use index::{pattern_matches, SubjectIndex};
 

@@ -137,7 +137,7 @@ impl Session {
             Some(_) if sequence != 0 => Some(PendingConfirm::new(
                 self.outbox.clone(),
                 sequence,
-                self.owed_confirms.clone(),
+                self.owed_confirms.get_or_insert_with(Arc::default).clone(),
             )),
             _ => None,
         };
@@ -202,7 +202,8 @@ impl Session {
                 confirm.fail(refusal.code, refusal.message);
             }
         }
-        if confirm.held_only_by_caller() && self.owed_confirms.count() > 1 {
+        let owed = self.owed_confirms.as_ref().map_or(0, |owed| owed.count());
+        if confirm.held_only_by_caller() && owed > 1 {
             if let Some(store) = self.broker.store() {
                 store.barrier(&confirm);
             }
@@ -213,17 +214,21 @@ impl Session {
     /// Stores this read batch's fire-and-forget queue publishes and settles its
     /// acks (one lock per queue), reporting their refusals.
     pub(super) fn flush_batches(&mut self) {
-        if !self.touched.queued.is_empty() {
+        let Some(deferred) = self.touched.deferred.as_mut() else {
+            return;
+        };
+        if deferred.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut deferred.acks);
+        if !deferred.queued.is_empty() {
             for refusal in self.broker.flush_queue_batch(&mut self.touched) {
                 self.broker.stats().count_publish_error(refusal.code);
                 self.send_error(refusal.code, 0, refusal.message);
             }
         }
-        if self.acks.is_empty() {
-            return;
-        }
         let mut unknown = Vec::new();
-        for (sid, queue, ids) in std::mem::take(&mut self.acks) {
+        for (sid, queue, ids) in acks {
             queue.ack_many(self.id, sid, &ids, &mut unknown);
             for delivery_id in unknown.drain(..) {
                 self.send_error(
@@ -248,9 +253,10 @@ impl Session {
         if nack.is_none() {
             if let Some(Subscription::Queue { queue }) = self.subscriptions.get(&sid) {
                 // Settled with the batch's other acks, under one lock.
-                match self.acks.last_mut() {
+                let acks = &mut self.touched.deferred().acks;
+                match acks.last_mut() {
                     Some((last, _, ids)) if *last == sid => ids.push(delivery_id),
-                    _ => self.acks.push((sid, queue.clone(), vec![delivery_id])),
+                    _ => acks.push((sid, queue.clone(), vec![delivery_id])),
                 }
                 return;
             }

@@ -93,8 +93,7 @@ pub async fn serve_connection<T: Transport>(
                 published: 0,
                 next_stamp: 0,
                 touched: Touched::default(),
-                owed_confirms: Arc::default(),
-                acks: Vec::new(),
+                owed_confirms: None,
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -130,6 +129,17 @@ enum Processed {
     Blocked,
     /// The connection must close.
     Close(CloseReason),
+}
+
+/// `wait()` when `condition`, else never. The wait is boxed, and made only when it
+/// is needed: the session's future, kept per connection, stays as small as an idle
+/// connection needs (these waits are rare; their timers and notifications are not).
+async fn when<F: std::future::Future<Output = ()>>(condition: bool, wait: impl FnOnce() -> F) {
+    if condition {
+        Box::pin(wait()).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits for each backlogged queue in turn (see [`crate::queue::Queue::wait_for_backlog`]).
@@ -174,9 +184,8 @@ struct Session {
     touched: Touched,
     /// Answers to confirmed publishes still waiting for the store (shared with
     /// each [`crate::store::PendingConfirm`]).
-    owed_confirms: Arc<crate::store::OwedConfirms>,
-    /// This read batch's acks, by subscription, settled together when it ends.
-    acks: Vec<(u32, Arc<crate::queue::Queue>, Vec<u64>)>,
+    /// Made with the first such answer (only a broker with a store defers them).
+    owed_confirms: Option<Arc<crate::store::OwedConfirms>>,
 }
 
 impl Session {
@@ -206,10 +215,10 @@ impl Session {
             // drain before the next read (bounded: see Outbox::wait_for_drain).
             let mut pressure = std::mem::take(&mut self.touched.pressure);
             let pressured = !pressure.is_empty();
-            let backlogged = std::mem::take(&mut self.touched.backlogged);
+            let backlogged = self.touched.take_backlogged();
             let queue_pressured = !backlogged.is_empty();
-            let stall = self.broker.config().slow_consumer_stall;
             let store_backlogged = self.broker.store().is_some_and(|store| store.backlogged());
+            let confirms_owed = self.draining && self.owed_confirms() > 0;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -247,12 +256,10 @@ impl Session {
                     }
                 }
                 () = drain_all(&pressure), if pressured => {}
-                () = wait_for_backlogs(&backlogged, stall), if queue_pressured => {}
-                // Draining: the connection closes once the store has answered
-                // every confirmed publish it took.
-                () = self.owed_confirms.wait_settled(), if self.draining && self.owed_confirms.count() > 0 => {}
-                // The store's writer is behind: read nothing more until it catches up.
-                () = wait_for_store(&self.broker), if store_backlogged => {}
+                // Rare waits, one branch: a queue's backlog; the store's writer
+                // behind (read nothing more until it catches up); draining, the
+                // store's answers to the confirmed publishes taken.
+                () = when(queue_pressured || store_backlogged || confirms_owed, || self.rare_wait(&backlogged, store_backlogged)) => {}
                 read = reader.fill(), if !blocked && !pressured && !queue_pressured && !store_backlogged => match read {
                     Ok(0) => {
                         if reader.buffered_len() > 0 {
@@ -275,6 +282,23 @@ impl Session {
             pressure.clear();
             self.touched.pressure = pressure;
         }
+    }
+
+    /// Waits for the backlogged queues, else for the store's writer, else for the
+    /// store's answers owed (see the run loop).
+    async fn rare_wait(&self, backlogged: &[Arc<crate::queue::Queue>], store_backlogged: bool) {
+        if !backlogged.is_empty() {
+            wait_for_backlogs(backlogged, self.broker.config().slow_consumer_stall).await;
+        } else if store_backlogged {
+            wait_for_store(&self.broker).await;
+        } else if let Some(owed) = &self.owed_confirms {
+            owed.wait_settled().await;
+        }
+    }
+
+    /// Answers to confirmed publishes still waiting for the store.
+    fn owed_confirms(&self) -> u32 {
+        self.owed_confirms.as_ref().map_or(0, |owed| owed.count())
     }
 
     /// Adds this batch's publishes to the broker's and the connection's counters.

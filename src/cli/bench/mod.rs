@@ -247,7 +247,7 @@ async fn publish_loop(
     args: BenchArgs,
     epoch: Instant,
     progress: Arc<Progress>,
-) -> anyhow::Result<(u64, Duration)> {
+) -> anyhow::Result<(u64, Duration, Option<hdrhistogram::Histogram<u64>>)> {
     let subject = args.subject.clone().unwrap_or_default();
     let devices = filtered::device_names(args.filtered);
     let mut payload = vec![0x5a_u8; args.size];
@@ -297,7 +297,8 @@ async fn publish_loop(
         progress.published.fetch_add(batch, Ordering::Relaxed);
     }
     publisher.flush().await?;
-    Ok((sequence, started.elapsed()))
+    let elapsed = started.elapsed();
+    Ok((sequence, elapsed, publisher.confirm_latency().cloned()))
 }
 
 /// Messages a receiver takes without waiting between two reads of the clock.
@@ -446,10 +447,19 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
     }
     let mut published = 0;
     let mut publish_time = Duration::ZERO;
+    let mut confirm_latency: Option<hdrhistogram::Histogram<u64>> = None;
     while let Some(result) = publishing.join_next().await {
-        let (count, elapsed) = result.context("publisher task")??;
+        let (count, elapsed, confirms) = result.context("publisher task")??;
         published += count;
         publish_time = publish_time.max(elapsed);
+        if let Some(confirms) = confirms {
+            match &mut confirm_latency {
+                Some(all) => {
+                    let _ = all.add(&confirms);
+                }
+                None => confirm_latency = Some(confirms),
+            }
+        }
     }
     let expected = if queue || args.filtered > 0 {
         published
@@ -491,6 +501,7 @@ async fn stream_workload(args: &BenchArgs, target: &Target, run_id: u32) -> anyh
         publish_time,
         delivery_time,
         reported_missed,
+        confirm_latency.as_ref(),
     ))
 }
 

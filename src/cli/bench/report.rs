@@ -81,6 +81,8 @@ pub struct Report {
     pub delivered_mb_per_sec: f64,
     /// Publish-to-delivery latency (request round trip for `req`).
     pub latency: Latency,
+    /// Publish-to-confirmation latency (confirmed queue publishers only).
+    pub confirm_latency: Option<Latency>,
     /// Expected deliveries that never arrived.
     pub lost: u64,
     /// Of the lost, how many the broker reported dropping (LAGGED).
@@ -106,6 +108,7 @@ impl Report {
         publish_time: Duration,
         delivery_time: Duration,
         reported_dropped: u64,
+        confirm_latency: Option<&Histogram<u64>>,
     ) -> Report {
         // With --filtered each message has one receiver, as with a queue; several
         // devices' streams share a receiver there, so order is only per device and
@@ -156,6 +159,7 @@ impl Report {
             delivered_per_sec: delivered as f64 / seconds,
             delivered_mb_per_sec: (delivered as f64 * args.size as f64) / seconds / 1e6,
             latency: Latency::of(&histogram),
+            confirm_latency: confirm_latency.map(Latency::of),
             lost: expected.saturating_sub(unique),
             reported_dropped,
             duplicated,
@@ -193,6 +197,7 @@ impl Report {
             delivered_per_sec: answered as f64 / seconds,
             delivered_mb_per_sec: answered as f64 * args.size as f64 / seconds / 1e6,
             latency: Latency::of(histogram),
+            confirm_latency: None,
             lost: failed,
             reported_dropped: 0,
             duplicated: 0,
@@ -259,6 +264,16 @@ impl Report {
                 latency.p50_us, latency.p90_us, latency.p99_us, latency.p999_us, latency.max_us
             ),
         );
+        if let Some(confirm) = &self.confirm_latency {
+            row(
+                &mut out,
+                "confirm (µs)",
+                format!(
+                    "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+                    confirm.p50_us, confirm.p90_us, confirm.p99_us, confirm.p999_us, confirm.max_us
+                ),
+            );
+        }
         row(
             &mut out,
             "lost / dup / reordered",

@@ -16,8 +16,9 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 /// Bytes a frame publisher buffers before it writes.
 const FRAME_WRITE_BYTES: usize = 64 * 1024;
 
+/// A confirmation on its way; resolves to how long it took from the send.
 type PendingConfirm =
-    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Duration>> + Send>>;
 type Pending = futures_util::stream::FuturesUnordered<PendingConfirm>;
 
 /// Where the benchmark sends its messages.
@@ -101,8 +102,9 @@ pub enum Publisher {
     Nats(async_nats::Client),
     /// Length-prefixed frames on a socket, written in 64 KiB batches.
     Frames(TcpStream, BytesMut),
-    /// Confirmed publishes, this many in flight (queue workload).
-    Confirmed(Confirmer, Pending, usize),
+    /// Confirmed publishes, this many in flight (queue workload), and the time each
+    /// confirmation took (nanoseconds).
+    Confirmed(Confirmer, Pending, usize, hdrhistogram::Histogram<u64>),
     /// RabbitMQ, without publisher confirms.
     #[cfg(feature = "rabbitmq")]
     Rabbit(super::rabbitmq::RabbitPublisher),
@@ -139,6 +141,7 @@ impl Confirmer {
                 let subject = subject.to_owned();
                 let payload = Bytes::copy_from_slice(payload);
                 let header = header.map(|(name, value)| (name.to_owned(), value.to_owned()));
+                let sent_at = std::time::Instant::now();
                 let mut confirm: PendingConfirm = Box::pin(async move {
                     loop {
                         let sent = match &header {
@@ -153,7 +156,7 @@ impl Confirmer {
                             }
                         };
                         match sent {
-                            Ok(()) => return Ok(()),
+                            Ok(()) => return Ok(sent_at.elapsed()),
                             Err(error)
                                 if error.code() == Some(tern_client::ErrorCode::QueueFull) =>
                             {
@@ -170,25 +173,27 @@ impl Confirmer {
                     .poll(&mut std::task::Context::from_waker(waker))
                 {
                     std::task::Poll::Ready(result) => {
-                        result?;
-                        Ok(Box::pin(async { Ok(()) }))
+                        let took = result?;
+                        Ok(Box::pin(async move { Ok(took) }))
                     }
                     std::task::Poll::Pending => Ok(confirm),
                 }
             }
             #[cfg(feature = "nats")]
             Confirmer::JetStream(jetstream) => {
+                let sent_at = std::time::Instant::now();
                 let ack = jetstream
                     .publish(subject.to_owned(), Bytes::copy_from_slice(payload))
                     .await
                     .map_err(|error| anyhow!("publish: {error}"))?;
                 Ok(Box::pin(async move {
                     ack.await.map_err(|error| anyhow!("PubAck: {error}"))?;
-                    Ok(())
+                    Ok(sent_at.elapsed())
                 }))
             }
             #[cfg(feature = "rabbitmq")]
             Confirmer::Rabbit(publisher) => {
+                let sent_at = std::time::Instant::now();
                 let confirm = publisher.send(payload).await?;
                 Ok(Box::pin(async move {
                     let confirmation =
@@ -196,7 +201,7 @@ impl Confirmer {
                     if confirmation.is_nack() {
                         bail!("RabbitMQ refused (nack) a publish");
                     }
-                    Ok(())
+                    Ok(sent_at.elapsed())
                 }))
             }
         }
@@ -204,6 +209,14 @@ impl Confirmer {
 }
 
 impl Publisher {
+    /// How long confirmations took, for a confirmed publisher.
+    pub fn confirm_latency(&self) -> Option<&hdrhistogram::Histogram<u64>> {
+        match self {
+            Publisher::Confirmed(.., took) => Some(took),
+            _ => None,
+        }
+    }
+
     /// Sends one message (buffered: call [`Publisher::flush`] at the end), with
     /// one header when `header` is set (Tern only: `--filtered`).
     pub async fn publish(
@@ -230,10 +243,10 @@ impl Publisher {
                 .context("publish"),
             #[cfg(feature = "rabbitmq")]
             Publisher::Rabbit(publisher) => publisher.send(payload).await.map(drop),
-            Publisher::Confirmed(confirmer, pending, window) => {
+            Publisher::Confirmed(confirmer, pending, window, took) => {
                 if pending.len() >= *window {
                     if let Some(result) = pending.next().await {
-                        result?;
+                        let _ = took.record(result?.as_nanos().max(1) as u64);
                     }
                 }
                 let confirm = confirmer.send(subject, header, payload).await?;
@@ -281,9 +294,9 @@ impl Publisher {
             }
             #[cfg(feature = "rabbitmq")]
             Publisher::Rabbit(_) => Ok(()),
-            Publisher::Confirmed(_, pending, _) => {
+            Publisher::Confirmed(_, pending, _, took) => {
                 while let Some(result) = pending.next().await {
-                    result?;
+                    let _ = took.record(result?.as_nanos().max(1) as u64);
                 }
                 Ok(())
             }
@@ -479,6 +492,7 @@ pub async fn confirmed_publisher(
         confirmer,
         Pending::new(),
         window.max(1),
+        super::tracker::latency_histogram(),
     ))
 }
 
