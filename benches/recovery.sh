@@ -14,7 +14,7 @@ ROUNDS=${ROUNDS:-3}
 cargo build --release --locked --bin tern
 TERN=target/release/tern
 DIR=$(mktemp -d -p "$PWD/target")
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap 'kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$DIR"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port) HTTP=$(free_port)
 start() {
