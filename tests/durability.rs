@@ -433,3 +433,55 @@ async fn a_damaged_queue_is_reported_on_healthz_and_the_others_are_served() {
     client.close().await;
     broker.shutdown().await;
 }
+
+/// Messages waiting in a queue for a filtered consumer that matches them survive a
+/// restart, and reach the matching consumer that attaches afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_a_matching_filter_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = TestBroker::with(durable(dir.path())).await;
+    let client = broker.client().await;
+    let mut device_a = client
+        .queue_subscribe_filtered("events", "user.event", 10, "device_id = 'a'")
+        .await
+        .expect("filtered consumer");
+    for (device, payload) in [("a", "for a"), ("b", "for b 1"), ("b", "for b 2")] {
+        let message = tern_client::OutgoingMessage::new("user.event", payload.as_bytes().to_vec())
+            .header("device_id", device);
+        client.send_confirmed(message).await.expect("confirmed");
+    }
+    let delivery = within("delivery", device_a.next())
+        .await
+        .expect("delivered");
+    assert_eq!(delivery.payload(), b"for a".as_slice());
+    delivery.ack().await.expect("acked");
+    client.flush().await.expect("flushed");
+    drop(device_a);
+    client.close().await;
+    broker.shutdown().await;
+
+    let broker = TestBroker::with(durable(dir.path())).await;
+    assert_eq!(
+        broker
+            .broker
+            .queue("events")
+            .expect("recovered")
+            .depth()
+            .ready,
+        2
+    );
+    let client = broker.client().await;
+    let mut device_b = client
+        .queue_subscribe_filtered("events", "user.event", 10, "device_id = 'b'")
+        .await
+        .expect("filtered consumer");
+    for expected in ["for b 1", "for b 2"] {
+        let delivery = within("delivery", device_b.next())
+            .await
+            .expect("delivered");
+        assert_eq!(delivery.payload(), expected.as_bytes());
+        delivery.ack().await.expect("acked");
+    }
+    client.close().await;
+    broker.shutdown().await;
+}
