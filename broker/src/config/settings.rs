@@ -156,8 +156,8 @@ settings! {
         flag: "store-fsync",
         default: "always",
         value: "POLICY",
-        accepts: Parsed::new("always, interval:<ms> (1 to 60000) or never"),
-        help: "With file://: always (PUBLISH_OK after fsync; concurrent publishes share one fsync), interval:<ms> (PUBLISH_OK after write, fsync every ms) or never (the OS decides)",
+        accepts: Parsed::new("always, interval:MS (1 to 60000) or never"),
+        help: "With file://: always (PUBLISH_OK after fsync; concurrent publishes share one fsync), interval:MS (PUBLISH_OK after write, fsync every MS milliseconds) or never (the OS decides)",
     }
     /// `STORE_SEGMENT_BYTES`: the size at which a queue's log segment is rolled.
     store_segment_bytes: u64 = STORE_SEGMENT_BYTES {

@@ -32,7 +32,7 @@ pub struct StoreStats {
     pub records_committed: Counter,
     /// Time of each batch's syncs.
     pub fsync_seconds: Histogram,
-    /// Errors, by [`ERROR_KINDS`] position.
+    /// Errors, by position in `ERROR_KINDS`.
     errors: Vec<Counter>,
     /// Seconds the last startup spent reading the store.
     pub recovery_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -107,7 +107,7 @@ impl StoreStats {
         &self.registry
     }
 
-    /// Counts an error of `kind` (one of [`ERROR_KINDS`]).
+    /// Counts an error of `kind` (`write`, `sync`, `load` or `reclaim`).
     pub fn count_error(&self, kind: &str) {
         if let Some(index) = ERROR_KINDS.iter().position(|known| *known == kind) {
             self.errors[index].inc();
