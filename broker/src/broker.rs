@@ -487,28 +487,11 @@ impl Broker {
             }
         }
         if deleted {
-            // A queue was deleted after these routes were cached: the routes of now
-            // decide (a queue created since gets it; nothing at all in queue mode
-            // creates one, as for any publish that matches nothing).
-            let current = self.routes_for(message.subject());
-            if current.is_empty() && routes.subscribers.is_empty() {
-                if self.config.delivery_mode == DeliveryMode::Queue {
-                    let subject = message.subject();
-                    return self
-                        .bind_queue(subject, subject)?
-                        .publish(shared, stamp, confirm)
-                        .map_err(queue_refusal);
-                }
-                Stats::add(&self.stats.dropped_no_interest, 1);
-            }
-            for queue in &current.queues {
-                if routes.queues.iter().any(|old| Arc::ptr_eq(old, queue)) {
-                    continue;
-                }
-                match queue.publish(shared.clone(), stamp, confirm) {
-                    Ok(()) | Err(QueueError::Deleted(_)) => {}
-                    Err(error) => refusal = Err(queue_refusal(error)),
-                }
+            let reached_subscribers = !routes.subscribers.is_empty();
+            if let Err(again) =
+                self.republish(&shared, stamp, confirm, &routes.queues, reached_subscribers)
+            {
+                refusal = Err(again);
             }
         }
         refusal
@@ -526,13 +509,19 @@ impl Broker {
         let Some(deferred) = touched.deferred.as_mut() else {
             return refusals;
         };
-        for (queue, messages) in std::mem::take(&mut deferred.queued.entries) {
+        let entries = std::mem::take(&mut deferred.queued.entries);
+        // A queue's binding never changes: any queue of this batch that matches a
+        // message's subject now matched it then, and holds it already.
+        let reached: Vec<Arc<Queue>> = entries.iter().map(|(queue, _)| queue.clone()).collect();
+        for (queue, messages) in entries {
             if queue.publish_many(messages, &mut refused) {
                 deferred.backlogged.push(queue.clone());
             }
             for (message, stamp, error) in refused.drain(..) {
                 let outcome = match error {
-                    QueueError::Deleted(_) => self.republish(&queue, message, stamp),
+                    QueueError::Deleted(_) => {
+                        self.republish(&message, stamp, None, &reached, false)
+                    }
                     other => Err(queue_refusal(other)),
                 };
                 if let Err(refusal) = outcome {
@@ -543,32 +532,36 @@ impl Broker {
         refusals
     }
 
-    /// A message a deleted queue refused: to the queues routing finds now (in queue
-    /// mode, nothing at all creates one, as for any publish that matches nothing).
+    /// A message a queue deleted after its routes were cached refused: the routes
+    /// of now decide. It goes to each matching queue not in `reached` (a queue
+    /// created since gets it); when nothing matches now and it `reached_subscribers`
+    /// none, it is as any publish that matches nothing (in queue mode, one creates
+    /// a queue).
     fn republish(
         &self,
-        deleted: &Arc<Queue>,
-        message: Arc<Message>,
+        message: &Arc<Message>,
         stamp: Stamp,
+        confirm: Option<&Arc<PendingConfirm>>,
+        reached: &[Arc<Queue>],
+        reached_subscribers: bool,
     ) -> Result<(), Refusal> {
         let current = self.routes_for(message.subject());
-        if current.queues.is_empty() {
+        if current.is_empty() && !reached_subscribers {
             if self.config.delivery_mode == DeliveryMode::Queue {
-                let subject = message.subject().to_owned();
+                let subject = message.subject();
                 return self
-                    .bind_queue(&subject, &subject)?
-                    .publish(message, stamp, None)
+                    .bind_queue(subject, subject)?
+                    .publish(message.clone(), stamp, confirm)
                     .map_err(queue_refusal);
             }
-            return Ok(());
+            Stats::add(&self.stats.dropped_no_interest, 1);
         }
         let mut outcome = Ok(());
-        for queue in current
-            .queues
-            .iter()
-            .filter(|queue| !Arc::ptr_eq(queue, deleted))
-        {
-            match queue.publish(message.clone(), stamp, None) {
+        for queue in &current.queues {
+            if reached.iter().any(|old| Arc::ptr_eq(old, queue)) {
+                continue;
+            }
+            match queue.publish(message.clone(), stamp, confirm) {
                 Ok(()) | Err(QueueError::Deleted(_)) => {}
                 Err(error) => outcome = Err(queue_refusal(error)),
             }
@@ -601,4 +594,33 @@ fn registry_refusal(error: RegistryError) -> Refusal {
         RegistryError::Store { .. } => ErrorCode::StorageFailed,
     };
     Refusal::new(code, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fire-and-forget publish whose cached routes name a queue deleted since is
+    /// stored once in every queue that still matches, batched or not.
+    #[test]
+    fn a_publish_to_a_queue_deleted_under_cached_routes_reaches_each_other_queue_once() {
+        for batched in [false, true] {
+            let broker = Broker::new(Config::default());
+            let wide = broker.bind_queue("wide", "jobs.*").expect("bound");
+            broker.bind_queue("narrow", "jobs.x").expect("bound");
+            let stale = broker.routes_for("jobs.x");
+            assert_eq!(stale.queues.len(), 2);
+            broker.delete_queue("narrow", false).expect("deleted");
+            let message = Message::new("jobs.x", "once").expect("valid");
+            let mut touched = Touched {
+                defer_queues: batched,
+                ..Touched::default()
+            };
+            broker
+                .publish(&stale, &message, false, 0, &mut touched, None)
+                .expect("accepted");
+            assert!(broker.flush_queue_batch(&mut touched).is_empty());
+            assert_eq!(wide.depth().ready, 1, "batched: {batched}");
+        }
+    }
 }
