@@ -332,11 +332,6 @@ impl Outbox {
         self.release(pending);
     }
 
-    /// Gives back room reserved for a frame that will not be sent.
-    pub fn return_reserved_control(&self) {
-        self.control_room.give_back(1);
-    }
-
     /// Whether more control frames may be queued without waiting.
     pub fn has_control_room(&self) -> bool {
         self.control_room.has_room()

@@ -23,10 +23,7 @@ impl Queue {
         let mut state = self.lock();
         let taken = state.take_ready();
         for queued in &taken {
-            self.uncharge(&mut state, &queued.message);
-            if let Some(journal) = &state.journal {
-                journal.mark(queued.order, crate::store::Mark::Settled);
-            }
+            self.settled(&mut state, queued);
         }
         self.note_backlog(&state);
         state.note_idleness();

@@ -12,7 +12,6 @@ use std::time::Duration;
 use super::state::{take_unacked, QueueState};
 use super::{Queue, QueueError};
 use crate::clock::Stamp;
-use crate::store::Mark;
 use tern_proto::Message;
 
 /// Ready messages above which a queue with consumers holds up fire-and-forget
@@ -93,10 +92,7 @@ impl Queue {
         for &delivery_id in delivery_ids {
             match take_unacked(&mut state, connection_id, sid, delivery_id) {
                 Ok((index, queued)) => {
-                    self.uncharge(&mut state, &queued.message);
-                    if let Some(journal) = &state.journal {
-                        journal.mark(queued.order, Mark::Settled);
-                    }
+                    self.settled(&mut state, &queued);
                     consumer = Some(index);
                 }
                 Err(_) => unknown.push(delivery_id),

@@ -219,6 +219,15 @@ impl Queue {
         self.memory.release(bytes);
     }
 
+    /// A message leaves the queue for good (acked, discarded, purged): its charge
+    /// is given back and its journal told.
+    fn settled(&self, state: &mut QueueState, queued: &QueuedMessage) {
+        self.uncharge(state, &queued.message);
+        if let Some(journal) = &state.journal {
+            journal.mark(queued.order, Mark::Settled);
+        }
+    }
+
     /// Publishes this queue refused because it was full, since it was created.
     pub fn refused_full(&self) -> u64 {
         self.refused_full.load(Ordering::Relaxed)
@@ -316,15 +325,15 @@ impl Queue {
         state.next_order += 1;
         state.idle_since = None;
         let draining = self.draining.load(Ordering::Acquire);
+        let queued = QueuedMessage {
+            message,
+            redelivered: false,
+            order,
+            stamp,
+            published_ms,
+            attempts: 0,
+        };
         if state.filtered.is_some() {
-            let queued = QueuedMessage {
-                message,
-                redelivered: false,
-                order,
-                stamp,
-                published_ms,
-                attempts: 0,
-            };
             let classes = state
                 .filtered
                 .as_ref()
@@ -344,14 +353,6 @@ impl Queue {
         }
         if state.store.is_empty() && !draining {
             if let Some(index) = next_consumer_with_room(state) {
-                let queued = QueuedMessage {
-                    message,
-                    redelivered: false,
-                    order,
-                    stamp,
-                    published_ms,
-                    attempts: 0,
-                };
                 if let Err(queued) = deliver(state, index, queued) {
                     state.store.push_front(compact(queued))?;
                     self.dispatch(state);
@@ -361,14 +362,7 @@ impl Queue {
         }
         // It may wait a while: give it its own allocation instead of pinning the
         // publisher's read buffer.
-        state.store.push_back(compact(QueuedMessage {
-            message,
-            redelivered: false,
-            order,
-            stamp,
-            published_ms,
-            attempts: 0,
-        }))?;
+        state.store.push_back(compact(queued))?;
         Ok(())
     }
 
@@ -470,10 +464,7 @@ impl Queue {
     pub fn ack(&self, connection_id: u64, sid: u32, delivery_id: u64) -> Result<(), QueueError> {
         let mut state = self.lock();
         let (index, queued) = take_unacked(&mut state, connection_id, sid, delivery_id)?;
-        self.uncharge(&mut state, &queued.message);
-        if let Some(journal) = &state.journal {
-            journal.mark(queued.order, Mark::Settled);
-        }
+        self.settled(&mut state, &queued);
         self.dispatch_to(&mut state, index);
         self.note_backlog(&state);
         state.note_idleness();
@@ -502,10 +493,7 @@ impl Queue {
             )?;
             self.fill_classes(&mut state, &classes);
         } else {
-            self.uncharge(&mut state, &queued.message);
-            if let Some(journal) = &state.journal {
-                journal.mark(queued.order, Mark::Settled);
-            }
+            self.settled(&mut state, &queued);
         }
         self.dispatch_to(&mut state, index);
         state.note_idleness();

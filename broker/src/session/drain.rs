@@ -74,9 +74,7 @@ impl Session {
 
     /// True when this connection holds no unacked queue delivery.
     pub(super) fn nothing_to_settle(&self) -> bool {
-        self.owed_confirms
-            .as_ref()
-            .is_none_or(|owed| owed.count() == 0)
+        self.owed_confirms() == 0
             && self
                 .subscriptions
                 .iter()

@@ -202,8 +202,7 @@ impl Session {
                 confirm.fail(refusal.code, refusal.message);
             }
         }
-        let owed = self.owed_confirms.as_ref().map_or(0, |owed| owed.count());
-        if confirm.held_only_by_caller() && owed > 1 {
+        if confirm.held_only_by_caller() && self.owed_confirms() > 1 {
             if let Some(store) = self.broker.store() {
                 store.barrier(&confirm);
             }

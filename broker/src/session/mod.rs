@@ -297,7 +297,7 @@ impl Session {
     }
 
     /// Answers to confirmed publishes still waiting for the store.
-    fn owed_confirms(&self) -> u32 {
+    pub(super) fn owed_confirms(&self) -> u32 {
         self.owed_confirms.as_ref().map_or(0, |owed| owed.count())
     }
 

@@ -2,7 +2,7 @@
 //! is sent once every queue it went to has it as durable as `STORE_FSYNC` promises,
 //! without holding up the connection's other frames.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tern_proto::{ErrorCode, Frame, PublishError};
@@ -52,7 +52,6 @@ pub struct PendingConfirm {
     holds: AtomicU32,
     reserved: bool,
     failure: Mutex<Option<(ErrorCode, String)>>,
-    cancelled: AtomicBool,
     /// The connection's count of answers still owed (it keeps answers in order).
     owed: Arc<OwedConfirms>,
 }
@@ -69,7 +68,6 @@ impl PendingConfirm {
             holds: AtomicU32::new(1),
             reserved,
             failure: Mutex::new(None),
-            cancelled: AtomicBool::new(false),
             owed,
         })
     }
@@ -95,21 +93,9 @@ impl PendingConfirm {
         }
     }
 
-    /// No answer at all: the session answered the publish itself.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-    }
-
     /// Releases one hold; the last sends the answer.
     pub fn release(&self) {
         if self.holds.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        if self.cancelled.load(Ordering::Acquire) {
-            if self.reserved {
-                self.outbox.return_reserved_control();
-            }
-            self.owed.settle_one();
             return;
         }
         let failure = self

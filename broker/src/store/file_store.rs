@@ -366,9 +366,7 @@ impl Store for FileStore {
                 .clone(),
             failing_writes: self
                 .shared
-                .failing
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
+                .failing()
                 .values()
                 .map(|(name, error)| format!("{name}: {error}"))
                 .collect(),
@@ -404,9 +402,7 @@ impl QueueJournal for FileJournal {
         if self.gauges.failed.load(Ordering::Acquire) {
             let reason = self
                 .shared
-                .failing
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
+                .failing()
                 .get(&self.key)
                 .map(|(_, error)| error.clone())
                 .unwrap_or_else(|| "write failed".into());

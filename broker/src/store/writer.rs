@@ -92,6 +92,13 @@ impl Shared {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// Queues whose last write failed, by key: name and error.
+    pub(super) fn failing(&self) -> MutexGuard<'_, BTreeMap<u64, (String, String)>> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// Hands an operation to the writer. Returns false once the store is closed.
     pub(super) fn push(&self, op: Op) -> bool {
         let bytes = match &op {
@@ -300,11 +307,7 @@ impl Writer {
                 Ok(flushed) => {
                     syncs += flushed.syncs;
                     if self.failing_keys.remove(key) {
-                        self.shared
-                            .failing
-                            .lock()
-                            .unwrap_or_else(|poison| poison.into_inner())
-                            .remove(key);
+                        self.shared.failing().remove(key);
                     }
                 }
                 Err(io_error) => {
@@ -315,9 +318,7 @@ impl Writer {
                     log.forget_failed(appended.get(key).map_or(&[][..], Vec::as_slice));
                     log.gauges.failed.store(true, Ordering::Release);
                     self.shared
-                        .failing
-                        .lock()
-                        .unwrap_or_else(|poison| poison.into_inner())
+                        .failing()
                         .insert(*key, (name, io_error.to_string()));
                     failed.insert(*key);
                 }
@@ -338,9 +339,7 @@ impl Writer {
             if let Some(key) = key.filter(|key| failed.contains(key)) {
                 let reason = self
                     .shared
-                    .failing
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner())
+                    .failing()
                     .get(&key)
                     .map(|(name, error)| {
                         format!("queue `{name}` could not store the message: {error}")
@@ -384,9 +383,7 @@ impl Writer {
             self.shared.stats.count_error("write");
             gauges.failed.store(true, Ordering::Release);
             self.shared
-                .failing
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
+                .failing()
                 .insert(key, (name.clone(), io_error.to_string()));
         }
         self.names.insert(key, name);
@@ -407,11 +404,7 @@ impl Writer {
         self.names.remove(&key);
         self.failing_keys.remove(&key);
         self.uncreated.remove(&key);
-        self.shared
-            .failing
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .remove(&key);
+        self.shared.failing().remove(&key);
         // Renamed first, so a crash midway never leaves half a queue to load.
         let doomed = self
             .root
