@@ -19,6 +19,7 @@ use crate::memory::MemoryBudget;
 use crate::queue::{Queue, QueueError, QueueLimits, QueueRegistry, RegistryError};
 use crate::readiness::{Readiness, ReadinessHold};
 use crate::routing::{fan_out, BroadcastTarget, Router, Routes, Touched};
+use crate::security::Security;
 use crate::stats::Stats;
 use crate::store::{FileStore, PendingConfirm, Store, StoreError, StoreUrl};
 use tern_proto::Frame;
@@ -61,6 +62,8 @@ pub struct Broker {
     startup: Mutex<Option<ReadinessHold>>,
     /// Where durable queues live (`None`: `STORE_URL=mem://`).
     store: Option<Arc<dyn Store>>,
+    /// TLS, authentication and permissions (open without `AUTH_FILE`).
+    security: Security,
     started: Instant,
 }
 
@@ -141,7 +144,34 @@ impl Broker {
             startup: Mutex::new(Some(startup)),
             started: clock::now(),
             store,
+            security: Security::open(),
         }
+    }
+
+    /// The same broker with `security` (TLS, `AUTH_FILE`) in force.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// TLS, authentication and permissions.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// Reloads the security files when they change, until `stop` (see
+    /// [`Security::watch_files`]).
+    pub async fn watch_security_files(&self, stop: tokio_util::sync::CancellationToken) {
+        self.security
+            .watch_files(stop, || self.router.invalidate())
+            .await;
+    }
+
+    /// Reloads the security files (SIGHUP, or a file changed); permissions cached
+    /// by sessions are dropped with every route cache.
+    pub fn reload_security(&self) {
+        self.security.reload();
+        self.router.invalidate();
     }
 
     /// The store behind durable queues, if any.

@@ -25,11 +25,15 @@ pub enum CloseReason {
     SlowConsumer,
     /// Closed through the connection registry (an operator's request).
     ClosedByAdmin,
+    /// HELLO's credential names no user of `AUTH_FILE`.
+    AuthenticationFailed,
+    /// A reload of `AUTH_FILE` removed the user or changed its credential.
+    AccessRevoked,
 }
 
 impl CloseReason {
     /// Number of distinct labels (for counters indexed by [`CloseReason::index`]).
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
 
     /// Every label, in index order.
     pub const LABELS: [&'static str; CloseReason::COUNT] = [
@@ -42,6 +46,8 @@ impl CloseReason {
         "write_failed",
         "slow_consumer",
         "closed_by_admin",
+        "authentication_failed",
+        "access_revoked",
     ];
 
     /// Position of this reason's label in [`CloseReason::LABELS`].
@@ -56,6 +62,8 @@ impl CloseReason {
             CloseReason::WriteFailed => 6,
             CloseReason::SlowConsumer => 7,
             CloseReason::ClosedByAdmin => 8,
+            CloseReason::AuthenticationFailed => 9,
+            CloseReason::AccessRevoked => 10,
         }
     }
 

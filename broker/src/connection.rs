@@ -10,6 +10,8 @@ use std::time::SystemTime;
 
 use tern_proto::Role;
 
+use crate::response_permits::ResponsePermits;
+
 /// What the client said about itself in HELLO.
 #[derive(Debug, Clone)]
 struct ClientInfo {
@@ -29,6 +31,14 @@ pub struct Connection {
     subscriptions: AtomicUsize,
     /// An operator asked to close it (the close reason then says so).
     closed_by_admin: AtomicBool,
+    /// The `AUTH_FILE` user it authenticated as.
+    user: OnceLock<Box<str>>,
+    /// Reply subjects it may answer once (`allow_responses`); made at the
+    /// handshake for users that have it.
+    responses: OnceLock<Box<ResponsePermits>>,
+    /// Whether requests delivered to it grant a response permit (the user's
+    /// `allow_responses`, kept current on reload).
+    answers_requests: AtomicBool,
 }
 
 impl Connection {
@@ -43,6 +53,9 @@ impl Connection {
             received_messages: AtomicU64::new(0),
             subscriptions: AtomicUsize::new(0),
             closed_by_admin: AtomicBool::new(false),
+            user: OnceLock::new(),
+            responses: OnceLock::new(),
+            answers_requests: AtomicBool::new(false),
         }
     }
 
@@ -58,6 +71,47 @@ impl Connection {
             name: name.into(),
             role,
         });
+    }
+
+    /// Records the user it authenticated as, and whether it may answer the
+    /// requests delivered to it.
+    pub fn authenticate(&self, user: &str, allow_responses: bool) {
+        let _ = self.user.set(user.into());
+        self.set_answers_requests(allow_responses);
+    }
+
+    /// The user it authenticated as (`AUTH_FILE`).
+    pub fn user(&self) -> Option<&str> {
+        self.user.get().map(|user| &**user)
+    }
+
+    /// Turns `allow_responses` on or off (a reload changed the user).
+    pub fn set_answers_requests(&self, allow: bool) {
+        if allow {
+            self.responses.get_or_init(Box::default);
+        }
+        self.answers_requests.store(allow, Ordering::Release);
+    }
+
+    /// A request with reply-to `reply_to` is being delivered to it: with
+    /// `allow_responses`, it may publish one answer there.
+    #[inline]
+    pub fn delivering_request(&self, reply_to: &str) {
+        if self.answers_requests.load(Ordering::Relaxed) {
+            if let Some(responses) = self.responses.get() {
+                responses.grant(reply_to);
+            }
+        }
+    }
+
+    /// Takes the permit to answer at `subject`, if a request delivered to it
+    /// asked for an answer there (and `allow_responses` is on).
+    pub fn take_response_permit(&self, subject: &str) -> bool {
+        self.answers_requests.load(Ordering::Acquire)
+            && self
+                .responses
+                .get()
+                .is_some_and(|responses| responses.take(subject))
     }
 
     /// Counts bytes read from the client.

@@ -17,6 +17,8 @@
 //! - [`filter_index`] — which header filters match a message (a counting index).
 //! - [`memory`] — the broker-wide bound on queued messages (`MEMORY_LIMIT`).
 //! - [`admin`] — `/healthz`, `/ready`, `/metrics`.
+//! - [`security`] — TLS, authentication, permissions; their reload.
+//! - [`response_permits`] — `allow_responses`: one answer per delivered request.
 //! - [`stats`] — counters and the latency histogram.
 //! - [`config`] — every setting, declared once.
 //! - [`close_reason`] — why a connection ended.
@@ -34,7 +36,9 @@ pub mod memory;
 pub mod outbound;
 pub mod queue;
 pub mod readiness;
+pub mod response_permits;
 pub mod routing;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod stats;

@@ -14,6 +14,13 @@ pub enum ClientError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// TLS could not be set up: a CA or certificate file that does not load, or a
+    /// handshake the broker's certificate failed (untrusted, expired, wrong name).
+    #[error("TLS: {message}")]
+    Tls {
+        /// What went wrong.
+        message: String,
+    },
     /// The broker refused the handshake (for example, an unsupported version).
     #[error("handshake refused: {message} ({})", code_label(*code))]
     Handshake {

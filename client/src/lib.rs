@@ -47,12 +47,14 @@ mod handoff;
 pub mod message;
 pub mod options;
 pub mod subscription;
+pub mod tls;
 
 pub use client::{Client, QueueStatus, ServerInfo};
 pub use error::ClientError;
 pub use message::{Message, OutgoingMessage};
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use subscription::{Delivery, QueueSubscription, Subscription};
+pub use tls::TlsOptions;
 pub use tern_proto::{ErrorCode, Header, Role};
 
 /// The README's Rust example, compiled as a doctest so it cannot rot.

@@ -57,8 +57,10 @@ pub struct ClientOptions {
     pub name: String,
     /// What the connection may do. Default: [`Role::Both`].
     pub role: Role,
-    /// Reserved: sent in HELLO for brokers with token authentication.
+    /// Sent in HELLO: the token of a broker with `AUTH_FILE` (empty: none).
     pub auth_token: String,
+    /// Speak TLS to the broker (`None`: plain TCP).
+    pub tls: Option<crate::TlsOptions>,
     /// Time allowed for TCP connect plus handshake.
     pub connect_timeout: Duration,
     /// Time allowed for an acknowledgement from the broker (subscribe, confirmed
@@ -87,6 +89,7 @@ impl Default for ClientOptions {
             name: "tern-client".to_owned(),
             role: Role::Both,
             auth_token: String::new(),
+            tls: None,
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(10),
             reconnect: ReconnectPolicy::default(),
@@ -107,6 +110,18 @@ impl ClientOptions {
     /// Sets the role.
     pub fn role(mut self, role: Role) -> Self {
         self.role = role;
+        self
+    }
+
+    /// Authenticates with `token` (a broker with `AUTH_FILE`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = token.into();
+        self
+    }
+
+    /// Connects with TLS.
+    pub fn tls(mut self, tls: crate::TlsOptions) -> Self {
+        self.tls = Some(tls);
         self
     }
 

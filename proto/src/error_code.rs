@@ -32,6 +32,13 @@ pub enum ErrorCode {
     StaleConnection = 9,
     /// The server is shutting down: new work is refused, acks are still accepted.
     ShuttingDown = 10,
+    /// The broker requires authentication (`AUTH_FILE`) and HELLO's token (or the
+    /// client certificate) names no user, or that user was removed or its
+    /// credential changed since. Answered after a delay; closes.
+    AuthenticationFailed = 11,
+    /// The port serves TLS and the client spoke plaintext: sent in the clear, once,
+    /// then closed.
+    TlsRequired = 12,
     /// A subject, pattern or reply-to is empty, too long, has an empty token or a bad character. Stays open.
     InvalidSubject = 100,
     /// A publish subject (or reply-to) contains a wildcard token. Stays open.
@@ -44,7 +51,9 @@ pub enum ErrorCode {
     /// SUBSCRIBE_FILTERED's filter does not parse or is over a limit; the message
     /// gives the byte position. Stays open.
     InvalidFilter = 104,
-    /// The connection's role does not allow this (a PRODUCER subscribing, a CONSUMER publishing). Stays open.
+    /// The connection's role or its user's permissions (`AUTH_FILE`) do not allow
+    /// this (a PRODUCER subscribing, a publish outside the user's subjects); the
+    /// message names the subject or queue. Stays open.
     PermissionDenied = 200,
     /// UNSUBSCRIBE or CREDIT named a subscription id that is not active. Stays open.
     UnknownSubscription = 300,
@@ -84,7 +93,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for documentation and tests).
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::UnsupportedVersion,
         ErrorCode::HandshakeRequired,
         ErrorCode::HandshakeTimeout,
@@ -95,6 +104,8 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::StaleConnection,
         ErrorCode::ShuttingDown,
+        ErrorCode::AuthenticationFailed,
+        ErrorCode::TlsRequired,
         ErrorCode::InvalidSubject,
         ErrorCode::WildcardInSubject,
         ErrorCode::InvalidQueueName,
@@ -134,6 +145,8 @@ impl ErrorCode {
                 | ErrorCode::FrameTooLarge
                 | ErrorCode::TooManyConnections
                 | ErrorCode::StaleConnection
+                | ErrorCode::AuthenticationFailed
+                | ErrorCode::TlsRequired
                 | ErrorCode::Internal
         )
     }
@@ -165,6 +178,8 @@ impl ErrorCode {
             | ErrorCode::UnexpectedFrame
             | ErrorCode::TooManyConnections
             | ErrorCode::StaleConnection
+            | ErrorCode::AuthenticationFailed
+            | ErrorCode::TlsRequired
             | ErrorCode::WildcardInSubject
             | ErrorCode::UnknownSubscription
             | ErrorCode::NotAQueueSubscription
@@ -191,6 +206,8 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
             ErrorCode::StaleConnection => "STALE_CONNECTION",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorCode::TlsRequired => "TLS_REQUIRED",
             ErrorCode::InvalidSubject => "INVALID_SUBJECT",
             ErrorCode::WildcardInSubject => "WILDCARD_IN_SUBJECT",
             ErrorCode::InvalidQueueName => "INVALID_QUEUE_NAME",

@@ -11,6 +11,7 @@
 //! (connection refused, no responders, timeout, refused publish).
 
 pub mod bench;
+mod auth;
 mod health;
 mod publish;
 mod queue;
@@ -56,6 +57,9 @@ pub enum Command {
     Reply(reply::ReplyArgs),
     /// Administer queues: ls, purge NAME, delete NAME [--force].
     Queue(queue::QueueArgs),
+    /// Make a token for AUTH_FILE: prints the token, then its token_sha256 line.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Check a running broker's /healthz (or --path /ready); exit 0 when it answers 200.
     Health(health::HealthArgs),
     /// Measure throughput, latency and delivery (pubsub, queue, req), like `nats bench`.
@@ -65,12 +69,52 @@ pub enum Command {
     Relay(relay::RelayArgs),
 }
 
-/// Where client commands connect.
+/// Where client commands connect, and how they prove who they are.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
     /// Broker address (host:port)
     #[arg(short = 's', long = "server", env = "TERN_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// Token for a broker with AUTH_FILE
+    #[arg(long = "token", env = "TERN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Speak TLS, trusting the CAs in this PEM file
+    #[arg(long = "tls-ca", env = "TERN_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for brokers that require mutual TLS (implies TLS)
+    #[arg(long = "tls-cert", env = "TERN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long = "tls-key", env = "TERN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Name the broker's certificate must carry (default: the host of --server)
+    #[arg(long = "tls-server-name", env = "TERN_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// Speak TLS, trusting the system's CAs
+    #[arg(long = "tls")]
+    pub tls: bool,
+}
+
+impl ServerArg {
+    /// Client options with this token and TLS.
+    pub fn apply(&self, mut options: ClientOptions) -> ClientOptions {
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        let wants_tls = self.tls
+            || self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_server_name.is_some();
+        if wants_tls {
+            let mut tls = tern_client::TlsOptions::default();
+            tls.ca_file = self.tls_ca.clone();
+            tls.cert_file = self.tls_cert.clone();
+            tls.key_file = self.tls_key.clone();
+            tls.server_name = self.tls_server_name.clone();
+            options = options.tls(tls);
+        }
+        options
+    }
 }
 
 /// Runs a parsed command and returns the process exit code.
@@ -83,6 +127,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reply(args) => block_on(reply::run(args)),
         Command::Queue(args) => block_on(queue::run(args)),
         Command::Health(args) => block_on(health::run(args)),
+        Command::Auth(command) => auth::run(command),
         Command::Bench(args) => block_on_multi_thread(bench::run(args)),
         Command::Relay(args) => block_on(relay::run(args)),
     };
@@ -120,7 +165,8 @@ async fn connect(
     role: Role,
     reconnect: bool,
 ) -> anyhow::Result<Client> {
-    let options = ClientOptions::default()
+    let options = server
+        .apply(ClientOptions::default())
         .name(name)
         .role(role)
         .connect_timeout(Duration::from_secs(5))

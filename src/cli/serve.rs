@@ -106,11 +106,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let server = Server::bind(config).await?;
         let stop = CancellationToken::new();
         signals::cancel_on_signal(stop.clone());
+        signals::reload_on_hangup(server.broker());
         server.run(stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ ServerError::Store { .. }) => {
+        Err(error @ (ServerError::Store { .. } | ServerError::Security(_))) => {
             eprintln!("tern: configuration error: {error}");
             ExitCode::from(EXIT_CONFIG)
         }

@@ -1,5 +1,6 @@
-//! Turning SIGTERM / SIGINT into a cancelled [`CancellationToken`] (the binary's
-//! concern: the broker library only watches the token).
+//! Turning SIGTERM / SIGINT into a cancelled [`CancellationToken`], and SIGHUP into
+//! a reload of the security files (the binary's concern: the broker library only
+//! watches the token and offers the reload).
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -15,6 +16,23 @@ pub fn cancel_on_signal(token: CancellationToken) {
         info!(signal, "second signal: exiting now");
         std::process::exit(130);
     });
+}
+
+/// Reloads TLS certificates, `AUTH_FILE` and the HTTP token on every SIGHUP.
+pub fn reload_on_hangup(broker: std::sync::Arc<tern_broker::broker::Broker>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reloading the security files");
+            broker.reload_security();
+        }
+    });
+    #[cfg(not(unix))]
+    drop(broker);
 }
 
 #[cfg(unix)]

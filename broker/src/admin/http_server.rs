@@ -112,10 +112,23 @@ async fn serve_one(
         .timer(TokioTimer::new())
         .header_read_timeout(request_timeout)
         .keep_alive(false);
-    let connection =
-        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let serve = async {
+        let service = TowerToHyperService::new(router);
+        match broker.security().http_tls() {
+            None => builder.serve_connection(TokioIo::new(stream), service).await,
+            // HTTPS (`HTTP_TLS`): the handshake counts against the request's time.
+            Some(tls) => match tls.acceptor().accept(stream).await {
+                Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                Err(error) => {
+                    debug!(%error, "https handshake failed");
+                    broker.security().stats().tls_handshake_failures.inc();
+                    Ok(())
+                }
+            },
+        }
+    };
     tokio::select! {
-        served = tokio::time::timeout(request_timeout, connection) => match served {
+        served = tokio::time::timeout(request_timeout, serve) => match served {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 if error.is_timeout() {

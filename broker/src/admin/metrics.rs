@@ -27,6 +27,7 @@ pub fn render(broker: &Broker) -> Result<String, fmt::Error> {
     let mut text = String::with_capacity(8 * 1024);
     encode_registry(&mut text, broker.stats().registry())?;
     encode_registry(&mut text, &current_state(broker))?;
+    encode_registry(&mut text, broker.security().stats().registry())?;
     if let Some(store) = broker.store() {
         encode_registry(&mut text, store.stats().registry())?;
     }

@@ -1,5 +1,6 @@
 //! HTTP endpoints for orchestrators and operators: `GET /healthz` (liveness),
-//! `GET /ready` (readiness) and `GET /metrics` (Prometheus). Handlers are thin
+//! `GET /ready` (readiness) and `GET /metrics` (Prometheus; with
+//! `HTTP_AUTH_TOKEN_FILE` it requires `Authorization: Bearer <token>`). Handlers are thin
 //! wrappers over plain functions ([`health::health`], [`health::readiness`],
 //! [`metrics::render`]) so the logic is testable without a socket.
 //!
@@ -15,7 +16,7 @@ pub mod metrics;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -48,7 +49,20 @@ async fn ready(State(broker): State<Arc<Broker>>) -> (StatusCode, Json<Readiness
     (status, Json(report))
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+async fn metrics(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response {
+    if let Some(token) = broker.security().http_token() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        if !token.accepts(given) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required (HTTP_AUTH_TOKEN_FILE)",
+            )
+                .into_response();
+        }
+    }
     match metrics::render(&broker) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => (

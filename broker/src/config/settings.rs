@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tern_proto::DeliveryMode;
 
-use super::values::{Between, LogFormat, MemoryLimit, Parsed, Time};
+use super::values::{Between, LogFormat, MemoryLimit, OptionalPath, Parsed, Time};
 use super::MAX_PREFETCH;
 use crate::store::{FsyncPolicy, StoreUrl};
 
@@ -239,6 +239,55 @@ settings! {
         value: "SECS",
         accepts: Time::secs(0, 3_600),
         help: "Time clients get to settle acks after GOODBYE",
+    }
+    /// `TLS_CERT_FILE`: the protocol listener's certificate chain (PEM); with
+    /// `TLS_KEY_FILE` it turns TLS on.
+    tls_cert_file: OptionalPath = TLS_CERT_FILE {
+        flag: "tls-cert-file",
+        default: "",
+        value: "PATH",
+        accepts: Parsed::new("a file path"),
+        help: "Certificate chain (PEM, leaf first) of the protocol listener; with TLS_KEY_FILE, clients must speak TLS 1.2 or 1.3 from the first byte. Reloaded on SIGHUP and when the file changes",
+    }
+    /// `TLS_KEY_FILE`: the private key of `TLS_CERT_FILE` (PEM).
+    tls_key_file: OptionalPath = TLS_KEY_FILE {
+        flag: "tls-key-file",
+        default: "",
+        value: "PATH",
+        accepts: Parsed::new("a file path"),
+        help: "Private key (PEM: PKCS#8, PKCS#1 or SEC1) of TLS_CERT_FILE",
+    }
+    /// `TLS_CLIENT_CA_FILE`: CAs whose client certificates are required (mutual TLS).
+    tls_client_ca_file: OptionalPath = TLS_CLIENT_CA_FILE {
+        flag: "tls-client-ca-file",
+        default: "",
+        value: "PATH",
+        accepts: Parsed::new("a file path"),
+        help: "CA certificates (PEM); when set, every client must present a certificate they signed (mutual TLS), whose CN or SAN can name a user in AUTH_FILE",
+    }
+    /// `AUTH_FILE`: users, credentials and permissions (TOML).
+    auth_file: OptionalPath = AUTH_FILE {
+        flag: "auth-file",
+        default: "",
+        value: "PATH",
+        accepts: Parsed::new("a file path"),
+        help: "Users, token hashes, certificate identities and subject permissions (TOML, see docs/SECURITY.md); when set, every connection must authenticate. Reloaded on SIGHUP and when the file changes",
+    }
+    /// `HTTP_AUTH_TOKEN_FILE`: the bearer token `/metrics` requires.
+    http_auth_token_file: OptionalPath = HTTP_AUTH_TOKEN_FILE {
+        flag: "http-auth-token-file",
+        default: "",
+        value: "PATH",
+        accepts: Parsed::new("a file path"),
+        help: "File holding the bearer token (16 characters or more) that /metrics requires; /healthz and /ready stay open for probes",
+    }
+    /// `HTTP_TLS`: serve the HTTP endpoints over TLS with `TLS_CERT_FILE`.
+    http_tls: bool = HTTP_TLS {
+        flag: "http-tls",
+        default: "false",
+        value: "BOOL",
+        accepts: Parsed::new("true or false"),
+        help: "Serve /healthz, /ready and /metrics over HTTPS with TLS_CERT_FILE (probes then need scheme HTTPS)",
     }
     /// `LOG_FORMAT`: text or JSON logs.
     log_format: LogFormat = LOG_FORMAT {

@@ -191,3 +191,18 @@ impl FromStr for MemoryLimit {
         })
     }
 }
+
+/// A file path that may be unset (the empty default): the security files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptionalPath(pub Option<std::path::PathBuf>);
+
+impl FromStr for OptionalPath {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        Ok(OptionalPath(
+            (!text.is_empty()).then(|| std::path::PathBuf::from(text)),
+        ))
+    }
+}

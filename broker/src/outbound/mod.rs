@@ -234,6 +234,9 @@ impl Outbox {
             warn!(connection = self.connection_id, %error, "could not encode a delivery; skipped");
             return Pushed::Dropped;
         }
+        if let Some(reply_to) = message.reply_to() {
+            self.connection().delivering_request(reply_to);
+        }
         pending.broadcast += 1;
         pending.sample(DeliveryMode::Broadcast, stamp);
         let wake_writer = std::mem::take(&mut pending.writer_idle);
@@ -289,6 +292,9 @@ impl Outbox {
             // delivery stays unacked and is redelivered when the consumer leaves.
             warn!(connection = self.connection_id, %error, "could not encode a delivery; skipped");
         } else {
+            if let Some(reply_to) = message.reply_to() {
+                self.connection().delivering_request(reply_to);
+            }
             pending.queued += 1;
             pending.redelivered += u64::from(redelivered);
             pending.sample(DeliveryMode::Queue, stamp);

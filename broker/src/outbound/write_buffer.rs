@@ -99,7 +99,7 @@ impl WriteBuffer {
                 position += written;
                 flow.note_write(written);
             }
-            return Ok(());
+            return flush(socket, deadline).await;
         }
         if !self.bytes.is_empty() {
             let tail = self.bytes.split().freeze();
@@ -133,7 +133,7 @@ impl WriteBuffer {
                 }
             }
         }
-        Ok(())
+        flush(socket, deadline).await
     }
 
     /// Empties the buffer, keeping its capacity.
@@ -152,6 +152,16 @@ impl WriteBuffer {
         }
         bytes.extend_from_slice(&self.bytes);
         bytes
+    }
+}
+
+/// Flushes what the transport buffers itself (a TLS stream's pending records; a
+/// no-op for TCP), within `deadline`.
+async fn flush<W: TransportWriter>(socket: &mut W, deadline: Duration) -> Result<(), WriteFailure> {
+    match tokio::time::timeout(deadline, socket.flush()).await {
+        Err(_) => Err(WriteFailure::Deadline),
+        Ok(Err(error)) => Err(WriteFailure::Io(error)),
+        Ok(Ok(())) => Ok(()),
     }
 }
 

@@ -107,6 +107,12 @@ impl Router {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Bumps the generation without a change: every session's route cache (and the
+    /// permission decisions cached with it) starts over.
+    pub fn invalidate(&self) {
+        self.modify(|_| {});
+    }
+
     /// Makes a broadcast subscription routable.
     pub fn add_subscriber(&self, pattern: &str, target: BroadcastTarget) {
         self.modify(|index| index.insert(pattern, Route::Subscriber(target)));

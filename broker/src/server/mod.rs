@@ -1,9 +1,11 @@
 //! The server: binds the listeners, accepts connections, and drains on shutdown.
 //!
 //! - this module — [`Server`]: bind, then `run` (the accept loop);
-//! - [`drain`] — the shutdown sequence, step by step.
+//! - [`drain`] — the shutdown sequence, step by step;
+//! - `tls_accept.rs` — a connection on a TLS listener: plaintext refused, handshake, session.
 
 pub mod drain;
+mod tls_accept;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::config::{env, Config};
 use crate::readiness::ReadinessHold;
+use crate::security::Security;
 use crate::{admin, session};
 
 /// Pause after a failed `accept` (typically out of file descriptors), so the loop
@@ -53,6 +56,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Http(std::io::Error),
+    /// A security setting (TLS files, `AUTH_FILE`, `HTTP_AUTH_TOKEN_FILE`) is wrong.
+    #[error("{0}")]
+    Security(#[from] crate::security::SecurityError),
     /// The store `STORE_URL` names could not be opened.
     #[error("cannot open the store {url} (STORE_URL): {source}")]
     Store {
@@ -91,6 +97,14 @@ impl Server {
                 address: http_address,
                 source,
             })?;
+        let security = Security::from_config(&config)?;
+        if security.auth().is_none() && !config.bind_addr.is_loopback() {
+            warn!(
+                bind = %config.bind_addr,
+                "no {} is set: any client that reaches the port may publish and subscribe to everything",
+                env::AUTH_FILE
+            );
+        }
         let url = config.store_url.to_string();
         // Recovery reads files: off the async workers.
         let broker = tokio::task::spawn_blocking(move || Broker::open(config))
@@ -103,7 +117,7 @@ impl Server {
                 ),
             })?
             .map_err(|source| ServerError::Store { url, source })?;
-        let broker = Arc::new(broker);
+        let broker = Arc::new(broker.with_security(security));
         let listening = broker.take_startup_hold();
         Ok(Server {
             broker,
@@ -148,12 +162,18 @@ impl Server {
         let http_stop = CancellationToken::new();
         let http_task = tokio::spawn(admin::serve(http, broker.clone(), http_stop.clone()));
         let housekeeping = tokio::spawn(broker.clone().run_housekeeping(http_stop.clone()));
+        let watching = broker.clone();
+        let watch_stop = http_stop.clone();
+        let security_watch =
+            tokio::spawn(async move { watching.watch_security_files(watch_stop).await });
         let sessions = TaskTracker::new();
         drop(listening);
         info!(
             tcp = ?tcp_address,
             http = ?http_address,
             delivery_mode = %broker.config().delivery_mode,
+            tls = broker.security().tls().is_some(),
+            auth = broker.security().auth().is_some(),
             "tern is ready"
         );
         loop {
@@ -164,7 +184,17 @@ impl Server {
                     Ok((stream, peer)) => {
                         // We batch our own writes; Nagle would only add latency.
                         let _ = stream.set_nodelay(true);
-                        sessions.spawn(session::serve_connection(stream, peer, broker.clone(), shutdown.clone()));
+                        let broker = broker.clone();
+                        let shutdown = shutdown.clone();
+                        if broker.security().tls().is_some() {
+                            sessions.spawn(async move {
+                                if let Some(tls) = broker.security().tls() {
+                                    tls_accept::serve_tls(tls, stream, peer, broker.clone(), shutdown).await;
+                                }
+                            });
+                        } else {
+                            sessions.spawn(session::serve_connection(stream, peer, broker, shutdown));
+                        }
                     }
                     Err(error) => {
                         warn!(%error, "accept failed");
@@ -178,6 +208,7 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || closing.close_store()).await;
         http_stop.cancel();
         let _ = housekeeping.await;
+        let _ = security_watch.await;
         if let Ok(Err(error)) = http_task.await {
             return Err(ServerError::Http(error));
         }

@@ -7,6 +7,8 @@ use bytestring::ByteString;
 use tern_proto::subject::{validate_subject, SubjectError};
 use tern_proto::{ErrorCode, Frame, Publish, Role};
 
+use super::access::publish_denied;
+use super::route_cache::Lookup;
 use super::subscriptions::Subscription;
 use super::{Processed, Session};
 use crate::broker::Refusal;
@@ -143,10 +145,16 @@ impl Session {
         };
         let outcome = self.check_publish_allowed().and_then(|()| {
             let message = &publish.message;
-            let routes = self
-                .routes
-                .lookup(message.subject(), &self.broker)
-                .map_err(subject_refusal)?;
+            let subject = message.subject();
+            let rules = self.access.as_ref().map(|access| &access.permissions().publish);
+            let routes = match self.routes.lookup(subject, &self.broker, rules) {
+                Ok(routes) => routes,
+                Err(Lookup::Invalid(error)) => return Err(subject_refusal(error)),
+                Err(Lookup::Denied) => {
+                    publish_denied(&self.broker, &self.outbox, self.access.as_deref(), subject)?;
+                    Arc::new(self.broker.routes_for(subject))
+                }
+            };
             let reply_to = message.reply_to();
             if let Some(reply_to) = reply_to {
                 validate_subject(reply_to).map_err(|error| {

@@ -9,12 +9,13 @@ use crate::transport::ReadSource;
 use tern_proto::{ErrorCode, Frame, Role, Welcome, SUPPORTED_VERSIONS};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::broker::Broker;
 use crate::close_reason::CloseReason;
 use crate::config::env;
 use crate::outbound::Outbox;
+use crate::security::{AuthFailure, Authenticated};
 use crate::stats::Stats;
 use crate::transport::{FrameReader, ReadError};
 
@@ -45,7 +46,16 @@ pub(super) async fn refuse_connection<W: AsyncWrite + Unpin>(mut writer: W, brok
     }
 }
 
-/// Waits for HELLO and answers WELCOME, or explains what went wrong.
+/// What the handshake agreed.
+pub(super) struct Agreed {
+    pub(super) role: Role,
+    pub(super) version: u16,
+    /// The `AUTH_FILE` user (`None` without an auth file).
+    pub(super) authenticated: Option<Authenticated>,
+}
+
+/// Waits for HELLO (and, with `AUTH_FILE`, a credential naming a user) and
+/// answers WELCOME, or explains what went wrong.
 /// Returns only the role: the client's name is copied into the connection registry
 /// and not kept otherwise, since it is a slice of the read buffer and holding it
 /// would pin that buffer for the connection's whole life.
@@ -54,7 +64,8 @@ pub(super) async fn handshake<R: ReadSource>(
     outbox: &Outbox,
     broker: &Broker,
     peer: SocketAddr,
-) -> Result<(Role, u16), CloseReason> {
+    certificate_names: &[Box<str>],
+) -> Result<Agreed, CloseReason> {
     let config = broker.config();
     let connection_id = outbox.connection_id();
     let reject = |code: ErrorCode, message: String| {
@@ -105,6 +116,35 @@ pub(super) async fn handshake<R: ReadSource>(
             ),
         );
     }
+    let authenticated = match broker.security().auth() {
+        None => None,
+        Some(auth) => match auth
+            .authenticate(peer.ip(), &hello.auth_token, certificate_names)
+            .await
+        {
+            Ok(authenticated) => Some(authenticated),
+            Err(failure) => {
+                broker.security().stats().count_auth_failure(failure);
+                warn!(connection = connection_id, %peer, reason = failure.as_str(), client = %hello.client_name, "authentication failed");
+                let message = match failure {
+                    AuthFailure::Throttled => format!(
+                        "too many failed authentications from {} are in progress; try again later",
+                        peer.ip()
+                    ),
+                    AuthFailure::Missing => "this broker requires a token (HELLO auth_token) or a client certificate".to_owned(),
+                    _ => "the token or client certificate names no user".to_owned(),
+                };
+                outbox.push_control(Frame::error(ErrorCode::AuthenticationFailed, 0, message));
+                return Err(CloseReason::AuthenticationFailed);
+            }
+        },
+    };
+    if let Some(authenticated) = &authenticated {
+        outbox.connection().authenticate(
+            &authenticated.user.name,
+            authenticated.user.permissions.allow_responses,
+        );
+    }
     outbox.push_control(Frame::Welcome(Welcome {
         version: hello.version,
         connection_id,
@@ -115,6 +155,10 @@ pub(super) async fn handshake<R: ReadSource>(
         server_name: SERVER_NAME.into(),
     }));
     outbox.connection().identify(&hello.client_name, hello.role);
-    debug!(connection = connection_id, %peer, client = %hello.client_name, role = ?hello.role, "client connected");
-    Ok((hello.role, hello.version))
+    debug!(connection = connection_id, %peer, client = %hello.client_name, role = ?hello.role, user = authenticated.as_ref().map(|a| &*a.user.name), "client connected");
+    Ok(Agreed {
+        role: hello.role,
+        version: hello.version,
+        authenticated,
+    })
 }

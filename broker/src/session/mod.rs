@@ -5,6 +5,7 @@
 //! - [`handshake`] — HELLO/WELCOME, refusing connections over the limit;
 //! - `handlers.rs` — one handler per client frame (publish, ack, credit, ping);
 //! - `subscriptions.rs` — SUBSCRIBE / UNSUBSCRIBE and detaching on close;
+//! - `access.rs` — the user's permissions (`AUTH_FILE`), kept current on reload;
 //! - `keepalive.rs` — PING after silence, close when stale;
 //! - `queue_admin.rs` — QUEUE_LIST / QUEUE_PURGE / QUEUE_DELETE;
 //! - `route_cache.rs` — subject → routes, revalidated by one atomic load;
@@ -14,6 +15,7 @@
 //! subscriptions are detached and its unacked queue deliveries go back to their
 //! queues; why it ended is one [`CloseReason`], logged and counted once.
 
+mod access;
 mod drain;
 mod handlers;
 pub mod handshake;
@@ -41,7 +43,8 @@ use crate::outbound::{run_writer, Outbox, OutboxLimits, WriterExit};
 use crate::routing::Touched;
 use crate::stats::Stats;
 use crate::transport::{FrameReader, Transport};
-use handshake::{handshake, refuse_connection, FINAL_FLUSH_TIMEOUT};
+use access::{access_changed, Access};
+use handshake::{handshake, refuse_connection, Agreed, FINAL_FLUSH_TIMEOUT};
 use keepalive::{Keepalive, Tick};
 use route_cache::RouteCache;
 use subscriptions::Subscription;
@@ -52,6 +55,18 @@ pub use handshake::SERVER_NAME;
 pub async fn serve_connection<T: Transport>(
     transport: T,
     peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    serve_connection_as(transport, peer, Vec::new(), broker, shutdown).await;
+}
+
+/// [`serve_connection`] for a client whose verified TLS certificate carries
+/// `certificate_names` (its CN and SANs), which `AUTH_FILE` may map to a user.
+pub async fn serve_connection_as<T: Transport>(
+    transport: T,
+    peer: SocketAddr,
+    certificate_names: Vec<Box<str>>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) {
@@ -79,8 +94,13 @@ pub async fn serve_connection<T: Transport>(
     ));
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
 
-    let reason = match handshake(&mut reader, &outbox, &broker, peer).await {
-        Ok((role, version)) => {
+    let reason = match handshake(&mut reader, &outbox, &broker, peer, &certificate_names).await {
+        Ok(Agreed {
+            role,
+            version,
+            authenticated,
+        }) => {
+            drop(certificate_names);
             let mut session = Session {
                 id: connection_id,
                 broker: broker.clone(),
@@ -94,6 +114,7 @@ pub async fn serve_connection<T: Transport>(
                 next_stamp: 0,
                 touched: Touched::default(),
                 owed_confirms: None,
+                access: authenticated.map(|authenticated| Box::new(Access { authenticated })),
             };
             let reason = session.run(&mut reader, &mut writer, &shutdown).await;
             session.detach_all();
@@ -186,6 +207,8 @@ struct Session {
     /// each [`crate::store::PendingConfirm`]).
     /// Made with the first such answer (only a broker with a store defers them).
     owed_confirms: Option<Arc<crate::store::OwedConfirms>>,
+    /// The `AUTH_FILE` user and its permissions (`None`: no auth file, all allowed).
+    access: Option<Box<Access>>,
 }
 
 impl Session {
@@ -201,6 +224,10 @@ impl Session {
         let keepalive_timer = sleep_until(keepalive.deadline());
         tokio::pin!(keepalive_timer);
         let mut drain_deadline: Option<Instant> = None;
+        let mut auth_changes = match (&self.access, self.broker.security().auth()) {
+            (Some(_), Some(auth)) => Some(auth.watch()),
+            _ => None,
+        };
         loop {
             let blocked = match self.process_buffered(reader) {
                 Processed::Drained => false,
@@ -243,6 +270,11 @@ impl Session {
                 // The client is not reading its answers: read nothing more from it
                 // until the writer makes room.
                 _ = self.outbox.wait_for_control_room(), if blocked => {}
+                () = access_changed(&mut auth_changes), if auth_changes.is_some() => {
+                    if let Err(reason) = self.on_access_changed() {
+                        return reason;
+                    }
+                }
                 () = &mut keepalive_timer => {
                     let tick = keepalive.on_tick();
                     keepalive_timer.as_mut().reset(keepalive.deadline());

@@ -14,6 +14,7 @@ impl Session {
     /// client's frames while too many of them wait for it to read.
     pub(super) fn on_queue_list(&mut self, request_id: u64) {
         let mut queues = self.broker.queues();
+        queues.retain(|queue| self.may_see_queue(queue.name()));
         queues.sort_unstable_by(|a, b| a.name().cmp(b.name()));
         for queue in &queues {
             let depth = queue.depth();
@@ -37,6 +38,7 @@ impl Session {
     pub(super) fn on_queue_purge(&mut self, request_id: u64, queue: &ByteString) {
         let outcome = self
             .require_role(self.role.can_subscribe(), "purge a queue")
+            .and_then(|()| self.check_administer(queue, "purge"))
             .and_then(|()| self.broker.purge_queue(queue));
         self.answer_admin(request_id, outcome);
     }
@@ -45,6 +47,7 @@ impl Session {
     pub(super) fn on_queue_delete(&mut self, request_id: u64, queue: &ByteString, force: bool) {
         let outcome = self
             .require_role(self.role.can_subscribe(), "delete a queue")
+            .and_then(|()| self.check_administer(queue, "delete"))
             .and_then(|()| self.broker.delete_queue(queue, force));
         self.answer_admin(request_id, outcome);
     }

@@ -1,6 +1,8 @@
 //! A session's route cache: what the subjects it publishes to route to, valid while
 //! the broker's routing generation is unchanged, so the steady-state publish path
-//! takes no lock.
+//! takes no lock. With `AUTH_FILE`, only subjects the user may publish to are
+//! cached, so the permission check costs nothing on a hit (a reload bumps the
+//! generation).
 
 use std::sync::Arc;
 
@@ -9,6 +11,16 @@ use tern_proto::subject::{validate_subject, SubjectError};
 
 use crate::broker::Broker;
 use crate::routing::Routes;
+use crate::security::SubjectRules;
+
+/// Why a subject has no routes for this session.
+#[derive(Debug)]
+pub(super) enum Lookup {
+    /// Not a valid publish subject.
+    Invalid(SubjectError),
+    /// The user's publish rules do not allow it.
+    Denied,
+}
 
 /// Subjects whose routes a session remembers. Past this the cache starts over, so a
 /// publisher cycling through unique subjects costs bounded memory (at most ~128 KiB
@@ -38,7 +50,8 @@ impl RouteCache {
         &mut self,
         subject: &str,
         broker: &Broker,
-    ) -> Result<Arc<Routes>, SubjectError> {
+        publish: Option<&SubjectRules>,
+    ) -> Result<Arc<Routes>, Lookup> {
         let generation = broker.routing_generation();
         if generation != self.generation {
             self.entries.clear();
@@ -53,7 +66,10 @@ impl RouteCache {
         let routes = match self.entries.get(subject) {
             Some(routes) => routes.clone(),
             None => {
-                validate_subject(subject)?;
+                validate_subject(subject).map_err(Lookup::Invalid)?;
+                if publish.is_some_and(|rules| !rules.permits_subject(subject)) {
+                    return Err(Lookup::Denied);
+                }
                 let routes = Arc::new(broker.routes_for(subject));
                 if self.entries.len() >= ROUTE_CACHE_ENTRIES {
                     self.entries.clear();

@@ -122,6 +122,7 @@ impl Session {
         filter: Option<Arc<Filter>>,
     ) -> Result<(), Refusal> {
         validate_pattern(&pattern).map_err(subject_refusal)?;
+        self.check_subscribe(&pattern)?;
         self.broker.reserve_subscription(DeliveryMode::Broadcast)?;
         // SUBSCRIBE_OK goes out before anything can be delivered for it.
         self.outbox.push_control(Frame::SubscribeOk { sid });
@@ -164,14 +165,21 @@ impl Session {
         validate_subject(&name).map_err(|error| {
             Refusal::new(ErrorCode::InvalidQueueName, format!("queue name: {error}"))
         })?;
+        self.check_consume(&name)?;
+        let existing = self.broker.queue(&name);
         let binding = if pattern.is_empty() {
-            self.broker
-                .queue(&name)
+            existing
+                .as_ref()
                 .map_or_else(|| name.clone(), |existing| existing.pattern().clone())
         } else {
             validate_pattern(&pattern).map_err(subject_refusal)?;
             pattern
         };
+        if existing.is_none() {
+            // Creating the queue binds it: the user must be allowed that pattern.
+            self.check_subscribe(&binding)?;
+        }
+        drop(existing);
         self.broker.reserve_subscription(DeliveryMode::Queue)?;
         let prefetch = if prefetch == 0 {
             self.broker.config().default_prefetch
@@ -232,7 +240,7 @@ impl Session {
 
     /// Removes a subscription from routing or from its queue (whose unacked
     /// deliveries to it go back to the front) and frees its slot.
-    fn detach(&self, sid: u32, subscription: Subscription) {
+    pub(super) fn detach(&self, sid: u32, subscription: Subscription) {
         let mode = match subscription {
             Subscription::Broadcast { pattern, filtered } => {
                 if filtered {

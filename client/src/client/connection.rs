@@ -11,9 +11,36 @@ use tokio::time::timeout;
 use crate::error::ClientError;
 use crate::options::ClientOptions;
 
+/// The byte stream to the broker: TCP, or TLS over TCP.
+pub(super) enum BrokerStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS ([`crate::TlsOptions`]).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl BrokerStream {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            BrokerStream::Plain(stream) => stream.write_all(bytes).await,
+            BrokerStream::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+        }
+    }
+
+    async fn read_buf(&mut self, buffer: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            BrokerStream::Plain(stream) => stream.read_buf(buffer).await,
+            BrokerStream::Tls(stream) => stream.read_buf(buffer).await,
+        }
+    }
+}
+
 /// A connected, handshaken socket.
 pub(super) struct Established {
-    pub(super) stream: TcpStream,
+    pub(super) stream: BrokerStream,
     pub(super) welcome: Welcome,
     pub(super) leftover: BytesMut,
 }
@@ -41,7 +68,7 @@ async fn open_with(
     version: u16,
 ) -> Result<Established, ClientError> {
     let connect = timeout(options.connect_timeout, TcpStream::connect(address)).await;
-    let mut stream = match connect {
+    let stream = match connect {
         Err(_) => return Err(ClientError::Timeout),
         Ok(Err(source)) => {
             return Err(ClientError::Connect {
@@ -52,6 +79,15 @@ async fn open_with(
         Ok(Ok(stream)) => stream,
     };
     stream.set_nodelay(true)?;
+    let mut stream = match &options.tls {
+        None => BrokerStream::Plain(stream),
+        Some(tls) => {
+            let handshake = timeout(options.connect_timeout, tls.connect(address, stream));
+            BrokerStream::Tls(Box::new(
+                handshake.await.map_err(|_| ClientError::Timeout)??,
+            ))
+        }
+    };
     let hello = Frame::Hello(Hello {
         version,
         role: options.role,
@@ -74,7 +110,7 @@ async fn open_with(
 }
 
 async fn read_welcome(
-    stream: &mut TcpStream,
+    stream: &mut BrokerStream,
     buffer: &mut BytesMut,
 ) -> Result<Welcome, ClientError> {
     loop {

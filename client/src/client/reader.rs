@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tern_proto::{ErrorCode, ErrorFrame, Frame, ReadBuffer};
-use tokio::net::tcp::OwnedReadHalf;
+use tern_proto::read_buffer::ReadSource;
 use tracing::{debug, info, warn};
 
 use super::inner::{Inner, Pending, Sink};
@@ -109,7 +109,7 @@ const CLIENT_SPARE_BYTES: usize = 1024 * 1024;
 
 pub(super) async fn read_loop(
     inner: &Arc<Inner>,
-    mut socket: OwnedReadHalf,
+    mut socket: impl ReadSource,
     leftover: BytesMut,
     max_frame: u32,
 ) -> Result<(), ClientError> {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
-use super::connection::{open, Established};
+use super::connection::{open, BrokerStream, Established};
+use tern_proto::read_buffer::ReadSource;
+use tokio::io::AsyncWrite;
 use super::inner::Inner;
 use super::reader::read_loop;
 use super::writer::write_loop;
@@ -58,13 +60,40 @@ pub(super) async fn drive(inner: Arc<Inner>, first: Established) {
             .welcome
             .max_frame_bytes
             .saturating_add(SERVER_FRAME_SLACK);
-        let (read_half, mut write_half) = established.stream.into_split();
+        let closing = match established.stream {
+            BrokerStream::Plain(stream) => {
+                let (read_half, write_half) = stream.into_split();
+                run(&inner, read_half, write_half, established.leftover, max_frame).await
+            }
+            BrokerStream::Tls(stream) => {
+                let (read_half, write_half) = tokio::io::split(*stream);
+                run(&inner, read_half, write_half, established.leftover, max_frame).await
+            }
+        };
+        inner.on_disconnected();
+        if closing || inner.closed.load(Ordering::Acquire) {
+            break;
+        }
+        warn!(address = %inner.address, "disconnected from the broker; reconnecting");
+    }
+    inner.on_closed();
+}
+
+/// Runs one connection until it drops (`false`) or the client closes (`true`).
+async fn run<R: ReadSource, W: AsyncWrite + Unpin>(
+    inner: &Arc<Inner>,
+    read_half: R,
+    mut write_half: W,
+    leftover: bytes::BytesMut,
+    max_frame: u32,
+) -> bool {
+    {
         let closing = tokio::select! {
-            result = read_loop(&inner, read_half, established.leftover, max_frame) => {
+            result = read_loop(inner, read_half, leftover, max_frame) => {
                 debug!(?result, "connection lost (read side)");
                 false
             }
-            result = write_loop(&inner, &mut write_half) => match result {
+            result = write_loop(inner, &mut write_half) => match result {
                 // The writer only returns Ok once a close was requested and everything
                 // buffered before it has been written.
                 Ok(()) => true,
@@ -77,11 +106,6 @@ pub(super) async fn drive(inner: Arc<Inner>, first: Established) {
         if closing {
             let _ = write_half.shutdown().await;
         }
-        inner.on_disconnected();
-        if closing || inner.closed.load(Ordering::Acquire) {
-            break;
-        }
-        warn!(address = %inner.address, "disconnected from the broker; reconnecting");
+        closing
     }
-    inner.on_closed();
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWrite;
 use tokio::time::timeout;
 
 use super::inner::Inner;
@@ -26,7 +26,7 @@ pub(crate) const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// not lost by closing.
 pub(super) async fn write_loop(
     inner: &Inner,
-    socket: &mut OwnedWriteHalf,
+    socket: &mut (impl AsyncWrite + Unpin),
 ) -> Result<(), ClientError> {
     let mut batch = BytesMut::new();
     loop {
@@ -43,6 +43,8 @@ pub(super) async fn write_loop(
         if !idle {
             inner.room.notify_waiters();
             socket.write_all(&batch).await?;
+            // TLS keeps records until flushed (a no-op for TCP).
+            socket.flush().await?;
             batch.clear();
         } else if inner.closed.load(Ordering::Acquire) {
             return Ok(());

@@ -1,0 +1,248 @@
+//! Security: TLS on the listeners, token and certificate authentication, and
+//! per-subject permissions, all reloadable without a restart.
+//!
+//! - [`tls`] — the rustls server configuration (`TLS_CERT_FILE`, `TLS_KEY_FILE`,
+//!   `TLS_CLIENT_CA_FILE`), swapped on reload; client certificate names;
+//! - [`auth_file`] — `AUTH_FILE`: users, credentials (token hashes, certificate
+//!   identities) and permissions;
+//! - [`permissions`] — subject rules (allow, deny, deny wins) and queue rights;
+//! - [`authenticator`] — authentication at HELLO, delayed and throttled failures;
+//! - [`http_token`] — `HTTP_AUTH_TOKEN_FILE`, the bearer token of `/metrics`;
+//! - [`stats`] — `tern_auth_*`, `tern_tls_*`, `tern_security_reloads_total`.
+//!
+//! Reload: [`Security::reload`] reads every configured file again (on SIGHUP, and
+//! when [`Security::watch_files`] sees one change). A file that does not load is
+//! logged and the configuration before it stays. New TLS handshakes get the new
+//! certificate while established sessions keep theirs; a new auth file applies to
+//! every open connection at once (see `session/access.rs`).
+
+pub mod auth_file;
+pub mod authenticator;
+pub mod http_token;
+pub mod permissions;
+pub mod stats;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use auth_file::{AuthFileError, AuthTable, Credential, User};
+pub use authenticator::{Auth, Authenticated};
+pub use http_token::HttpToken;
+pub use permissions::{Permissions, SubjectRules};
+pub use stats::{AuthFailure, DeniedAction, SecurityStats};
+pub use tls::{TlsCell, TlsError, TlsFiles};
+
+use crate::config::{env, Config};
+
+/// How often the configured files are checked for changes.
+pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the security settings could not be loaded at startup. Names the setting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecurityError {
+    /// Settings that only make sense together.
+    #[error("{setting}: {message}")]
+    Setting {
+        /// The setting.
+        setting: &'static str,
+        /// What is missing.
+        message: String,
+    },
+    /// A TLS file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The auth file.
+    #[error("AUTH_FILE: {0}")]
+    Auth(#[from] AuthFileError),
+    /// The HTTP token file.
+    #[error(transparent)]
+    HttpToken(#[from] http_token::HttpTokenError),
+}
+
+/// The broker's security configuration.
+#[derive(Debug, Default)]
+pub struct Security {
+    tls: Option<TlsCell>,
+    http_tls: bool,
+    auth: Option<Auth>,
+    http_token: Option<HttpToken>,
+    stats: SecurityStats,
+}
+
+impl Security {
+    /// No TLS, no authentication: every client may do everything.
+    pub fn open() -> Security {
+        Security::default()
+    }
+
+    /// Loads what `config` names; an error names the setting.
+    pub fn from_config(config: &Config) -> Result<Security, SecurityError> {
+        let tls = match (&config.tls_cert_file.0, &config.tls_key_file.0) {
+            (Some(cert), Some(key)) => Some(TlsCell::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca_file.0.clone(),
+            })?),
+            (Some(_), None) => return Err(missing(env::TLS_KEY_FILE, env::TLS_CERT_FILE)),
+            (None, Some(_)) => return Err(missing(env::TLS_CERT_FILE, env::TLS_KEY_FILE)),
+            (None, None) => None,
+        };
+        if tls.is_none() && config.tls_client_ca_file.0.is_some() {
+            return Err(missing(env::TLS_CERT_FILE, env::TLS_CLIENT_CA_FILE));
+        }
+        if tls.is_none() && config.http_tls {
+            return Err(missing(env::TLS_CERT_FILE, env::HTTP_TLS));
+        }
+        let auth = config.auth_file.0.as_deref().map(Auth::load).transpose()?;
+        let http_token = config
+            .http_auth_token_file
+            .0
+            .as_deref()
+            .map(HttpToken::load)
+            .transpose()?;
+        Ok(Security {
+            tls,
+            http_tls: config.http_tls,
+            auth,
+            http_token,
+            stats: SecurityStats::default(),
+        })
+    }
+
+    /// TLS of the protocol listener, when configured.
+    pub fn tls(&self) -> Option<&TlsCell> {
+        self.tls.as_ref()
+    }
+
+    /// TLS of the HTTP listener (`HTTP_TLS`), when configured.
+    pub fn http_tls(&self) -> Option<&TlsCell> {
+        self.tls.as_ref().filter(|_| self.http_tls)
+    }
+
+    /// Authentication and permissions, when `AUTH_FILE` is set.
+    pub fn auth(&self) -> Option<&Auth> {
+        self.auth.as_ref()
+    }
+
+    /// The bearer token `/metrics` requires, when `HTTP_AUTH_TOKEN_FILE` is set.
+    pub fn http_token(&self) -> Option<&HttpToken> {
+        self.http_token.as_ref()
+    }
+
+    /// The security counters.
+    pub fn stats(&self) -> &SecurityStats {
+        &self.stats
+    }
+
+    /// Reads every configured file again and applies what loads; logs each
+    /// outcome. Returns how many parts failed to load.
+    pub fn reload(&self) -> usize {
+        let mut failed = 0;
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => {
+                    self.stats.reloads_applied.inc();
+                    info!(file = %tls.files().cert.display(), "TLS certificate reloaded");
+                }
+                Err(error) => {
+                    failed += 1;
+                    self.stats.reloads_failed.inc();
+                    warn!(%error, "TLS reload failed; the previous certificate stays in use");
+                }
+            }
+        }
+        if let Some(auth) = &self.auth {
+            match auth.reload() {
+                Ok(true) => {
+                    self.stats.reloads_applied.inc();
+                    info!(file = %auth.path().display(), users = auth.table().len(), "auth file reloaded");
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    failed += 1;
+                    self.stats.reloads_failed.inc();
+                    warn!(%error, "auth file reload failed; the previous users and permissions stay");
+                }
+            }
+        }
+        if let Some(token) = &self.http_token {
+            match token.reload() {
+                Ok(true) => {
+                    self.stats.reloads_applied.inc();
+                    info!(file = %token.path().display(), "HTTP token reloaded");
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    failed += 1;
+                    self.stats.reloads_failed.inc();
+                    warn!(%error, "HTTP token reload failed; the previous token stays");
+                }
+            }
+        }
+        failed
+    }
+
+    fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        if let Some(tls) = &self.tls {
+            paths.extend(tls.files().paths());
+        }
+        if let Some(auth) = &self.auth {
+            paths.push(auth.path().to_owned());
+        }
+        if let Some(token) = &self.http_token {
+            paths.push(token.path().to_owned());
+        }
+        paths
+    }
+
+    /// Checks the configured files every [`RELOAD_POLL_INTERVAL`] and reloads when
+    /// one changed (its target, size or modification time: a Kubernetes secret
+    /// update swaps a symlink), until `stop`.
+    /// `reloaded` runs after each reload.
+    pub async fn watch_files(&self, stop: CancellationToken, reloaded: impl Fn()) {
+        let paths = self.watched_paths();
+        if paths.is_empty() {
+            return;
+        }
+        let mut seen = fingerprints(&paths);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(RELOAD_POLL_INTERVAL) => {}
+            }
+            let now = fingerprints(&paths);
+            if now != seen {
+                seen = now;
+                info!("a security file changed; reloading");
+                self.reload();
+                reloaded();
+            }
+        }
+    }
+}
+
+fn missing(needed: &'static str, because: &'static str) -> SecurityError {
+    SecurityError::Setting {
+        setting: needed,
+        message: format!("must be set when {because} is"),
+    }
+}
+
+type Fingerprint = Option<(PathBuf, u64, SystemTime)>;
+
+fn fingerprints(paths: &[PathBuf]) -> Vec<Fingerprint> {
+    paths
+        .iter()
+        .map(|path| {
+            let target = std::fs::canonicalize(path).ok()?;
+            let metadata = std::fs::metadata(&target).ok()?;
+            Some((target, metadata.len(), metadata.modified().ok()?))
+        })
+        .collect()
+}
