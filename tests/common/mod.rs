@@ -2,6 +2,8 @@
 //! client that pins the protocol, and polling helpers (no sleeps as sync).
 #![allow(dead_code, missing_docs)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -170,19 +172,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     }
 
     async fn handshake(&mut self, role: Role) -> Welcome {
-        let client = self;
-        client
-            .send(&Frame::Hello(Hello {
-                version: 1,
-                role,
-                client_name: "raw".into(),
-                auth_token: "".into(),
-            }))
-            .await;
-        match client.next().await {
+        match self.hello_with_token(role, "").await {
             Frame::Welcome(welcome) => welcome,
             other => panic!("expected WELCOME, got {other:?}"),
         }
+    }
+
+    /// Sends HELLO (version 1) with `token`; returns the answer (WELCOME or ERROR).
+    pub async fn hello_with_token(&mut self, role: Role, token: &str) -> Frame {
+        self.send(&Frame::Hello(Hello {
+            version: 1,
+            role,
+            client_name: "raw".into(),
+            auth_token: token.into(),
+        }))
+        .await;
+        self.next().await
     }
 
     pub async fn send(&mut self, frame: &Frame) {
@@ -324,7 +329,9 @@ impl PipeBroker {
     pub fn with(configure: impl FnOnce(&mut Config)) -> PipeBroker {
         let mut config = test_config();
         configure(&mut config);
-        let broker = Arc::new(Broker::new(config));
+        let security = tern_broker::security::Security::from_config(&config)
+            .expect("valid security settings");
+        let broker = Arc::new(Broker::new(config).with_security(security));
         drop(broker.take_startup_hold());
         let stop = CancellationToken::new();
         tokio::spawn(broker.clone().run_housekeeping(stop.clone()));

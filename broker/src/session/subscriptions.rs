@@ -175,8 +175,10 @@ impl Session {
             validate_pattern(&pattern).map_err(subject_refusal)?;
             pattern
         };
-        if existing.is_none() {
-            // Creating the queue binds it: the user must be allowed that pattern.
+        if existing.is_none() && binding != name {
+            // Creating the queue binds it: a pattern other than its own name must
+            // be one the user may subscribe to (consume rights on the name cover
+            // the name itself).
             self.check_subscribe(&binding)?;
         }
         drop(existing);
