@@ -89,6 +89,8 @@ mod tests {
             CloseReason::WriteFailed,
             CloseReason::SlowConsumer,
             CloseReason::ClosedByAdmin,
+            CloseReason::AuthenticationFailed,
+            CloseReason::AccessRevoked,
         ];
         let indexes: Vec<usize> = reasons.iter().map(|reason| reason.index()).collect();
         assert_eq!(indexes, (0..CloseReason::COUNT).collect::<Vec<_>>());

@@ -100,8 +100,10 @@ impl TlsOptions {
         }
     }
 
-    /// Runs the TLS handshake over `stream`, dialled at `address`.
-    pub(crate) async fn connect(
+    /// Runs the TLS handshake over `stream`, dialled at `address` (the SDK does
+    /// this itself; public for other protocols to the broker, such as `tern health`
+    /// over HTTPS).
+    pub async fn connect(
         &self,
         address: &str,
         stream: TcpStream,

@@ -1,6 +1,7 @@
 //! `tern health [--path /healthz]`: asks a running broker's HTTP endpoint, exits 0
 //! on `200 OK` and 1 otherwise. Made for container `HEALTHCHECK`s and exec probes in
-//! images that carry no curl.
+//! images that carry no curl. `--token` sends the bearer token `/metrics` requires
+//! (`HTTP_AUTH_TOKEN_FILE`); `--https` (with `--tls-ca`) speaks HTTPS (`HTTP_TLS`).
 
 use std::time::Duration;
 
@@ -27,13 +28,22 @@ pub struct HealthArgs {
     /// Seconds to wait for the answer
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
+    /// Bearer token for endpoints that require one (/metrics with HTTP_AUTH_TOKEN_FILE)
+    #[arg(long = "token", env = "TERN_HTTP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Speak HTTPS (a broker with HTTP_TLS)
+    #[arg(long)]
+    https: bool,
+    /// CA certificates (PEM) that sign the broker's certificate (with --https; default: the system's)
+    #[arg(long = "tls-ca", env = "TERN_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Fetches the path and fails unless it answers 200.
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let wait = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| anyhow!("--timeout must be a positive number of seconds"))?;
-    let (status, body) = tokio::time::timeout(wait, get(&args.host, args.http_port, &args.path))
+    let (status, body) = tokio::time::timeout(wait, get(&args))
         .await
         .map_err(|_| {
             anyhow!(
@@ -50,19 +60,34 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One `GET` over HTTP/1.1 with `Connection: close`: returns the status and body.
-async fn get(host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect((host, port))
+/// One `GET` over HTTP/1.1 (or HTTPS) with `Connection: close`: returns the
+/// status and body.
+async fn get(args: &HealthArgs) -> anyhow::Result<(u16, String)> {
+    let (host, port, path) = (args.host.as_str(), args.http_port, args.path.as_str());
+    let stream = TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream
-        .take(MAX_RESPONSE_BYTES)
-        .read_to_end(&mut response)
-        .await?;
+    let authorization = args
+        .token
+        .as_ref()
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\n\r\n"
+    );
+    let response = if args.https || args.tls_ca.is_some() {
+        let mut tls = tern_client::TlsOptions::default();
+        tls.ca_file = args.tls_ca.clone();
+        let stream = tls
+            .connect(&format!("{host}:{port}"), stream)
+            .await
+            .map_err(|error| anyhow!("{error}"))?;
+        exchange(stream, &request).await?
+    } else {
+        exchange(stream, &request).await?
+    };
     let text = String::from_utf8_lossy(&response);
+    let text = text.as_ref();
     let status = text
         .split_whitespace()
         .nth(1)
@@ -73,4 +98,19 @@ async fn get(host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)>
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Writes the request and reads the response (up to [`MAX_RESPONSE_BYTES`]).
+async fn exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &str,
+) -> anyhow::Result<Vec<u8>> {
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut response = Vec::new();
+    stream
+        .take(MAX_RESPONSE_BYTES)
+        .read_to_end(&mut response)
+        .await?;
+    Ok(response)
 }

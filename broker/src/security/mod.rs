@@ -246,3 +246,65 @@ fn fingerprints(paths: &[PathBuf]) -> Vec<Fingerprint> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn user(name: &str) -> String {
+        format!("[[users]]\nname = \"{name}\"\ncert_identity = \"{name}\"\n")
+    }
+
+    /// A changed file is picked up by the watcher within one poll (paused time: the
+    /// poll interval passes without waiting), and an unchanged one is not reloaded.
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_reloads_a_changed_auth_file() {
+        let dir = std::env::temp_dir().join(format!("tern-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("auth.toml");
+        std::fs::write(&file, user("first")).expect("write");
+        let mut config = Config::default();
+        config.auth_file.0 = Some(file.clone());
+        let security = Arc::new(Security::from_config(&config).expect("loads"));
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let watcher = {
+            let (security, reloads, stop) = (security.clone(), reloads.clone(), stop.clone());
+            tokio::spawn(async move {
+                security
+                    .watch_files(stop, || {
+                        reloads.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(RELOAD_POLL_INTERVAL * 3).await;
+        assert_eq!(reloads.load(Ordering::SeqCst), 0, "nothing changed");
+        std::fs::write(&file, format!("{}{}", user("first"), user("second"))).expect("rewrite");
+        tokio::time::sleep(RELOAD_POLL_INTERVAL + Duration::from_millis(100)).await;
+        assert_eq!(reloads.load(Ordering::SeqCst), 1);
+        let table = security.auth().expect("auth").table();
+        assert!(table.user("second").is_some());
+        stop.cancel();
+        watcher.await.expect("watcher stops");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn settings_that_need_each_other_are_named() {
+        let mut config = Config::default();
+        config.http_tls = true;
+        let error = Security::from_config(&config).expect_err("no certificate");
+        assert!(error.to_string().contains("TLS_CERT_FILE"), "{error}");
+        let mut config = Config::default();
+        config.tls_client_ca_file.0 = Some("/ca.pem".into());
+        let error = Security::from_config(&config).expect_err("no certificate");
+        assert!(error.to_string().contains("TLS_CLIENT_CA_FILE"), "{error}");
+        let mut config = Config::default();
+        config.auth_file.0 = Some("/nonexistent/auth.toml".into());
+        let error = Security::from_config(&config).expect_err("missing file");
+        assert!(error.to_string().contains("AUTH_FILE"), "{error}");
+    }
+}
