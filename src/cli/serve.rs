@@ -186,10 +186,12 @@ mod tests {
     fn the_readme_table_lists_every_setting_with_its_flag_and_default() {
         let readme = include_str!("../../README.md");
         for setting in SETTINGS {
-            let row = format!(
-                "| `{}` | `--{}` | `{}` |",
-                setting.env, setting.flag, setting.default
-            );
+            let default = if setting.default.is_empty() {
+                "unset".to_owned()
+            } else {
+                format!("`{}`", setting.default)
+            };
+            let row = format!("| `{}` | `--{}` | {default} |", setting.env, setting.flag);
             assert!(readme.contains(&row), "README.md lacks the row `{row}`");
         }
     }
