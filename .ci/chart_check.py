@@ -44,6 +44,9 @@ IMAGE_ENTRYPOINT, IMAGE_CMD = ["tern"], ["serve"]
 IMAGE_ENV = {"BIND_ADDR": "0.0.0.0", "TCP_PORT": "9080", "HTTP_PORT": "8080",
              "LOG_FORMAT": "json", "RUST_LOG": "info"}
 
+# Custom resources rendered by the chart, which kubernetes-validate has no schema for.
+CRDS = {"ServiceMonitor", "Certificate"}
+
 failures: list[str] = []
 
 
@@ -95,8 +98,8 @@ def kubernetes_validate(documents: list[dict], label: str) -> None:
     with tempfile.TemporaryDirectory() as directory:
         files = []
         for index, document in enumerate(documents):
-            if document["kind"] == "ServiceMonitor":
-                print(f"  skip: ServiceMonitor (a CRD, no offline schema) ({label})")
+            if document["kind"] in CRDS:
+                print(f"  skip: {document['kind']} (a CRD, no offline schema) ({label})")
                 continue
             clean = {k: v for k, v in document.items() if k != "_template"}
             path = Path(directory) / f"{index:02}-{document['kind']}.yaml"
@@ -107,7 +110,7 @@ def kubernetes_validate(documents: list[dict], label: str) -> None:
         output = (result.stdout + result.stderr).strip()
         if result.returncode != 0:
             print(output)
-        kinds = sorted({d["kind"] for d in documents if d["kind"] != "ServiceMonitor"})
+        kinds = sorted({d["kind"] for d in documents if d["kind"] not in CRDS})
         check(result.returncode == 0, f"kubernetes-validate --strict: {', '.join(kinds)} ({label})")
 
 
@@ -199,6 +202,7 @@ def cross_check(documents: list[dict], label: str) -> None:
           and security.get("capabilities", {}).get("drop") == ["ALL"]
           and pod["spec"]["securityContext"].get("runAsNonRoot") is True,
           f"non-root, read-only root fs, all capabilities dropped ({label})")
+    check_security(documents, deployment, container, env, label)
     env_keys = set(env)
     settings = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
                 if line and not line.startswith("#") and "=" in line}
@@ -222,6 +226,35 @@ def cross_check(documents: list[dict], label: str) -> None:
         server = next(e["value"] for e in test["spec"]["containers"][0]["env"] if e["name"] == "TERN_SERVER")
         check(server == f"{service['metadata']['name']}:{values_service_port(service, 'tern')}",
               f"the test pod connects through the Service ({server}) ({label})")
+
+
+def check_security(documents: list[dict], deployment: dict, container: dict, env: dict, label: str) -> None:
+    """Security files come from mounted Secrets; probes follow HTTP_TLS; the test pod
+    authenticates and trusts the CA when the broker requires it."""
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    for setting in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "AUTH_FILE", "HTTP_AUTH_TOKEN_FILE"):
+        path = env.get(setting, "")
+        if not path:
+            continue
+        directory = str(Path(path).parent)
+        check(mounts.get(directory) in secrets,
+              f"{setting}={path} is in a mounted Secret ({secrets.get(mounts.get(directory))}) ({label})")
+    https = env.get("HTTP_TLS") == "true"
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        scheme = container[kind]["httpGet"].get("scheme", "HTTP")
+        check(scheme == ("HTTPS" if https else "HTTP"), f"{kind} scheme {scheme} follows HTTP_TLS ({label})")
+    for certificate in by_kind(documents, "Certificate"):
+        check(certificate["spec"]["secretName"] in secrets.values(),
+              f"the Certificate fills the Secret the broker mounts ({certificate['spec']['secretName']}) ({label})")
+    for test in [d for d in by_kind(documents, "Pod")
+                 if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]:
+        names = {e["name"] for e in test["spec"]["containers"][0]["env"]}
+        if env.get("AUTH_FILE"):
+            check("TERN_TOKEN" in names, f"the test pod sends a token (AUTH_FILE set) ({label})")
+        if env.get("TLS_CERT_FILE"):
+            check({"TERN_TLS_CA", "TERN_TLS_SERVER_NAME"} <= names, f"the test pod speaks TLS ({label})")
 
 
 def values_service_port(service: dict, name: str) -> int:
@@ -315,6 +348,8 @@ def main() -> int:
         ("storeFsync: sometimes", {"broker": {"storeFsync": "sometimes"}}),
         ("persistence.size: lots", {"persistence": {"size": "lots"}}),
         ("persistence.mountPath relative", {"persistence": {"mountPath": "data"}}),
+        ("security.tls.secretName with a space", {"security": {"tls": {"secretName": "my secret"}}}),
+        ("security.auth.enabled as a string", {"security": {"auth": {"enabled": "yes"}}}),
     ]:
         try:
             chart.validate_schema(bad)
@@ -323,13 +358,20 @@ def main() -> int:
             check(True, f"schema rejects {label}: {' '.join(str(error).split())[:150]}")
     expect_refused({"terminationGracePeriodSeconds": 10, "broker": {"shutdownGraceSecs": 10}},
                    "terminationGracePeriodSeconds not above shutdownGraceSecs")
+    expect_refused({"security": {"tls": {"enabled": True}}},
+                   "TLS without a Secret or cert-manager")
+    expect_refused({"security": {"auth": {"enabled": True}}}, "auth without its Secret")
+    expect_refused({"security": {"auth": {"enabled": True, "secretName": "auth"}}},
+                   "auth with a helm test but no test token")
+    expect_refused({"security": {"tls": {"clientAuth": True}}}, "clientAuth without TLS")
 
     in_memory = {"persistence": {"enabled": False}}
     lint(in_memory, "persistence.enabled=false")
     rendered = {"default values": render(defaults), "all-on values": render(all_on),
                 "persistence off": render(in_memory)}
     kinds_all_on = {d["kind"] for d in rendered["all-on values"]}
-    check({"StatefulSet", "Service", "ServiceAccount", "PodDisruptionBudget", "ServiceMonitor", "Pod"} <= kinds_all_on,
+    check({"StatefulSet", "Service", "ServiceAccount", "PodDisruptionBudget", "ServiceMonitor", "Pod",
+           "Certificate"} <= kinds_all_on,
           f"all-on values render every object: {sorted(kinds_all_on)}")
     check(workload(rendered["default values"])["kind"] == "StatefulSet"
           and workload(rendered["persistence off"])["kind"] == "Deployment",

@@ -63,7 +63,28 @@ app.kubernetes.io/component: broker
 
 {{/* Settings the chart refuses before anything reaches the cluster. */}}
 {{- define "tern.validate" -}}
+{{- $tls := .Values.security.tls }}
+{{- if and $tls.enabled (not $tls.secretName) (not $tls.certManager.enabled) }}
+{{- fail "security.tls.enabled needs security.tls.secretName or security.tls.certManager.enabled" }}
+{{- end }}
+{{- if and (or $tls.clientAuth $tls.http $tls.certManager.enabled) (not $tls.enabled) }}
+{{- fail "security.tls.clientAuth, .http and .certManager need security.tls.enabled" }}
+{{- end }}
+{{- if and $tls.certManager.enabled (not $tls.certManager.issuerRef.name) }}
+{{- fail "security.tls.certManager.enabled needs security.tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if and .Values.security.auth.enabled (not .Values.security.auth.secretName) }}
+{{- fail "security.auth.enabled needs security.auth.secretName (a Secret with the key auth.toml)" }}
+{{- end }}
+{{- if and .Values.security.auth.enabled .Values.tests.enabled (not .Values.security.auth.testToken.secretName) }}
+{{- fail "with security.auth.enabled, the helm test needs security.auth.testToken.secretName (or tests.enabled=false)" }}
+{{- end }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.broker.shutdownGraceSecs) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than broker.shutdownGraceSecs (%v), or Kubernetes kills the broker mid-drain" .Values.terminationGracePeriodSeconds .Values.broker.shutdownGraceSecs) }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret holding the protocol listener's certificate. */}}
+{{- define "tern.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "tern.fullname" .)) .Values.security.tls.secretName -}}
 {{- end }}
