@@ -95,7 +95,11 @@ fn request(sequence: u64, subject: &str, reply_to: &str) -> Frame {
     })
 }
 
-async fn expect_publish_error(client: &mut RawClient<DuplexStream>, sequence: u64, code: ErrorCode) -> String {
+async fn expect_publish_error(
+    client: &mut RawClient<DuplexStream>,
+    sequence: u64,
+    code: ErrorCode,
+) -> String {
     match client.next_non_ping().await {
         Frame::PublishError(error) if error.sequence == sequence && error.code == code.as_u16() => {
             error.message.to_string()
@@ -179,7 +183,10 @@ async fn brute_force_from_one_address_is_throttled() {
         }
         other => panic!("expected a throttled refusal, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_millis(10), "refused at once");
+    assert!(
+        started.elapsed() < Duration::from_millis(10),
+        "refused at once"
+    );
     for mut client in guessing {
         client.expect_error(ErrorCode::AuthenticationFailed).await;
     }
@@ -207,7 +214,10 @@ async fn the_permission_matrix_is_answered_on_the_exact_request() {
     expect_publish_ok(&mut orders, 1).await;
     orders.send(&publish(2, "billing.paid")).await;
     let message = expect_publish_error(&mut orders, 2, ErrorCode::PermissionDenied).await;
-    assert!(message.contains("billing.paid") && message.contains("orders-service"), "{message}");
+    assert!(
+        message.contains("billing.paid") && message.contains("orders-service"),
+        "{message}"
+    );
     orders.send(&publish(3, "orders.internal.audit")).await;
     expect_publish_error(&mut orders, 3, ErrorCode::PermissionDenied).await;
     // Fire-and-forget: an ERROR with context 0 naming the subject.
@@ -243,15 +253,22 @@ async fn the_permission_matrix_is_answered_on_the_exact_request() {
     billing.expect_error(ErrorCode::PermissionDenied).await;
 
     // Queues: consume allowed by name, refused by name.
-    orders.send(&common::queue_subscribe(10, "billing", 10)).await;
+    orders
+        .send(&common::queue_subscribe(10, "billing", 10))
+        .await;
     expect_subscribed(&mut orders, 10).await;
-    orders.send(&common::queue_subscribe(11, "shipping", 10)).await;
+    orders
+        .send(&common::queue_subscribe(11, "shipping", 10))
+        .await;
     let (sid, message) = orders.expect_error(ErrorCode::PermissionDenied).await;
     assert_eq!(sid, 11);
     assert!(message.contains("shipping"), "{message}");
     // Administer: orders-service may not purge billing; billing may purge its own.
     orders
-        .send(&Frame::QueuePurge { request_id: 7, queue: "billing".into() })
+        .send(&Frame::QueuePurge {
+            request_id: 7,
+            queue: "billing".into(),
+        })
         .await;
     let (request, _) = orders.expect_error(ErrorCode::PermissionDenied).await;
     assert_eq!(request, 7);
@@ -281,7 +298,9 @@ async fn a_responder_answers_each_request_once_without_publish_rights() {
     responder.send(&publish(1, "_INBOX.r1.a")).await;
     expect_publish_error(&mut responder, 1, ErrorCode::PermissionDenied).await;
 
-    requester.send(&request(0, "svc.lookup", "_INBOX.r1.a")).await;
+    requester
+        .send(&request(0, "svc.lookup", "_INBOX.r1.a"))
+        .await;
     let Frame::Deliver(deliver) = responder.next_non_ping().await else {
         panic!("expected the request");
     };
@@ -296,9 +315,12 @@ async fn a_responder_answers_each_request_once_without_publish_rights() {
     responder.send(&publish(3, "_INBOX.r1.a")).await;
     expect_publish_error(&mut responder, 3, ErrorCode::PermissionDenied).await;
     // And within the time limit.
-    requester.send(&request(0, "svc.lookup", "_INBOX.r1.b")).await;
+    requester
+        .send(&request(0, "svc.lookup", "_INBOX.r1.b"))
+        .await;
     assert!(matches!(responder.next_non_ping().await, Frame::Deliver(_)));
-    tokio::time::sleep(tern_broker::response_permits::RESPONSE_PERMIT_TTL + Duration::from_secs(1)).await;
+    tokio::time::sleep(tern_broker::response_permits::RESPONSE_PERMIT_TTL + Duration::from_secs(1))
+        .await;
     responder.send(&publish(4, "_INBOX.r1.b")).await;
     expect_publish_error(&mut responder, 4, ErrorCode::PermissionDenied).await;
 }
@@ -341,7 +363,9 @@ async fn a_reload_adds_and_revokes_rights_on_open_connections() {
 
     // Removing the user disconnects it; the other user stays.
     let without_orders = auth_file("\"orders.>\"");
-    let start = without_orders.find("[[users]]\nname = \"billing\"").expect("billing entry");
+    let start = without_orders
+        .find("[[users]]\nname = \"billing\"")
+        .expect("billing entry");
     std::fs::write(&auth.file, &without_orders[start..]).expect("rewrite");
     broker.broker.reload_security();
     let (_, message) = orders.expect_error(ErrorCode::AuthenticationFailed).await;
@@ -361,10 +385,14 @@ async fn queue_list_shows_only_the_queues_a_user_may_use() {
     let auth = write_auth(&auth_file("\"orders.>\""));
     let broker = pipe_broker(&auth.file);
     let mut billing = login(&broker, BILLING_TOKEN).await;
-    billing.send(&common::queue_subscribe(1, "billing.invoices", 10)).await;
+    billing
+        .send(&common::queue_subscribe(1, "billing.invoices", 10))
+        .await;
     expect_subscribed(&mut billing, 1).await;
     let mut orders = login(&broker, ORDERS_TOKEN).await;
-    orders.send(&common::queue_subscribe(1, "billing", 10)).await;
+    orders
+        .send(&common::queue_subscribe(1, "billing", 10))
+        .await;
     expect_subscribed(&mut orders, 1).await;
     orders.send(&Frame::QueueList { request_id: 1 }).await;
     let mut names = Vec::new();
@@ -381,9 +409,15 @@ async fn queue_list_shows_only_the_queues_a_user_may_use() {
     assert_eq!(names, ["billing"]);
     // billing may purge its own queue.
     billing
-        .send(&Frame::QueuePurge { request_id: 2, queue: "billing.invoices".into() })
+        .send(&Frame::QueuePurge {
+            request_id: 2,
+            queue: "billing.invoices".into(),
+        })
         .await;
-    assert!(matches!(billing.next_non_ping().await, Frame::QueueOk { request_id: 2, .. }));
+    assert!(matches!(
+        billing.next_non_ping().await,
+        Frame::QueueOk { request_id: 2, .. }
+    ));
 }
 
 /// Over TCP with the SDK: `ClientOptions::token`, and a refused token surfaces as
@@ -400,7 +434,10 @@ async fn the_sdk_authenticates_with_a_token() {
         .await
         .expect("authenticates");
     let mut subscription = client.subscribe("billing.*").await.expect("allowed");
-    client.publish("orders.created", "x").await.expect("allowed");
+    client
+        .publish("orders.created", "x")
+        .await
+        .expect("allowed");
     let refused = client
         .publish_confirmed("billing.paid", "x")
         .await
@@ -417,8 +454,13 @@ async fn the_sdk_authenticates_with_a_token() {
     )
     .await
     .expect("authenticates");
-    billing.publish("billing.paid", "42").await.expect("allowed");
-    let delivered = common::within("the delivery", subscription.next()).await.expect("message");
+    billing
+        .publish("billing.paid", "42")
+        .await
+        .expect("allowed");
+    let delivered = common::within("the delivery", subscription.next())
+        .await
+        .expect("message");
     assert_eq!(delivered.subject(), "billing.paid");
 
     let wrong = tern_client::Client::connect_with(

@@ -42,8 +42,11 @@ fn auth_token_prints_a_token_and_its_hash_line() {
 fn a_bad_auth_file_stops_startup_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("auth.toml");
-    std::fs::write(&file, "[[users]]\nname = \"a\"\ncert_identity = \"a\"\npublsh = {}\n")
-        .expect("write");
+    std::fs::write(
+        &file,
+        "[[users]]\nname = \"a\"\ncert_identity = \"a\"\npublsh = {}\n",
+    )
+    .expect("write");
     let output = Command::new(TERN)
         .arg("serve")
         .env_clear()
@@ -55,7 +58,10 @@ fn a_bad_auth_file_stops_startup_naming_it() {
         .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("AUTH_FILE") && stderr.contains("publsh"), "{stderr}");
+    assert!(
+        stderr.contains("AUTH_FILE") && stderr.contains("publsh"),
+        "{stderr}"
+    );
 }
 
 struct Run {
@@ -150,20 +156,45 @@ fn the_cli_speaks_tls_with_tokens_and_sighup_revokes_them() {
 
     // Permissions: alice may not publish outside news.>.
     let refused = tern(
-        &["pub", "weather.today", "x", "--confirm", "--token", &alice_token],
+        &[
+            "pub",
+            "weather.today",
+            "x",
+            "--confirm",
+            "--token",
+            &alice_token,
+        ],
         &tls,
     );
     assert!(!refused.status);
-    assert!(refused.stderr.contains("PERMISSION_DENIED"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("PERMISSION_DENIED"),
+        "{}",
+        refused.stderr
+    );
     // Without TLS flags against the TLS port: told why.
-    let plain = tern(&["pub", "news.x", "y", "--token", &alice_token, "-s", &tcp], &[]);
+    let plain = tern(
+        &["pub", "news.x", "y", "--token", &alice_token, "-s", &tcp],
+        &[],
+    );
     assert!(!plain.status);
     assert!(plain.stderr.contains("TLS_REQUIRED"), "{}", plain.stderr);
 
     // HTTPS: probes open, /metrics needs the token.
     let port = http_address.rsplit(':').next().expect("port").to_owned();
     let health = |path: &str, token: Option<&str>| {
-        let mut args = vec!["health", "--http-port", &port, "--host", "localhost", "--https", "--tls-ca", &ca, "--path", path];
+        let mut args = vec![
+            "health",
+            "--http-port",
+            &port,
+            "--host",
+            "localhost",
+            "--https",
+            "--tls-ca",
+            &ca,
+            "--path",
+            path,
+        ];
         if let Some(token) = token {
             args.extend(["--token", token]);
         }
@@ -176,7 +207,10 @@ fn the_cli_speaks_tls_with_tokens_and_sighup_revokes_them() {
     assert!(metrics.stderr.contains("401"), "{}", metrics.stderr);
     let metrics = health("/metrics", Some(http_token));
     assert!(metrics.status, "{}", metrics.stderr);
-    assert!(metrics.stdout.contains("tern_auth_failures_total"), "metrics served");
+    assert!(
+        metrics.stdout.contains("tern_auth_failures_total"),
+        "metrics served"
+    );
 
     // SIGHUP after removing bob: his token no longer works, alice's still does.
     std::fs::write(&auth_file, users(false)).expect("rewrite");
@@ -189,13 +223,20 @@ fn the_cli_speaks_tls_with_tokens_and_sighup_revokes_them() {
     loop {
         let attempt = tern(&["pub", "news.x", "y", "--token", &bob_token], &tls);
         if !attempt.status {
-            assert!(attempt.stderr.contains("AUTHENTICATION_FAILED"), "{}", attempt.stderr);
+            assert!(
+                attempt.stderr.contains("AUTHENTICATION_FAILED"),
+                "{}",
+                attempt.stderr
+            );
             break;
         }
         assert!(Instant::now() < deadline, "bob was not revoked");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let alice = tern(&["pub", "news.x", "y", "--confirm", "--token", &alice_token], &tls);
+    let alice = tern(
+        &["pub", "news.x", "y", "--confirm", "--token", &alice_token],
+        &tls,
+    );
     assert!(alice.status, "{}", alice.stderr);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

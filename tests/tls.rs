@@ -45,7 +45,9 @@ fn options(tls: TlsOptions) -> ClientOptions {
 }
 
 fn trusting(pki: &Pki) -> TlsOptions {
-    TlsOptions::default().ca_file(&pki.ca_file).server_name("localhost")
+    TlsOptions::default()
+        .ca_file(&pki.ca_file)
+        .server_name("localhost")
 }
 
 async fn connect(broker: &TestBroker, tls: TlsOptions) -> Result<Client, ClientError> {
@@ -64,7 +66,9 @@ fn assert_tls_refused(result: Result<Client, ClientError>, what: &str) -> String
 async fn pub_sub_and_queues_work_over_tls() {
     let setup = setup();
     let broker = tls_broker(&setup.server, None).await;
-    let client = connect(&broker, trusting(&setup.pki)).await.expect("TLS connect");
+    let client = connect(&broker, trusting(&setup.pki))
+        .await
+        .expect("TLS connect");
     let mut subscription = client.subscribe("tls.>").await.expect("subscribe");
     let mut queue = client
         .queue_subscribe("tls.work", 10)
@@ -86,10 +90,14 @@ async fn pub_sub_and_queues_work_over_tls() {
             .expect("message");
         assert_eq!(message.payload(), format!("{n}").as_bytes());
     }
-    let delivery = within("a queue delivery", queue.next()).await.expect("delivery");
+    let delivery = within("a queue delivery", queue.next())
+        .await
+        .expect("delivery");
     assert_eq!(delivery.payload().len(), 200_000);
     delivery.ack().await.expect("ack");
-    let reply = client.request("nobody.here", "x", Duration::from_secs(5)).await;
+    let reply = client
+        .request("nobody.here", "x", Duration::from_secs(5))
+        .await;
     assert!(matches!(reply, Err(ClientError::NoResponders { .. })));
     client.close().await;
 }
@@ -111,13 +119,19 @@ async fn wrong_ca_expired_certificate_and_wrong_name_are_refused() {
         .await,
         "wrong name",
     );
-    assert!(message.contains("NotValidForName") || message.contains("name"), "{message}");
+    assert!(
+        message.contains("NotValidForName") || message.contains("name"),
+        "{message}"
+    );
     broker.shutdown().await;
 
     let expired = setup.pki.expired_server("expired");
     let broker = tls_broker(&expired, None).await;
     let message = assert_tls_refused(connect(&broker, trusting(&setup.pki)).await, "expired");
-    assert!(message.contains("Expired") || message.contains("expired"), "{message}");
+    assert!(
+        message.contains("Expired") || message.contains("expired"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +159,9 @@ async fn a_plaintext_client_on_the_tls_port_is_told_and_closed() {
         plain.err()
     );
     // A TLS client still works.
-    let client = connect(&broker, trusting(&setup.pki)).await.expect("TLS connect");
+    let client = connect(&broker, trusting(&setup.pki))
+        .await
+        .expect("TLS connect");
     client.flush().await.expect("round trip");
 }
 
@@ -205,7 +221,10 @@ subscribe = { allow = ["alice.>"] }
     let mut mine = client.subscribe("alice.inbox").await.expect("allowed");
     client.publish("alice.inbox", "hi").await.expect("allowed");
     assert_eq!(
-        within("delivery", mine.next()).await.expect("message").payload(),
+        within("delivery", mine.next())
+            .await
+            .expect("message")
+            .payload(),
         b"hi"
     );
     let refused = client.publish_confirmed("bob.inbox", "x").await;
@@ -214,7 +233,15 @@ subscribe = { allow = ["alice.>"] }
         "{:?}",
         refused.err()
     );
-    assert!(broker.broker.security().stats().tls_handshake_failures.get() >= 2);
+    assert!(
+        broker
+            .broker
+            .security()
+            .stats()
+            .tls_handshake_failures
+            .get()
+            >= 2
+    );
 }
 
 #[tokio::test]
@@ -230,7 +257,9 @@ async fn certificates_reload_while_connections_stay_up() {
         key: key.clone(),
     };
     let broker = tls_broker(&live, None).await;
-    let before = connect(&broker, trusting(&setup.pki)).await.expect("connect");
+    let before = connect(&broker, trusting(&setup.pki))
+        .await
+        .expect("connect");
     let mut subscription = before.subscribe("reload.>").await.expect("subscribe");
 
     // Rotate to a certificate from a new CA.
@@ -240,16 +269,30 @@ async fn certificates_reload_while_connections_stay_up() {
     std::fs::copy(&rotated.key, &key).expect("copy");
     broker.broker.reload_security();
     // New handshakes get the new certificate; the old session keeps working.
-    assert_tls_refused(connect(&broker, trusting(&setup.pki)).await, "old CA after rotation");
-    let after = connect(&broker, trusting(&rotated_pki)).await.expect("new CA");
+    assert_tls_refused(
+        connect(&broker, trusting(&setup.pki)).await,
+        "old CA after rotation",
+    );
+    let after = connect(&broker, trusting(&rotated_pki))
+        .await
+        .expect("new CA");
     after.publish("reload.x", "across").await.expect("publish");
     assert_eq!(
-        within("delivery", subscription.next()).await.expect("message").payload(),
+        within("delivery", subscription.next())
+            .await
+            .expect("message")
+            .payload(),
         b"across"
     );
-    before.publish("reload.y", "old session").await.expect("publish");
+    before
+        .publish("reload.y", "old session")
+        .await
+        .expect("publish");
     assert_eq!(
-        within("delivery", subscription.next()).await.expect("message").payload(),
+        within("delivery", subscription.next())
+            .await
+            .expect("message")
+            .payload(),
         b"old session"
     );
 
@@ -257,7 +300,9 @@ async fn certificates_reload_while_connections_stay_up() {
     std::fs::write(&cert, "not a certificate").expect("write");
     broker.broker.reload_security();
     assert_eq!(broker.broker.security().stats().reloads_failed.get(), 1);
-    let still = connect(&broker, trusting(&rotated_pki)).await.expect("still the rotated certificate");
+    let still = connect(&broker, trusting(&rotated_pki))
+        .await
+        .expect("still the rotated certificate");
     still.flush().await.expect("round trip");
 }
 
@@ -277,6 +322,8 @@ async fn a_missing_key_or_an_unreadable_certificate_stops_startup_naming_the_set
     assert!(error.to_string().contains("TLS_KEY_FILE"), "{error}");
     config.tls_key_file.0 = Some(setup.server.key.clone());
     config.tls_cert_file.0 = Some(setup.server.key.clone());
-    let error = tern_broker::Server::bind(config).await.expect_err("a key as certificate");
+    let error = tern_broker::Server::bind(config)
+        .await
+        .expect_err("a key as certificate");
     assert!(error.to_string().contains("TLS_CERT_FILE"), "{error}");
 }

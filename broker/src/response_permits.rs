@@ -25,7 +25,10 @@ impl ResponsePermits {
     /// A request with reply-to `subject` was delivered to this connection.
     pub fn grant(&self, subject: &str) {
         let now = clock::now();
-        let mut permits = self.permits.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut permits = self
+            .permits
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         while permits
             .front()
             .is_some_and(|(_, granted)| now.duration_since(*granted) > RESPONSE_PERMIT_TTL)
@@ -41,7 +44,10 @@ impl ResponsePermits {
     /// Takes the permit to publish to `subject`, if there is a live one.
     pub fn take(&self, subject: &str) -> bool {
         let now = clock::now();
-        let mut permits = self.permits.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut permits = self
+            .permits
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let found = permits.iter().position(|(permitted, granted)| {
             &**permitted == subject && now.duration_since(*granted) <= RESPONSE_PERMIT_TTL
         });

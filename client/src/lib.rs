@@ -54,8 +54,8 @@ pub use error::ClientError;
 pub use message::{Message, OutgoingMessage};
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use subscription::{Delivery, QueueSubscription, Subscription};
-pub use tls::TlsOptions;
 pub use tern_proto::{ErrorCode, Header, Role};
+pub use tls::TlsOptions;
 
 /// The README's Rust example, compiled as a doctest so it cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -43,16 +43,14 @@ pub struct HealthArgs {
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let wait = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| anyhow!("--timeout must be a positive number of seconds"))?;
-    let (status, body) = tokio::time::timeout(wait, get(&args))
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "no answer from {}:{} within {} s",
-                args.host,
-                args.http_port,
-                args.timeout
-            )
-        })??;
+    let (status, body) = tokio::time::timeout(wait, get(&args)).await.map_err(|_| {
+        anyhow!(
+            "no answer from {}:{} within {} s",
+            args.host,
+            args.http_port,
+            args.timeout
+        )
+    })??;
     if status != 200 {
         bail!("{} answered {status}: {}", args.path, body.trim());
     }
@@ -72,12 +70,13 @@ async fn get(args: &HealthArgs) -> anyhow::Result<(u16, String)> {
         .as_ref()
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\n\r\n");
     let response = if args.https || args.tls_ca.is_some() {
-        let mut tls = tern_client::TlsOptions::default();
-        tls.ca_file = args.tls_ca.clone();
+        let tls = tern_client::TlsOptions {
+            ca_file: args.tls_ca.clone(),
+            ..Default::default()
+        };
         let stream = tls
             .connect(&format!("{host}:{port}"), stream)
             .await

@@ -10,8 +10,8 @@
 //! Client commands print one clear line on stderr and exit 1 on failure
 //! (connection refused, no responders, timeout, refused publish).
 
-pub mod bench;
 mod auth;
+pub mod bench;
 mod health;
 mod publish;
 mod queue;
@@ -106,11 +106,12 @@ impl ServerArg {
             || self.tls_cert.is_some()
             || self.tls_server_name.is_some();
         if wants_tls {
-            let mut tls = tern_client::TlsOptions::default();
-            tls.ca_file = self.tls_ca.clone();
-            tls.cert_file = self.tls_cert.clone();
-            tls.key_file = self.tls_key.clone();
-            tls.server_name = self.tls_server_name.clone();
+            let tls = tern_client::TlsOptions {
+                ca_file: self.tls_ca.clone(),
+                cert_file: self.tls_cert.clone(),
+                key_file: self.tls_key.clone(),
+                server_name: self.tls_server_name.clone(),
+            };
             options = options.tls(tls);
         }
         options

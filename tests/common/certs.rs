@@ -44,11 +44,24 @@ impl Pki {
         }
     }
 
-    fn issue(&self, file: &str, common_name: &str, names: &[&str], server: bool, expired: bool) -> Issued {
-        let mut params =
-            CertificateParams::new(names.iter().map(|name| name.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+    fn issue(
+        &self,
+        file: &str,
+        common_name: &str,
+        names: &[&str],
+        server: bool,
+        expired: bool,
+    ) -> Issued {
+        let mut params = CertificateParams::new(
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![if server {
             ExtendedKeyUsagePurpose::ServerAuth
         } else {
@@ -71,7 +84,13 @@ impl Pki {
 
     /// A server certificate for `localhost` and 127.0.0.1.
     pub fn server(&self, file: &str) -> Issued {
-        self.issue(file, "tern test server", &["localhost", "127.0.0.1"], true, false)
+        self.issue(
+            file,
+            "tern test server",
+            &["localhost", "127.0.0.1"],
+            true,
+            false,
+        )
     }
 
     /// A server certificate for other names only.
@@ -81,7 +100,13 @@ impl Pki {
 
     /// A server certificate for localhost that expired in 2021.
     pub fn expired_server(&self, file: &str) -> Issued {
-        self.issue(file, "tern expired server", &["localhost", "127.0.0.1"], true, true)
+        self.issue(
+            file,
+            "tern expired server",
+            &["localhost", "127.0.0.1"],
+            true,
+            true,
+        )
     }
 
     /// A client certificate whose subject CN is `common_name`.

@@ -329,8 +329,8 @@ impl PipeBroker {
     pub fn with(configure: impl FnOnce(&mut Config)) -> PipeBroker {
         let mut config = test_config();
         configure(&mut config);
-        let security = tern_broker::security::Security::from_config(&config)
-            .expect("valid security settings");
+        let security =
+            tern_broker::security::Security::from_config(&config).expect("valid security settings");
         let broker = Arc::new(Broker::new(config).with_security(security));
         drop(broker.take_startup_hold());
         let stop = CancellationToken::new();

@@ -115,10 +115,18 @@ async fn serve_one(
     let serve = async {
         let service = TowerToHyperService::new(router);
         match broker.security().http_tls() {
-            None => builder.serve_connection(TokioIo::new(stream), service).await,
+            None => {
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            }
             // HTTPS (`HTTP_TLS`): the handshake counts against the request's time.
             Some(tls) => match tls.acceptor().accept(stream).await {
-                Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                Ok(stream) => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
                 Err(error) => {
                     debug!(%error, "https handshake failed");
                     broker.security().stats().tls_handshake_failures.inc();

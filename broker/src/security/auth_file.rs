@@ -190,7 +190,10 @@ impl AuthTable {
                 Some(hex_digest) => {
                     let mut hash = [0u8; 32];
                     hex::decode_to_slice(hex_digest, &mut hash).map_err(|_| {
-                        fail("token_sha256 must be 64 hexadecimal digits (see `tern auth token`)".into())
+                        fail(
+                            "token_sha256 must be 64 hexadecimal digits (see `tern auth token`)"
+                                .into(),
+                        )
                     })?;
                     if !tokens.insert(hash) {
                         return Err(fail("its token_sha256 is another user's too".into()));
@@ -201,9 +204,7 @@ impl AuthTable {
             let cert_identity = user.cert_identity.clone().map(String::into_boxed_str);
             if let Some(identity) = &cert_identity {
                 if identity.is_empty() || !identities.insert(identity.clone()) {
-                    return Err(fail(
-                        "cert_identity is empty or another user's too".into(),
-                    ));
+                    return Err(fail("cert_identity is empty or another user's too".into()));
                 }
             }
             if token_sha256.is_none() && cert_identity.is_none() {
@@ -327,7 +328,9 @@ mod tests {
         assert!(user.permissions.allow_responses);
         assert!(table.authenticate("secret-2", &[]).is_none());
         // A token decides even with a certificate.
-        assert!(table.authenticate("wrong", &["gateway.prod".into()]).is_none());
+        assert!(table
+            .authenticate("wrong", &["gateway.prod".into()])
+            .is_none());
         let (user, _) = table
             .authenticate("", &["other".into(), "gateway.prod".into()])
             .expect("certificate");
@@ -344,7 +347,8 @@ mod tests {
         };
         let unknown = error("[[users]]\nname = \"a\"\ncert_identity = \"x\"\npublsh = {}\n");
         assert!(unknown.contains("publsh"), "{unknown}");
-        let nested = error("[[users]]\nname = \"a\"\ncert_identity = \"x\"\npublish = { allw = [] }\n");
+        let nested =
+            error("[[users]]\nname = \"a\"\ncert_identity = \"x\"\npublish = { allw = [] }\n");
         assert!(nested.contains("allw"), "{nested}");
         let no_credential = error("[[users]]\nname = \"a\"\n");
         assert!(no_credential.contains("no credential"), "{no_credential}");
@@ -352,7 +356,9 @@ mod tests {
         assert!(short.contains("64 hexadecimal"), "{short}");
         let twice = error("[[users]]\nname = \"a\"\ncert_identity = \"x\"\n[[users]]\nname = \"a\"\ncert_identity = \"y\"\n");
         assert!(twice.contains("twice"), "{twice}");
-        let bad_rule = error("[[users]]\nname = \"a\"\ncert_identity = \"x\"\npublish = { allow = [\"a.>.b\"] }\n");
+        let bad_rule = error(
+            "[[users]]\nname = \"a\"\ncert_identity = \"x\"\npublish = { allow = [\"a.>.b\"] }\n",
+        );
         assert!(bad_rule.contains("a.>.b"), "{bad_rule}");
     }
 

@@ -77,7 +77,10 @@ impl Auth {
     /// when it is the same; on error the current table stays.
     pub fn reload(&self) -> Result<bool, AuthFileError> {
         let table = AuthTable::load(&self.path)?;
-        let mut current = self.table.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut current = self
+            .table
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         if **current == table {
             return Ok(false);
         }

@@ -65,7 +65,10 @@ impl HttpToken {
     /// Reads the file again; on error the current token stays. `Ok(true)` if it changed.
     pub fn reload(&self) -> Result<bool, HttpTokenError> {
         let hash = read(&self.path)?;
-        let mut current = self.hash.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut current = self
+            .hash
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         let changed = !bool::from(current.ct_eq(&hash));
         *current = hash;
         Ok(changed)
@@ -80,7 +83,10 @@ impl HttpToken {
             return false;
         };
         let hash: [u8; 32] = Sha256::digest(token).into();
-        let current = self.hash.read().unwrap_or_else(|poison| poison.into_inner());
+        let current = self
+            .hash
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
         bool::from(current.ct_eq(&hash))
     }
 }

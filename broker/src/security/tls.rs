@@ -64,13 +64,20 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certificates(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certificates = CertificateDer::pem_file_iter(path)
         .map_err(|error| TlsError::new(setting, path, error))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TlsError::new(setting, path, error))?;
     if certificates.is_empty() {
-        return Err(TlsError::new(setting, path, "no PEM certificate in the file"));
+        return Err(TlsError::new(
+            setting,
+            path,
+            "no PEM certificate in the file",
+        ));
     }
     Ok(certificates)
 }

@@ -16,8 +16,8 @@ use tracing::info;
 use super::subscriptions::Subscription;
 use super::Session;
 use crate::broker::{Broker, Refusal};
-use crate::outbound::Outbox;
 use crate::close_reason::CloseReason;
+use crate::outbound::Outbox;
 use crate::security::{AuthFailure, Authenticated, DeniedAction, Permissions};
 
 /// The authenticated user of a session.
@@ -38,7 +38,12 @@ impl Access {
 }
 
 /// A `PERMISSION_DENIED` refusal, counted.
-fn refusal(broker: &Broker, access: Option<&Access>, action: DeniedAction, what: String) -> Refusal {
+fn refusal(
+    broker: &Broker,
+    access: Option<&Access>,
+    action: DeniedAction,
+    what: String,
+) -> Refusal {
     broker.security().stats().count_denied(action);
     let user = access.map_or("", |access| access.user());
     Refusal::new(
@@ -59,7 +64,12 @@ pub(super) fn publish_denied(
     if outbox.connection().take_response_permit(subject) {
         return Ok(());
     }
-    Err(refusal(broker, access, DeniedAction::Publish, format!("publish to {subject:?}")))
+    Err(refusal(
+        broker,
+        access,
+        DeniedAction::Publish,
+        format!("publish to {subject:?}"),
+    ))
 }
 
 /// Waits until the auth file changes (never, without one).
@@ -88,9 +98,9 @@ impl Session {
     /// binding of a queue it creates)?
     pub(super) fn check_subscribe(&self, pattern: &str) -> Result<(), Refusal> {
         match self.permissions() {
-            Some(permissions) if !permissions.subscribe.permits_pattern(pattern) => Err(
-                self.denied(DeniedAction::Subscribe, format!("subscribe to {pattern:?}")),
-            ),
+            Some(permissions) if !permissions.subscribe.permits_pattern(pattern) => {
+                Err(self.denied(DeniedAction::Subscribe, format!("subscribe to {pattern:?}")))
+            }
             _ => Ok(()),
         }
     }
@@ -98,9 +108,10 @@ impl Session {
     /// May this user consume from queue `name`?
     pub(super) fn check_consume(&self, name: &str) -> Result<(), Refusal> {
         match self.permissions() {
-            Some(permissions) if !permissions.consume.permits_subject(name) => Err(
-                self.denied(DeniedAction::Consume, format!("consume from queue {name:?}")),
-            ),
+            Some(permissions) if !permissions.consume.permits_subject(name) => Err(self.denied(
+                DeniedAction::Consume,
+                format!("consume from queue {name:?}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -108,9 +119,9 @@ impl Session {
     /// May this user purge or delete queue `name`?
     pub(super) fn check_administer(&self, name: &str, action: &str) -> Result<(), Refusal> {
         match self.permissions() {
-            Some(permissions) if !permissions.declare.permits_subject(name) => Err(
-                self.denied(DeniedAction::Administer, format!("{action} queue {name:?}")),
-            ),
+            Some(permissions) if !permissions.declare.permits_subject(name) => {
+                Err(self.denied(DeniedAction::Administer, format!("{action} queue {name:?}")))
+            }
             _ => Ok(()),
         }
     }
@@ -186,7 +197,10 @@ impl Session {
             self.send_error(
                 refusal.code,
                 u64::from(sid),
-                format!("{} (since the auth file was reloaded): subscription {sid} ended", refusal.message),
+                format!(
+                    "{} (since the auth file was reloaded): subscription {sid} ended",
+                    refusal.message
+                ),
             );
         }
         self.outbox

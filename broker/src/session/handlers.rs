@@ -146,7 +146,10 @@ impl Session {
         let outcome = self.check_publish_allowed().and_then(|()| {
             let message = &publish.message;
             let subject = message.subject();
-            let rules = self.access.as_ref().map(|access| &access.permissions().publish);
+            let rules = self
+                .access
+                .as_ref()
+                .map(|access| &access.permissions().publish);
             let routes = match self.routes.lookup(subject, &self.broker, rules) {
                 Ok(routes) => routes,
                 Err(Lookup::Invalid(error)) => return Err(subject_refusal(error)),

@@ -118,15 +118,16 @@ pub(super) async fn handshake<R: ReadSource>(
     }
     let authenticated = match broker.security().auth() {
         None => None,
-        Some(auth) => match auth
-            .authenticate(peer.ip(), &hello.auth_token, certificate_names)
-            .await
-        {
-            Ok(authenticated) => Some(authenticated),
-            Err(failure) => {
-                broker.security().stats().count_auth_failure(failure);
-                warn!(connection = connection_id, %peer, reason = failure.as_str(), client = %hello.client_name, "authentication failed");
-                let message = match failure {
+        Some(auth) => {
+            match auth
+                .authenticate(peer.ip(), &hello.auth_token, certificate_names)
+                .await
+            {
+                Ok(authenticated) => Some(authenticated),
+                Err(failure) => {
+                    broker.security().stats().count_auth_failure(failure);
+                    warn!(connection = connection_id, %peer, reason = failure.as_str(), client = %hello.client_name, "authentication failed");
+                    let message = match failure {
                     AuthFailure::Throttled => format!(
                         "too many failed authentications from {} are in progress; try again later",
                         peer.ip()
@@ -134,10 +135,11 @@ pub(super) async fn handshake<R: ReadSource>(
                     AuthFailure::Missing => "this broker requires a token (HELLO auth_token) or a client certificate".to_owned(),
                     _ => "the token or client certificate names no user".to_owned(),
                 };
-                outbox.push_control(Frame::error(ErrorCode::AuthenticationFailed, 0, message));
-                return Err(CloseReason::AuthenticationFailed);
+                    outbox.push_control(Frame::error(ErrorCode::AuthenticationFailed, 0, message));
+                    return Err(CloseReason::AuthenticationFailed);
+                }
             }
-        },
+        }
     };
     if let Some(authenticated) = &authenticated {
         outbox.connection().authenticate(

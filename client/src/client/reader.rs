@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tern_proto::{ErrorCode, ErrorFrame, Frame, ReadBuffer};
 use tern_proto::read_buffer::ReadSource;
+use tern_proto::{ErrorCode, ErrorFrame, Frame, ReadBuffer};
 use tracing::{debug, info, warn};
 
 use super::inner::{Inner, Pending, Sink};

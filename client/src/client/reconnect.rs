@@ -10,11 +10,11 @@ use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
 use super::connection::{open, BrokerStream, Established};
-use tern_proto::read_buffer::ReadSource;
-use tokio::io::AsyncWrite;
 use super::inner::Inner;
 use super::reader::read_loop;
 use super::writer::write_loop;
+use tern_proto::read_buffer::ReadSource;
+use tokio::io::AsyncWrite;
 
 /// Frames from the broker may be a little larger than what it accepts from clients
 /// (DELIVER carries more fields than PUBLISH). PROTOCOL.md §1 states the margin a
@@ -63,11 +63,25 @@ pub(super) async fn drive(inner: Arc<Inner>, first: Established) {
         let closing = match established.stream {
             BrokerStream::Plain(stream) => {
                 let (read_half, write_half) = stream.into_split();
-                run(&inner, read_half, write_half, established.leftover, max_frame).await
+                run(
+                    &inner,
+                    read_half,
+                    write_half,
+                    established.leftover,
+                    max_frame,
+                )
+                .await
             }
             BrokerStream::Tls(stream) => {
                 let (read_half, write_half) = tokio::io::split(*stream);
-                run(&inner, read_half, write_half, established.leftover, max_frame).await
+                run(
+                    &inner,
+                    read_half,
+                    write_half,
+                    established.leftover,
+                    max_frame,
+                )
+                .await
             }
         };
         inner.on_disconnected();
