@@ -27,3 +27,52 @@ async fn a_client_written_from_the_spec_in_python_works() {
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
+
+/// The same client over TLS with a token: PROTOCOL.md's § 1 and § 5 are enough to
+/// add both (`examples/python/smoke_secure.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_speaks_tls_with_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = common::certs::Pki::new(dir.path(), "python");
+    let server = pki.server("server");
+    let token = "python-token-0123456789abcdef";
+    let auth = dir.path().join("auth.toml");
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    std::fs::write(
+        &auth,
+        format!(
+            "[[users]]\nname = \"py\"\ntoken_sha256 = \"{hash}\"\npublish = {{ allow = [\"secure.>\"] }}\nsubscribe = {{ allow = [\"secure.>\"] }}\n"
+        ),
+    )
+    .expect("auth file");
+    let (cert, key) = (server.cert.clone(), server.key.clone());
+    let broker = TestBroker::with(move |config| {
+        config.tls_cert_file.0 = Some(cert);
+        config.tls_key_file.0 = Some(key);
+        config.auth_file.0 = Some(auth);
+    })
+    .await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/smoke_secure.py"
+    );
+    let (address, ca) = (broker.address(), pki.ca_file.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(address)
+            .arg(ca)
+            .arg(token)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python3 must be installed (CI installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}

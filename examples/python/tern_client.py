@@ -6,6 +6,7 @@ use it as a starting point for a client in another language.
 """
 
 import socket
+import ssl
 import struct
 
 # Version 2 adds SUBSCRIBE_FILTERED (header filters); a version 1 broker refuses it
@@ -86,20 +87,41 @@ class Message:
         self.subject, self.reply_to, self.headers, self.payload = subject, reply_to, headers, payload
 
 
+def tls_context(ca_file=None, cert_file=None, key_file=None):
+    """A client TLS context: TLS 1.2 or newer, trusting `ca_file` (default: the system's
+    CAs), presenting `cert_file`/`key_file` when the broker requires client certificates."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class Client:
-    def __init__(self, host, port, name="python", role=ROLE_BOTH, timeout=5.0, version=PROTOCOL_VERSION):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, name="python", role=ROLE_BOTH, timeout=5.0, version=PROTOCOL_VERSION,
+                 token="", tls=None):
+        """Connects and handshakes. `token`: HELLO's auth_token, for a broker with an
+        auth file (PROTOCOL.md section 5). `tls`: speak TLS from the first byte (section 1),
+        either an ssl.SSLContext or a dict with `ca_file`, optional `cert_file` and
+        `key_file` (mutual TLS) and `server_name` (default: host)."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            context = tls if isinstance(tls, ssl.SSLContext) else tls_context(**{
+                k: v for k, v in tls.items() if k != "server_name"})
+            server_name = host if isinstance(tls, ssl.SSLContext) else tls.get("server_name", host)
+            sock = context.wrap_socket(sock, server_hostname=server_name)
+        self.sock = sock
         self.buffer = b""
         self.sequence = 0
         self.next_sid = 1
         self.pending = []  # frames received while waiting for something else
-        self.sock.sendall(_frame(HELLO, struct.pack(">HB", version, role) + _string(name) + _string("")))
+        self.sock.sendall(_frame(HELLO, struct.pack(">HB", version, role) + _string(name) + _string(token)))
         opcode, body = self._read_frame()
         if opcode == ERROR:
             error = self._error(body)
             if error.code == UNSUPPORTED_VERSION and version > 1:
                 self.sock.close()
-                self.__init__(host, port, name, role, timeout, version=1)
+                self.__init__(host, port, name, role, timeout, version=1, token=token, tls=tls)
                 return
             raise error
         if opcode != WELCOME:

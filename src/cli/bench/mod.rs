@@ -111,6 +111,15 @@ pub struct BenchArgs {
     /// persistent messages (a Tern broker's durability is its own STORE_URL)
     #[arg(long)]
     pub durable: bool,
+    /// Speak TLS to the broker (Tern or NATS), trusting the CAs in this PEM file
+    #[arg(long = "tls-ca")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Name the broker's certificate must carry (Tern; default: the host of the address)
+    #[arg(long = "tls-server-name")]
+    pub tls_server_name: Option<String>,
+    /// Token for a broker with authentication (Tern AUTH_FILE, NATS --auth)
+    #[arg(long = "token", env = "TERN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print the report as JSON (no progress line)
     #[arg(long)]
     pub json: bool,
@@ -118,6 +127,11 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    target::set_security(target::Security {
+        tls_ca: args.tls_ca.clone(),
+        tls_server_name: args.tls_server_name.clone(),
+        token: args.token.clone(),
+    });
     let report = measure(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -65,11 +65,44 @@ impl Target {
     }
 }
 
+/// How every benchmark connection reaches its broker: TLS trusting a CA, a token.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Speak TLS, trusting this CA (PEM).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the broker's certificate must carry (Tern; NATS uses the URL's host).
+    pub tls_server_name: Option<String>,
+    /// Token (Tern HELLO, NATS auth token).
+    pub token: Option<String>,
+}
+
+static SECURITY: std::sync::OnceLock<Security> = std::sync::OnceLock::new();
+
+/// Sets how this process's benchmark connections connect (once, before any).
+pub fn set_security(security: Security) {
+    let _ = SECURITY.set(security);
+}
+
+fn security() -> Security {
+    SECURITY.get().cloned().unwrap_or_default()
+}
+
 pub async fn tern_client(address: &str, name: &str) -> anyhow::Result<Client> {
-    let options = ClientOptions::default()
+    let security = security();
+    let mut options = ClientOptions::default()
         .name(name)
         .role(Role::Both)
         .reconnect(ReconnectPolicy::disabled());
+    if let Some(token) = security.token {
+        options = options.token(token);
+    }
+    if let Some(ca_file) = security.tls_ca {
+        options = options.tls(tern_client::TlsOptions {
+            ca_file: Some(ca_file),
+            server_name: security.tls_server_name,
+            ..Default::default()
+        });
+    }
     Client::connect_with(address.to_owned(), options)
         .await
         .map_err(|error| anyhow!("{error}"))
@@ -77,7 +110,16 @@ pub async fn tern_client(address: &str, name: &str) -> anyhow::Result<Client> {
 
 #[cfg(feature = "nats")]
 async fn nats_client(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::connect(url)
+    let security = security();
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(token) = security.token {
+        options = options.token(token);
+    }
+    if let Some(ca_file) = security.tls_ca {
+        options = options.require_tls(true).add_root_certificates(ca_file);
+    }
+    options
+        .connect(url)
         .await
         .with_context(|| format!("cannot connect to {url}"))
 }
