@@ -55,7 +55,7 @@ cat >"$WORK/auth.toml" <<TOML
 name = "bench"
 token_sha256 = "$HASH"
 publish   = { allow = [">"], deny = ["secret.>"] }
-subscribe = { allow = ["bench.>", "bench-*"], deny = ["secret.>"] }
+subscribe = { allow = [">"], deny = ["secret.>"] }
 consume   = [">"]
 TOML
 

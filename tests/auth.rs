@@ -476,3 +476,64 @@ async fn the_sdk_authenticates_with_a_token() {
         "{wrong}"
     );
 }
+
+/// Request/reply with the documented minimal permissions: the requester may
+/// publish requests and subscribe to its inbox (`_INBOX.>`), the responder may only
+/// subscribe to the service subject and answer (`allow_responses`).
+#[tokio::test]
+async fn request_reply_works_with_minimal_permissions() {
+    let text = format!(
+        r#"
+[[users]]
+name = "requester"
+token_sha256 = "{requester}"
+publish   = {{ allow = ["svc.time"] }}
+subscribe = {{ allow = ["_INBOX.>"] }}
+
+[[users]]
+name = "responder"
+token_sha256 = "{responder}"
+subscribe = {{ allow = ["svc.*"] }}
+allow_responses = true
+"#,
+        requester = hash(ORDERS_TOKEN),
+        responder = hash(RESPONDER_TOKEN),
+    );
+    let auth = write_auth(&text);
+    let file = auth.file.clone();
+    let broker = TestBroker::with(move |config| config.auth_file.0 = Some(file)).await;
+    let connect = |token: &str| {
+        tern_client::Client::connect_with(
+            broker.address(),
+            tern_client::ClientOptions::default()
+                .token(token)
+                .reconnect(tern_client::ReconnectPolicy::disabled()),
+        )
+    };
+    let responder = connect(RESPONDER_TOKEN).await.expect("responder");
+    let mut requests = responder.subscribe("svc.*").await.expect("subscribe");
+    let answering = tokio::spawn(async move {
+        for _ in 0..3 {
+            let request = requests.next().await.expect("a request");
+            responder
+                .respond(&request, "noon")
+                .await
+                .expect("allowed to answer");
+        }
+        responder
+    });
+    let requester = connect(ORDERS_TOKEN).await.expect("requester");
+    for _ in 0..3 {
+        let reply = requester
+            .request("svc.time", "?", Duration::from_secs(5))
+            .await
+            .expect("answered");
+        assert_eq!(reply.payload(), b"noon");
+    }
+    let responder = common::within("the responder", answering)
+        .await
+        .expect("join");
+    // Its rights end at the answers: anything else is refused.
+    let refused = responder.publish_confirmed("svc.time", "x").await;
+    assert!(refused.is_err());
+}

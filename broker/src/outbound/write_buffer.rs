@@ -99,7 +99,7 @@ impl WriteBuffer {
                 position += written;
                 flow.note_write(written);
             }
-            return flush(socket, deadline).await;
+            return flush(socket, flow, deadline).await;
         }
         if !self.bytes.is_empty() {
             let tail = self.bytes.split().freeze();
@@ -133,7 +133,7 @@ impl WriteBuffer {
                 }
             }
         }
-        flush(socket, deadline).await
+        flush(socket, flow, deadline).await
     }
 
     /// Empties the buffer, keeping its capacity.
@@ -157,11 +157,29 @@ impl WriteBuffer {
 
 /// Flushes what the transport buffers itself (a TLS stream's pending records; a
 /// no-op for TCP), within `deadline`.
-async fn flush<W: TransportWriter>(socket: &mut W, deadline: Duration) -> Result<(), WriteFailure> {
-    match tokio::time::timeout(deadline, socket.flush()).await {
-        Err(_) => Err(WriteFailure::Deadline),
-        Ok(Err(error)) => Err(WriteFailure::Io(error)),
-        Ok(Ok(())) => Ok(()),
+/// While it waits, waiting publishers' requests to look at the send queue are
+/// served as during a write: a TLS writer spends most of its blocked time here, its
+/// records waiting for the socket.
+async fn flush<W: TransportWriter>(
+    socket: &mut W,
+    flow: &FlowControl,
+    deadline: Duration,
+) -> Result<(), WriteFailure> {
+    if !socket.buffers_writes() {
+        return Ok(());
+    }
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        tokio::select! {
+            biased;
+            flushed = tokio::time::timeout_at(until, socket.flush()) => return match flushed {
+                Err(_) => Err(WriteFailure::Deadline),
+                Ok(Err(error)) => Err(WriteFailure::Io(error)),
+                Ok(Ok(())) => Ok(()),
+            },
+            () = flow.send_queue_check_requested() => {}
+        }
+        look_at_send_queue(socket, flow);
     }
 }
 

@@ -18,7 +18,7 @@ use crate::broker::Broker;
 use crate::security::tls::certificate_names;
 use crate::security::TlsCell;
 use crate::session;
-use crate::transport::Stream;
+use crate::transport::tls::TlsTcp;
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -78,5 +78,5 @@ pub(super) async fn serve_tls(
         .and_then(|chain| chain.first())
         .map(certificate_names)
         .unwrap_or_default();
-    session::serve_connection_as(Stream(stream), peer, names, broker, shutdown).await;
+    session::serve_connection_as(TlsTcp(stream), peer, names, broker, shutdown).await;
 }

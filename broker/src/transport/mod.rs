@@ -4,7 +4,9 @@
 //! - [`Transport`] — a stream the broker can serve a client on;
 //! - [`reader`] — reading frames from the read half ([`FrameReader`]);
 //! - `send_queue.rs` — how much a TCP socket's send queue holds (the one `unsafe`
-//!   call in the broker, with its proof).
+//!   call in the broker, with its proof);
+//! - [`tls`] — a TLS stream over TCP ([`tls::TlsTcp`]), whose writer still reads
+//!   the TCP socket's send queue.
 //!
 //! TCP splits without a lock (`TcpStream::into_split`) and is read with a
 //! non-blocking read and a readiness wait; a generic stream is split with
@@ -14,6 +16,7 @@
 
 pub mod reader;
 mod send_queue;
+pub mod tls;
 
 pub use reader::{FrameReader, ReadError};
 
@@ -35,11 +38,21 @@ pub trait TransportWriter: AsyncWrite + Unpin + Send + 'static {
     fn send_queue_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Whether written bytes may wait in the stream until it is flushed (a TLS
+    /// stream's records); the writer then flushes after each batch.
+    fn buffers_writes(&self) -> bool {
+        true
+    }
 }
 
 impl TransportWriter for OwnedWriteHalf {
     fn send_queue_bytes(&self) -> Option<usize> {
         send_queue::bytes(self.as_ref())
+    }
+
+    fn buffers_writes(&self) -> bool {
+        false
     }
 }
 

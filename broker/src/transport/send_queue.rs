@@ -16,17 +16,34 @@ pub(super) fn bytes(_stream: &TcpStream) -> Option<usize> {
     None
 }
 
+/// [`bytes`] for a socket known by its descriptor (the TCP socket under a TLS
+/// session, which the TLS stream owns).
+#[cfg(not(target_os = "linux"))]
+pub(super) fn bytes_of_fd(_socket: std::os::fd::RawFd) -> Option<usize> {
+    None
+}
+
 /// `SIOCOUTQ` (equal to `TIOCOUTQ` on Linux) for `stream`, or `None` when the
 /// kernel refuses.
 #[cfg(target_os = "linux")]
 pub(super) fn bytes(stream: &TcpStream) -> Option<usize> {
+    // `stream` is borrowed across the call, so its descriptor is its socket.
+    bytes_of_fd(stream.as_raw_fd())
+}
+
+/// [`bytes`] for a socket known by its descriptor (the TCP socket under a TLS
+/// session, which the TLS stream owns).
+#[cfg(target_os = "linux")]
+pub(super) fn bytes_of_fd(socket: std::os::fd::RawFd) -> Option<usize> {
     let mut queued: libc::c_int = 0;
-    // SAFETY: `stream.as_raw_fd()` is an open socket for the whole call, because
-    // `stream` is borrowed across it. SIOCOUTQ writes exactly one `c_int` through
-    // its third argument, which points to `queued`: a live, aligned, writable
-    // `c_int` on this stack frame. The call reads no memory of ours and keeps no
-    // pointer after it returns; on error it writes nothing and returns -1.
-    let result = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    // SAFETY: SIOCOUTQ writes exactly one `c_int` through its third argument,
+    // which points to `queued`: a live, aligned, writable `c_int` on this stack
+    // frame. The call reads no memory of ours and keeps no pointer after it
+    // returns. Whatever `socket` is (the callers pass a socket they keep open for
+    // the call; a descriptor that is not a socket, or closed, makes the kernel fail
+    // with ENOTTY or EBADF), the kernel writes nothing on error and returns -1:
+    // memory safety does not depend on the descriptor.
+    let result = unsafe { libc::ioctl(socket, libc::TIOCOUTQ, &mut queued) };
     if result == 0 {
         usize::try_from(queued).ok()
     } else {
