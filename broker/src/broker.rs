@@ -170,8 +170,7 @@ impl Broker {
     /// Reloads the security files (SIGHUP, or a file changed); permissions cached
     /// by sessions are dropped with every route cache.
     pub fn reload_security(&self) {
-        self.security.reload();
-        self.router.invalidate();
+        self.security.reload(|| self.router.invalidate());
     }
 
     /// The store behind durable queues, if any.

@@ -74,8 +74,10 @@ impl Auth {
     }
 
     /// Reads the file again: `Ok(true)` when it changed and was applied, `Ok(false)`
-    /// when it is the same; on error the current table stays.
-    pub fn reload(&self) -> Result<bool, AuthFileError> {
+    /// when it is the same; on error the current table stays. `before_sessions_learn`
+    /// runs after the new table is in place and before sessions are told (the
+    /// broker drops every cached permission decision there).
+    pub fn reload(&self, before_sessions_learn: impl FnOnce()) -> Result<bool, AuthFileError> {
         let table = AuthTable::load(&self.path)?;
         let mut current = self
             .table
@@ -86,6 +88,7 @@ impl Auth {
         }
         *current = Arc::new(table);
         drop(current);
+        before_sessions_learn();
         self.changes.send_modify(|generation| *generation += 1);
         Ok(true)
     }

@@ -140,8 +140,10 @@ impl Security {
     }
 
     /// Reads every configured file again and applies what loads; logs each
-    /// outcome. Returns how many parts failed to load.
-    pub fn reload(&self) -> usize {
+    /// outcome. Returns how many parts failed to load. `invalidate` runs once the
+    /// new files are in force, before sessions learn of a new auth file (the broker
+    /// drops every route cache there, and the permission decisions in them).
+    pub fn reload(&self, invalidate: impl Fn()) -> usize {
         let mut failed = 0;
         if let Some(tls) = &self.tls {
             match tls.reload() {
@@ -157,7 +159,7 @@ impl Security {
             }
         }
         if let Some(auth) = &self.auth {
-            match auth.reload() {
+            match auth.reload(&invalidate) {
                 Ok(true) => {
                     self.stats.reloads_applied.inc();
                     info!(file = %auth.path().display(), users = auth.table().len(), "auth file reloaded");
@@ -204,8 +206,8 @@ impl Security {
     /// Checks the configured files every [`RELOAD_POLL_INTERVAL`] and reloads when
     /// one changed (its target, size or modification time: a Kubernetes secret
     /// update swaps a symlink), until `stop`.
-    /// `reloaded` runs after each reload.
-    pub async fn watch_files(&self, stop: CancellationToken, reloaded: impl Fn()) {
+    /// `invalidate` is [`Security::reload`]'s.
+    pub async fn watch_files(&self, stop: CancellationToken, invalidate: impl Fn()) {
         let paths = self.watched_paths();
         if paths.is_empty() {
             return;
@@ -220,8 +222,7 @@ impl Security {
             if now != seen {
                 seen = now;
                 info!("a security file changed; reloading");
-                self.reload();
-                reloaded();
+                self.reload(&invalidate);
             }
         }
     }

@@ -229,6 +229,15 @@ impl Session {
             _ => None,
         };
         loop {
+            // A reload that landed since the last batch applies before this one.
+            if let Some(changes) = &mut auth_changes {
+                if changes.has_changed().unwrap_or(false) {
+                    changes.borrow_and_update();
+                    if let Err(reason) = self.on_access_changed() {
+                        return reason;
+                    }
+                }
+            }
             let blocked = match self.process_buffered(reader) {
                 Processed::Drained => false,
                 Processed::Blocked => true,
