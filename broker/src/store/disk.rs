@@ -15,6 +15,8 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// A whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// A file from byte `offset` to its end (empty past the end).
+    fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>>;
     /// Opens `path` for appending, creating it empty if missing.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
     /// Replaces `path` with `bytes` atomically and durably (write a temporary file,
@@ -75,6 +77,15 @@ impl Disk for FsDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {

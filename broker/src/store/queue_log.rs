@@ -4,9 +4,18 @@
 //! back at startup.
 //!
 //! Files in the queue's directory: `queue.meta` (name and pattern, written
-//! atomically), `<first id:020>.log` (message records) and `<first id:020>.marks`.
-//! A segment's ids are one ascending run (a queue's appends reach the writer in id
-//! order), so its settled ids are a bitmap.
+//! atomically), `<first id:020>.log` (message records), `<first id:020>.marks` and
+//! `<first id:020>.index`. A segment's ids are one ascending run (a queue's appends
+//! reach the writer in id order), so its settled ids are a bitmap.
+//!
+//! The index is the startup checkpoint: every [`INDEX_INTERVAL`] bytes of a segment
+//! it records where a record starts (its id, offset and ordinal). At startup, with
+//! the marks read first, a segment is read from the last indexed record before
+//! which every id is settled, instead of from its start: a queue whose consumers
+//! keep up (acked in order) reads back little more than what is still live. The
+//! index is only a hint: an entry is used only when the record found at its offset
+//! has its id (ids ascend through a file, so everything skipped is below it and
+//! settled), and a missing, torn or stale index means reading the whole segment.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -33,6 +42,10 @@ pub(super) const IDLE_SEGMENT: Duration = Duration::from_secs(5);
 /// records than this share of the ones it holds is compacted (rewritten with only
 /// the live ones).
 const COMPACT_LIVE_SHARE: f64 = 0.5;
+/// Bytes of a segment between two index entries.
+pub(super) const INDEX_INTERVAL: u64 = 1 << 20;
+/// One index entry: id, offset, ordinal (u64 each) and a CRC32C of them.
+const INDEX_ENTRY_BYTES: usize = 28;
 
 /// On-disk size of a queue, for `/metrics` (shared with the queue's journal).
 #[derive(Debug, Default)]
@@ -58,8 +71,13 @@ struct Segment {
     pending: Vec<u8>,
     settled_pending: Vec<u64>,
     delivered_pending: Vec<u64>,
+    /// Index entries not yet written.
+    index_pending: Vec<u8>,
+    /// The offset from which the next record gets an index entry.
+    next_index_at: u64,
     log: Option<Box<dyn AppendFile>>,
     marks: Option<Box<dyn AppendFile>>,
+    index: Option<Box<dyn AppendFile>>,
     sealed: bool,
     /// Written since the last sync.
     unsynced: bool,
@@ -78,8 +96,11 @@ impl Segment {
             pending: Vec::new(),
             settled_pending: Vec::new(),
             delivered_pending: Vec::new(),
+            index_pending: Vec::new(),
+            next_index_at: INDEX_INTERVAL,
             log: None,
             marks: None,
+            index: None,
             sealed: false,
             unsynced: false,
             last_write: Instant::now(),
@@ -156,6 +177,10 @@ impl QueueLog {
         self.dir.join(format!("{first:020}.marks"))
     }
 
+    fn index_path(&self, first: u64) -> PathBuf {
+        self.dir.join(format!("{first:020}.index"))
+    }
+
     /// Adds a record to the batch (written by [`QueueLog::flush`]).
     pub(super) fn append(&mut self, record: &MessageRecord) {
         let roll = match self.segments.values().next_back() {
@@ -177,6 +202,11 @@ impl QueueLog {
         let Some(active) = self.segments.values_mut().next_back() else {
             return;
         };
+        let offset = active.size + active.pending.len() as u64;
+        if offset >= active.next_index_at {
+            encode_index_entry(&mut active.index_pending, record.id, offset, active.records);
+            active.next_index_at = offset + INDEX_INTERVAL;
+        }
         encode_message(&mut active.pending, record);
         active.span = record.id + 1 - active.first;
         active.records += 1;
@@ -216,19 +246,25 @@ impl QueueLog {
             .map(|(first, _)| *first)
             .collect();
         for first in firsts {
-            let log_path = self.log_path(first);
-            let marks_path = self.marks_path(first);
+            let paths = SegmentPaths {
+                log: self.log_path(first),
+                marks: self.marks_path(first),
+                index: self.index_path(first),
+            };
+            let log_path = paths.log.clone();
             let Some(segment) = self.segments.get_mut(&first) else {
                 continue;
             };
             let before = segment.size;
-            let result = write_segment(disk, segment, &log_path, &marks_path, sync, &mut flushed);
+            let result = write_segment(disk, segment, &paths, sync, &mut flushed);
             if let Err(error) = result {
                 // What this batch appended is refused: cut it off the file so a
                 // later append does not follow a partial record.
                 let size = before;
                 segment.size = before;
                 segment.pending.clear();
+                segment.index_pending.clear();
+                segment.next_index_at = segment.next_index_at.min(before + INDEX_INTERVAL);
                 segment.log = None;
                 let _ = disk.truncate(&log_path, size);
                 return Err(error);
@@ -273,6 +309,7 @@ impl QueueLog {
             self.segments.remove(first);
             disk.remove_file(&self.log_path(*first))?;
             disk.remove_file(&self.marks_path(*first))?;
+            disk.remove_file(&self.index_path(*first))?;
             self.dir_dirty = true;
         }
         if !done.is_empty() {
@@ -288,6 +325,7 @@ impl QueueLog {
             if !segment.unsynced && now.duration_since(segment.last_write) >= IDLE_SEGMENT {
                 segment.log = None;
                 segment.marks = None;
+                segment.index = None;
             }
         }
     }
@@ -313,6 +351,9 @@ impl QueueLog {
         };
         let log_path = self.log_path(first);
         let marks_path = self.marks_path(first);
+        // The index would point into the old file: gone (durably) first.
+        disk.remove_file(&self.index_path(first))?;
+        disk.sync_dir(&self.dir)?;
         let delivered = read_delivered(disk, &marks_path)?;
         let scan = record::scan(&Bytes::from(disk.read(&log_path)?));
         let Some(segment) = self.segments.get_mut(&first) else {
@@ -334,6 +375,8 @@ impl QueueLog {
         disk.sync_dir(&self.dir)?;
         segment.log = None;
         segment.marks = None;
+        segment.index = None;
+        segment.index_pending.clear();
         segment.size = rewritten.len() as u64;
         segment.records = kept;
         segment.live = kept;
@@ -383,28 +426,37 @@ impl QueueLog {
             let log_path = log.log_path(first);
             let marks_path = log.marks_path(first);
             let (settled, delivered) = read_marks(disk, &marks_path)?;
-            let bytes = Bytes::from(
-                disk.read(&log_path)
-                    .map_err(|error| LoadError::io(&log_path, error))?,
-            );
-            let scan = record::scan(&bytes);
-            let mut size = bytes.len() as u64;
+            let (start, bytes, scan) =
+                read_segment(disk, &log_path, &log.index_path(first), first, &settled)?;
+            let mut size = start.offset + bytes.len() as u64;
             if let Some((offset, damage, followed)) = scan.damage {
+                let offset = start.offset + offset as u64;
                 if !is_last || followed {
                     return Err(LoadError::Damaged {
                         file: log_path,
-                        offset: offset as u64,
+                        offset,
                         what: damage.describe(),
                     });
                 }
-                tracing::warn!(file = %log_path.display(), offset, cut = bytes.len() - offset, what = damage.describe(), "torn tail of a queue log cut off");
-                disk.truncate(&log_path, offset as u64)
+                tracing::warn!(file = %log_path.display(), offset, cut = size - offset, what = damage.describe(), "torn tail of a queue log cut off");
+                disk.truncate(&log_path, offset)
                     .map_err(|error| LoadError::io(&log_path, error))?;
-                size = offset as u64;
+                size = offset;
             }
             let mut segment = Segment::new(first);
             segment.size = size;
             segment.sealed = !is_last;
+            segment.next_index_at = size.max(start.offset + INDEX_INTERVAL);
+            // What the checkpoint skipped: records below `start.id`, all settled.
+            segment.records = start.ordinal;
+            for id in settled
+                .iter()
+                .copied()
+                .filter(|id| *id >= first && *id < start.id)
+            {
+                segment.set_settled(id);
+                segment.span = segment.span.max(id + 1 - first);
+            }
             for record in scan.records {
                 let Record::Message(mut message) = record else {
                     continue;
@@ -435,15 +487,111 @@ impl QueueLog {
     }
 }
 
+/// Where reading a segment at startup begins.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    /// Byte offset in the log file.
+    offset: u64,
+    /// The id of the record there (ids below it are all settled).
+    id: u64,
+    /// Records before it.
+    ordinal: u64,
+}
+
+fn encode_index_entry(out: &mut Vec<u8>, id: u64, offset: u64, ordinal: u64) {
+    let start = out.len();
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&ordinal.to_be_bytes());
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// The index's entries up to the first torn or damaged one.
+fn read_index(disk: &dyn Disk, path: &Path) -> Vec<Start> {
+    let Ok(bytes) = disk.read(path) else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for chunk in bytes.chunks_exact(INDEX_ENTRY_BYTES) {
+        let field = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&chunk[at..at + 8]);
+            u64::from_be_bytes(word)
+        };
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&chunk[24..28]);
+        if crc32c::crc32c(&chunk[..24]) != u32::from_be_bytes(crc) {
+            break;
+        }
+        entries.push(Start {
+            id: field(0),
+            offset: field(8),
+            ordinal: field(16),
+        });
+    }
+    entries
+}
+
+/// Reads a segment's log for startup: from the last index entry before which every
+/// id is settled when the record there is the one it names, else from the start.
+fn read_segment(
+    disk: &dyn Disk,
+    log_path: &Path,
+    index_path: &Path,
+    first: u64,
+    settled: &FxHashSet<u64>,
+) -> Result<(Start, Bytes, record::Scan), LoadError> {
+    let whole = Start {
+        offset: 0,
+        id: first,
+        ordinal: 0,
+    };
+    // The lowest id of the segment not settled: everything below it may be skipped.
+    let mut lowest_live = first;
+    while settled.contains(&lowest_live) {
+        lowest_live += 1;
+    }
+    let checkpoint = read_index(disk, index_path)
+        .into_iter()
+        .filter(|entry| entry.id <= lowest_live && entry.id > first)
+        .max_by_key(|entry| entry.id);
+    if let Some(start) = checkpoint {
+        let bytes = Bytes::from(
+            disk.read_from(log_path, start.offset)
+                .map_err(|error| LoadError::io(log_path, error))?,
+        );
+        let scan = record::scan(&bytes);
+        let lands = matches!(scan.records.first(), Some(Record::Message(message)) if message.id == start.id);
+        if lands {
+            return Ok((start, bytes, scan));
+        }
+        tracing::warn!(file = %log_path.display(), offset = start.offset, "a stale index entry; reading the whole segment");
+    }
+    let bytes = Bytes::from(
+        disk.read(log_path)
+            .map_err(|error| LoadError::io(log_path, error))?,
+    );
+    let scan = record::scan(&bytes);
+    Ok((whole, bytes, scan))
+}
+
+/// A segment's three files.
+struct SegmentPaths {
+    log: PathBuf,
+    marks: PathBuf,
+    index: PathBuf,
+}
+
 fn write_segment(
     disk: &dyn Disk,
     segment: &mut Segment,
-    log_path: &Path,
-    marks_path: &Path,
+    paths: &SegmentPaths,
     sync: bool,
     flushed: &mut Flushed,
 ) -> io::Result<()> {
     let now = Instant::now();
+    let (log_path, marks_path) = (&paths.log, &paths.marks);
     if !segment.pending.is_empty() {
         if segment.log.is_none() {
             segment.log = Some(disk.open_append(log_path)?);
@@ -455,6 +603,17 @@ fn write_segment(
         segment.pending.clear();
         segment.unsynced = true;
         segment.last_write = now;
+        // After the records it points to; never synced on its own account (a lost
+        // or torn index only means reading more at startup).
+        if !segment.index_pending.is_empty() {
+            if segment.index.is_none() {
+                segment.index = Some(disk.open_append(&paths.index)?);
+            }
+            if let Some(file) = segment.index.as_mut() {
+                file.append(&segment.index_pending)?;
+            }
+            segment.index_pending.clear();
+        }
     }
     if !segment.settled_pending.is_empty() || !segment.delivered_pending.is_empty() {
         let mut bytes = Vec::new();

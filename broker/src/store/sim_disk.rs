@@ -40,6 +40,8 @@ struct SimState {
     failing: Vec<PathBuf>,
     ops_left: Option<u64>,
     syncs: u64,
+    /// Bytes returned by reads.
+    read_bytes: u64,
 }
 
 impl SimState {
@@ -92,6 +94,11 @@ impl SimDisk {
     /// After `operations` more mutating calls, every call fails (the process died).
     pub fn cut_after(&self, operations: u64) {
         self.lock().ops_left = Some(operations);
+    }
+
+    /// Bytes returned by reads so far (what a recovery read).
+    pub fn bytes_read(&self) -> u64 {
+        self.lock().read_bytes
     }
 
     /// Syncs of files so far.
@@ -216,11 +223,20 @@ impl Disk for SimDisk {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let state = self.lock();
-        match state.names.get(path) {
-            Some(Entry::File(inode)) => Ok(state.files[inode].data.clone()),
-            _ => Err(not_found(path)),
-        }
+        self.read_from(path, 0)
+    }
+
+    fn read_from(&self, path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+        let mut state = self.lock();
+        let bytes = match state.names.get(path) {
+            Some(Entry::File(inode)) => {
+                let data = &state.files[inode].data;
+                data[data.len().min(offset as usize)..].to_vec()
+            }
+            _ => return Err(not_found(path)),
+        };
+        state.read_bytes += bytes.len() as u64;
+        Ok(bytes)
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {

@@ -397,3 +397,103 @@ async fn interval_and_never_confirm_after_the_write_and_sync_at_a_clean_stop() {
         assert_eq!(queues[0].messages.len(), 20, "{policy}: synced at the stop");
     }
 }
+
+/// The startup checkpoint: a segment whose first ids are settled (consumers keeping
+/// up) is read from the last index entry before its first live id, not from its
+/// start; the messages loaded are exactly the unsettled ones, the log continues
+/// where it was, and a stale or damaged index only means reading it all.
+#[test]
+fn startup_reads_a_segment_from_its_checkpoint_and_loads_exactly_the_live_messages() {
+    let disk = SimDisk::new();
+    let dir = PathBuf::from("/data/q-1");
+    disk.create_dir_all(&dir).expect("dir");
+    let segment_bytes = 64 << 20;
+    let mut log = QueueLog::new(dir.clone(), segment_bytes, Arc::new(DiskGauges::default()));
+    // ~13 MiB in one active segment: 100,000 records of ~135 bytes.
+    let total = 100_000;
+    for id in 0..total {
+        log.append(&record(id));
+        if id % 1000 == 999 {
+            log.flush(&disk, true).expect("written");
+        }
+    }
+    // Settled in order up to 90 %, plus a few later ones.
+    for id in (0..90_000).chain([95_000, 99_999]) {
+        log.mark(id, Mark::Settled);
+    }
+    log.mark(90_000, Mark::Delivered);
+    log.flush(&disk, true).expect("written");
+    let expected: Vec<u64> = (90_000..total)
+        .filter(|id| ![95_000, 99_999].contains(id))
+        .collect();
+    let file_bytes = disk
+        .read(&dir.join(&segment_files(&disk, &dir)[0]))
+        .expect("read")
+        .len() as u64;
+
+    let before = disk.bytes_read();
+    let (mut reloaded, live) = QueueLog::load(
+        &disk,
+        dir.clone(),
+        segment_bytes,
+        Arc::new(DiskGauges::default()),
+    )
+    .expect("loads");
+    let read = disk.bytes_read() - before;
+    assert_eq!(ids(&live), expected);
+    assert_eq!(
+        live[0].attempts, 1,
+        "delivery counts are read from the marks"
+    );
+    assert!(
+        read < file_bytes / 5,
+        "read {read} bytes of a {file_bytes}-byte segment (marks included)"
+    );
+    assert_eq!(reloaded.next_id(), total);
+    // The log goes on: new records, and what the checkpoint skipped is still
+    // known to be settled (reclaim after everything is settled deletes the file).
+    for id in total..total + 10 {
+        reloaded.append(&record(id));
+    }
+    for id in expected.iter().copied().chain(total..total + 10) {
+        reloaded.mark(id, Mark::Settled);
+    }
+    reloaded.flush(&disk, true).expect("written");
+    assert!(reloaded
+        .reclaim(&disk, Instant::now() + super::queue_log::IDLE_SEGMENT)
+        .expect("reclaimed"));
+    assert!(
+        segment_files(&disk, &dir).is_empty(),
+        "a wholly settled segment is deleted"
+    );
+
+    // A stale index (entries that point at the wrong place) is not trusted.
+    let mut log = QueueLog::new(dir.clone(), segment_bytes, Arc::new(DiskGauges::default()));
+    for id in 0..20_000 {
+        log.append(&record(id));
+    }
+    for id in 0..19_000 {
+        log.mark(id, Mark::Settled);
+    }
+    log.flush(&disk, true).expect("written");
+    let index = disk
+        .list(&dir)
+        .expect("listed")
+        .into_iter()
+        .find(|name| name.ends_with(".index"))
+        .expect("an index was written");
+    let index = dir.join(index);
+    let mut bytes = disk.read(&index).expect("read");
+    // Rewrite the first entry's offset (and its checksum) to point 7 bytes off.
+    let offset = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")) + 7;
+    bytes[8..16].copy_from_slice(&offset.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[..24]);
+    bytes[24..28].copy_from_slice(&crc.to_be_bytes());
+    disk.remove_file(&index).expect("removed");
+    let mut file = disk.open_append(&index).expect("created");
+    file.append(&bytes[..28]).expect("written");
+    file.sync().expect("synced");
+    let (_, live) =
+        QueueLog::load(&disk, dir, segment_bytes, Arc::new(DiskGauges::default())).expect("loads");
+    assert_eq!(ids(&live), (19_000..20_000).collect::<Vec<_>>());
+}

@@ -152,8 +152,14 @@ impl Inner {
             return false;
         }
         encode_into(&mut state.buffer, frame);
+        // As for publishes: only a writer that found nothing to write waits to be
+        // woken; a busy one takes this frame with its next batch. Acks come one per
+        // delivery, so waking the writer for each cost a task wake-up per message.
+        let wake = std::mem::take(&mut state.writer_idle);
         drop(state);
-        self.wake_writer.notify_one();
+        if wake {
+            self.wake_writer.notify_one();
+        }
         true
     }
 
