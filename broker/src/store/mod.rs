@@ -18,11 +18,14 @@
 //! - `file_store.rs` — the file store: directory, lock, recovery, journals;
 //! - `writer.rs` — the one writer thread: batches, group commit, fsync policy;
 //! - `queue_log.rs` — one queue's segments and marks, reclaim and compaction;
+//! - `checkpoint.rs` — each segment's index, and reading a segment at startup
+//!   from its last fully settled point;
 //! - `record.rs` — record framing with CRC32C, and scanning files back;
 //! - `disk.rs` — the file operations, behind a trait (`sim_disk.rs`: the test
 //!   double that loses unsynced writes);
 //! - `stats.rs` — the store's metrics.
 
+mod checkpoint;
 mod confirm;
 pub mod disk;
 mod file_store;

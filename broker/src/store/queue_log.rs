@@ -8,7 +8,7 @@
 //! `<first id:020>.index`. A segment's ids are one ascending run (a queue's appends
 //! reach the writer in id order), so its settled ids are a bitmap.
 //!
-//! The index is the startup checkpoint: every [`INDEX_INTERVAL`] bytes of a segment
+//! The index is the startup checkpoint: every `INDEX_INTERVAL` (1 MiB) bytes of a segment
 //! it records where a record starts (its id, offset and ordinal). At startup, with
 //! the marks read first, a segment is read from the last indexed record before
 //! which every id is settled, instead of from its start: a queue whose consumers
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::checkpoint::{encode_index_entry, read_segment, INDEX_INTERVAL};
 use super::disk::{AppendFile, Disk};
 use super::record::{self, encode_marks, encode_message, Mark, MessageRecord, Record};
 use super::LoadError;
@@ -42,10 +43,6 @@ pub(super) const IDLE_SEGMENT: Duration = Duration::from_secs(5);
 /// records than this share of the ones it holds is compacted (rewritten with only
 /// the live ones).
 const COMPACT_LIVE_SHARE: f64 = 0.5;
-/// Bytes of a segment between two index entries.
-pub(super) const INDEX_INTERVAL: u64 = 1 << 20;
-/// One index entry: id, offset, ordinal (u64 each) and a CRC32C of them.
-const INDEX_ENTRY_BYTES: usize = 28;
 
 /// On-disk size of a queue, for `/metrics` (shared with the queue's journal).
 #[derive(Debug, Default)]
@@ -485,95 +482,6 @@ impl QueueLog {
         log.update_gauges();
         Ok((log, live))
     }
-}
-
-/// Where reading a segment at startup begins.
-#[derive(Debug, Clone, Copy)]
-struct Start {
-    /// Byte offset in the log file.
-    offset: u64,
-    /// The id of the record there (ids below it are all settled).
-    id: u64,
-    /// Records before it.
-    ordinal: u64,
-}
-
-fn encode_index_entry(out: &mut Vec<u8>, id: u64, offset: u64, ordinal: u64) {
-    let start = out.len();
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&offset.to_be_bytes());
-    out.extend_from_slice(&ordinal.to_be_bytes());
-    let crc = crc32c::crc32c(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
-
-/// The index's entries up to the first torn or damaged one.
-fn read_index(disk: &dyn Disk, path: &Path) -> Vec<Start> {
-    let Ok(bytes) = disk.read(path) else {
-        return Vec::new();
-    };
-    let mut entries = Vec::new();
-    for chunk in bytes.chunks_exact(INDEX_ENTRY_BYTES) {
-        let field = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&chunk[at..at + 8]);
-            u64::from_be_bytes(word)
-        };
-        let mut crc = [0u8; 4];
-        crc.copy_from_slice(&chunk[24..28]);
-        if crc32c::crc32c(&chunk[..24]) != u32::from_be_bytes(crc) {
-            break;
-        }
-        entries.push(Start {
-            id: field(0),
-            offset: field(8),
-            ordinal: field(16),
-        });
-    }
-    entries
-}
-
-/// Reads a segment's log for startup: from the last index entry before which every
-/// id is settled when the record there is the one it names, else from the start.
-fn read_segment(
-    disk: &dyn Disk,
-    log_path: &Path,
-    index_path: &Path,
-    first: u64,
-    settled: &FxHashSet<u64>,
-) -> Result<(Start, Bytes, record::Scan), LoadError> {
-    let whole = Start {
-        offset: 0,
-        id: first,
-        ordinal: 0,
-    };
-    // The lowest id of the segment not settled: everything below it may be skipped.
-    let mut lowest_live = first;
-    while settled.contains(&lowest_live) {
-        lowest_live += 1;
-    }
-    let checkpoint = read_index(disk, index_path)
-        .into_iter()
-        .filter(|entry| entry.id <= lowest_live && entry.id > first)
-        .max_by_key(|entry| entry.id);
-    if let Some(start) = checkpoint {
-        let bytes = Bytes::from(
-            disk.read_from(log_path, start.offset)
-                .map_err(|error| LoadError::io(log_path, error))?,
-        );
-        let scan = record::scan(&bytes);
-        let lands = matches!(scan.records.first(), Some(Record::Message(message)) if message.id == start.id);
-        if lands {
-            return Ok((start, bytes, scan));
-        }
-        tracing::warn!(file = %log_path.display(), offset = start.offset, "a stale index entry; reading the whole segment");
-    }
-    let bytes = Bytes::from(
-        disk.read(log_path)
-            .map_err(|error| LoadError::io(log_path, error))?,
-    );
-    let scan = record::scan(&bytes);
-    Ok((whole, bytes, scan))
 }
 
 /// A segment's three files.
