@@ -81,7 +81,7 @@ use std::collections::HashMap;
 
 pub use settings::{env, setting, Config, SETTINGS};
 use values::{Accepts, Rejected};
-pub use values::{LogFormat, MemoryLimit};
+pub use values::{LogFormat, MemoryLimit, OptionalPath};
 
 /// Largest prefetch a queue subscription may ask for. Bounds the unacked messages one
 /// consumer can pin in memory; fits the wire's u16-sized windows of other brokers.

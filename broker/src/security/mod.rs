@@ -266,8 +266,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("auth.toml");
         std::fs::write(&file, user("first")).expect("write");
-        let mut config = Config::default();
-        config.auth_file.0 = Some(file.clone());
+        let config = Config {
+            auth_file: crate::config::OptionalPath(Some(file.clone())),
+            ..Config::default()
+        };
         let security = Arc::new(Security::from_config(&config).expect("loads"));
         let reloads = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -295,16 +297,22 @@ mod tests {
 
     #[test]
     fn settings_that_need_each_other_are_named() {
-        let mut config = Config::default();
-        config.http_tls = true;
+        let config = Config {
+            http_tls: true,
+            ..Config::default()
+        };
         let error = Security::from_config(&config).expect_err("no certificate");
         assert!(error.to_string().contains("TLS_CERT_FILE"), "{error}");
-        let mut config = Config::default();
-        config.tls_client_ca_file.0 = Some("/ca.pem".into());
+        let config = Config {
+            tls_client_ca_file: crate::config::OptionalPath(Some("/ca.pem".into())),
+            ..Config::default()
+        };
         let error = Security::from_config(&config).expect_err("no certificate");
         assert!(error.to_string().contains("TLS_CLIENT_CA_FILE"), "{error}");
-        let mut config = Config::default();
-        config.auth_file.0 = Some("/nonexistent/auth.toml".into());
+        let config = Config {
+            auth_file: crate::config::OptionalPath(Some("/nonexistent/auth.toml".into())),
+            ..Config::default()
+        };
         let error = Security::from_config(&config).expect_err("missing file");
         assert!(error.to_string().contains("AUTH_FILE"), "{error}");
     }
