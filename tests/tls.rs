@@ -414,3 +414,59 @@ async fn a_slow_tls_subscriber_loses_nothing() {
         .expect("publisher");
     assert_eq!(broker.broker.stats().snapshot().dropped_slow_consumer, 0);
 }
+
+/// Connections that never finish their TLS handshake are bounded like connections:
+/// with `MAX_CONNECTIONS` of them waiting, the next is closed at once (not after the
+/// handshake timeout), and a finished handshake frees room again.
+#[tokio::test]
+async fn unfinished_tls_handshakes_are_bounded_by_the_connection_limit() {
+    use tokio::io::AsyncReadExt;
+    let setup = setup();
+    let (cert, key) = (setup.server.cert.clone(), setup.server.key.clone());
+    let broker = TestBroker::with(move |config| {
+        config.tls_cert_file.0 = Some(cert);
+        config.tls_key_file.0 = Some(key);
+        config.max_connections = 2;
+        config.handshake_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(broker.tcp)
+                .await
+                .expect("connect"),
+        );
+    }
+    // The accept loop takes connections in order and reserves each one's
+    // handshake before it accepts the next: the third finds no room.
+    let mut third = tokio::net::TcpStream::connect(broker.tcp)
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte))
+        .await
+        .expect("closed at once, not after the 30 s handshake timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(
+        broker
+            .broker
+            .security()
+            .stats()
+            .tls_handshake_failures
+            .get(),
+        1
+    );
+    drop(silent);
+    // Room again: a real client connects.
+    let client = within("room again", async {
+        loop {
+            match connect(&broker, trusting(&setup.pki)).await {
+                Ok(client) => break client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    client.flush().await.expect("round trip");
+}

@@ -167,6 +167,7 @@ impl Server {
         let security_watch =
             tokio::spawn(async move { watching.watch_security_files(watch_stop).await });
         let sessions = TaskTracker::new();
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(broker.config().max_connections));
         drop(listening);
         info!(
             tcp = ?tcp_address,
@@ -187,9 +188,15 @@ impl Server {
                         let broker = broker.clone();
                         let shutdown = shutdown.clone();
                         if broker.security().tls().is_some() {
+                            // TLS handshakes in progress are bounded like
+                            // connections: at MAX_CONNECTIONS more are closed at once.
+                            let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                                broker.security().stats().tls_handshake_failures.inc();
+                                continue;
+                            };
                             sessions.spawn(async move {
                                 if let Some(tls) = broker.security().tls() {
-                                    tls_accept::serve_tls(tls, stream, peer, broker.clone(), shutdown).await;
+                                    tls_accept::serve_tls(tls, stream, peer, broker.clone(), shutdown, handshake).await;
                                 }
                             });
                         } else {

@@ -2,7 +2,9 @@
 //! (its first byte is not a TLS handshake record) is told `TLS_REQUIRED` in the
 //! clear and closed, rather than left waiting; the TLS handshake must finish
 //! within `HANDSHAKE_TIMEOUT_MS`; the session then runs over the TLS stream, with
-//! the names of the client's verified certificate for `AUTH_FILE`.
+//! the names of the client's verified certificate for `AUTH_FILE`. Handshakes in
+//! progress hold a permit of their own (at most `MAX_CONNECTIONS` of them), so
+//! connections that never finish one cannot pile up beyond the connection limit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub(super) async fn serve_tls(
     peer: SocketAddr,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+    handshake: tokio::sync::OwnedSemaphorePermit,
 ) {
     let limit = broker.config().handshake_timeout;
     let failures = &broker.security().stats().tls_handshake_failures;
@@ -71,6 +74,7 @@ pub(super) async fn serve_tls(
             return;
         }
     };
+    drop(handshake);
     let names = stream
         .get_ref()
         .1
