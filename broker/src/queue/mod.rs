@@ -23,6 +23,7 @@ mod registry;
 mod restore;
 mod state;
 mod store;
+mod unacked;
 
 pub use admin::Closed;
 pub use batch::{BACKLOG_HIGH, BACKLOG_LOW};
@@ -411,8 +412,7 @@ impl Queue {
             sid,
             outbox,
             prefetch,
-            unacked: FxHashMap::default(),
-            last_counter: 0,
+            unacked: unacked::Unacked::default(),
             class,
         });
         self.consumer_count
@@ -436,7 +436,7 @@ impl Queue {
         }
         self.consumer_count
             .store(state.consumers.len(), Ordering::Release);
-        let mut unacked: Vec<QueuedMessage> = consumer.unacked.into_values().collect();
+        let mut unacked: Vec<QueuedMessage> = consumer.unacked.into_messages();
         unacked.sort_unstable_by_key(|queued| std::cmp::Reverse(queued.order));
         for queued in unacked {
             state.unacked_messages -= 1;

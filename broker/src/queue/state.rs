@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::filtered::FilteredReady;
+use super::unacked::Unacked;
 use super::{delivery_sid, QueueError, QueueStore, QueuedMessage, StoreError};
 use crate::clock::{self, Instant};
 use crate::outbound::Outbox;
@@ -112,8 +113,7 @@ pub(super) struct Consumer {
     pub(super) sid: u32,
     pub(super) outbox: Arc<Outbox>,
     pub(super) prefetch: u32,
-    pub(super) unacked: FxHashMap<u32, QueuedMessage>,
-    pub(super) last_counter: u32,
+    pub(super) unacked: Unacked,
     /// Its filter class, once the queue is in filtered mode.
     pub(super) class: Option<u32>,
 }
@@ -123,14 +123,10 @@ impl Consumer {
         self.unacked.len() < self.prefetch as usize
     }
 
-    pub(super) fn next_delivery_id(&mut self) -> u64 {
-        loop {
-            self.last_counter = self.last_counter.wrapping_add(1);
-            // 0 is never used, so a delivery id is never 0 (0 marks broadcast).
-            if self.last_counter != 0 && !self.unacked.contains_key(&self.last_counter) {
-                return (u64::from(self.sid) << 32) | u64::from(self.last_counter);
-            }
-        }
+    /// The delivery id of a counter of this consumer's (never 0: 0 marks
+    /// broadcast).
+    pub(super) fn delivery_id(&self, counter: u32) -> u64 {
+        (u64::from(self.sid) << 32) | u64::from(counter)
     }
 }
 
@@ -166,7 +162,8 @@ pub(super) fn deliver(
     queued: QueuedMessage,
 ) -> Result<(), QueuedMessage> {
     let consumer = &mut state.consumers[index];
-    let delivery_id = consumer.next_delivery_id();
+    let counter = consumer.unacked.next_counter();
+    let delivery_id = consumer.delivery_id(counter);
     match consumer.outbox.push_queued(
         consumer.sid,
         delivery_id,
@@ -181,7 +178,7 @@ pub(super) fn deliver(
             }
             let mut queued = queued;
             queued.attempts += 1;
-            consumer.unacked.insert(delivery_id as u32, queued);
+            consumer.unacked.push(queued);
             state.unacked_messages += 1;
             state.unacked_bytes += size;
             Ok(())
@@ -206,7 +203,7 @@ pub(super) fn take_unacked(
         find_consumer(state, connection_id, sid).ok_or(QueueError::UnknownDelivery(delivery_id))?;
     let queued = state.consumers[index]
         .unacked
-        .remove(&(delivery_id as u32))
+        .take(delivery_id as u32)
         .ok_or(QueueError::UnknownDelivery(delivery_id))?;
     state.unacked_messages -= 1;
     state.unacked_bytes -= queued.size();
