@@ -119,9 +119,9 @@ pub(super) async fn handshake<R: ReadSource>(
     let authenticated = match broker.security().auth() {
         None => None,
         Some(auth) => {
-            match auth
-                .authenticate(peer.ip(), &hello.auth_token, certificate_names)
-                .await
+            // Boxed: the failure delay's timer would otherwise make every
+            // connection's future bigger, with or without authentication.
+            match Box::pin(auth.authenticate(peer.ip(), &hello.auth_token, certificate_names)).await
             {
                 Ok(authenticated) => Some(authenticated),
                 Err(failure) => {
