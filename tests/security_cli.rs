@@ -244,3 +244,65 @@ fn the_cli_speaks_tls_with_tokens_and_sighup_revokes_them() {
     let status = child.wait().expect("exit");
     assert!(status.success());
 }
+
+/// `tern bench` over mutual TLS, the user named by its client certificate: every
+/// message delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_over_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "bench");
+    let server = pki.server("server");
+    let client = pki.client("client", "bench.client");
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        "[[users]]\nname = \"bench\"\ncert_identity = \"bench.client\"\npublish = { allow = [\">\"] }\nsubscribe = { allow = [\">\"] }\n",
+    )
+    .expect("auth file");
+    let (cert, key, ca) = (server.cert.clone(), server.key.clone(), pki.ca_file.clone());
+    let broker = common::TestBroker::with(move |config| {
+        config.tls_cert_file.0 = Some(cert);
+        config.tls_key_file.0 = Some(key);
+        config.tls_client_ca_file.0 = Some(ca);
+        config.auth_file.0 = Some(auth);
+    })
+    .await;
+    let target = format!("tern://{}", broker.address());
+    let (ca, cert, key) = (
+        pki.ca_file.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(TERN)
+            .args([
+                "bench",
+                "pubsub",
+                "--msgs",
+                "2000",
+                "--json",
+                "--target",
+                &target,
+                "--tls-ca",
+                &ca,
+                "--tls-server-name",
+                "localhost",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ])
+            .output()
+            .expect("run tern bench")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(report["delivered"], 2000);
+    assert_eq!(report["lost"], 0);
+}

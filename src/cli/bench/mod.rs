@@ -117,6 +117,12 @@ pub struct BenchArgs {
     /// Name the broker's certificate must carry (Tern; default: the host of the address)
     #[arg(long = "tls-server-name")]
     pub tls_server_name: Option<String>,
+    /// Client certificate (PEM) for brokers that require mutual TLS
+    #[arg(long = "tls-cert", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Token for a broker with authentication (Tern AUTH_FILE, NATS --auth)
     #[arg(long = "token", env = "TERN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -130,6 +136,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     target::set_security(target::Security {
         tls_ca: args.tls_ca.clone(),
         tls_server_name: args.tls_server_name.clone(),
+        client_certificate: args.tls_cert.clone().zip(args.tls_key.clone()),
         token: args.token.clone(),
     });
     let report = measure(&args).await?;

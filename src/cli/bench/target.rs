@@ -72,6 +72,8 @@ pub struct Security {
     pub tls_ca: Option<std::path::PathBuf>,
     /// The name the broker's certificate must carry (Tern; NATS uses the URL's host).
     pub tls_server_name: Option<String>,
+    /// A client certificate and its key, for mutual TLS.
+    pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Token (Tern HELLO, NATS auth token).
     pub token: Option<String>,
 }
@@ -97,10 +99,12 @@ pub async fn tern_client(address: &str, name: &str) -> anyhow::Result<Client> {
         options = options.token(token);
     }
     if let Some(ca_file) = security.tls_ca {
+        let (cert_file, key_file) = security.client_certificate.clone().unzip();
         options = options.tls(tern_client::TlsOptions {
             ca_file: Some(ca_file),
             server_name: security.tls_server_name,
-            ..Default::default()
+            cert_file,
+            key_file,
         });
     }
     Client::connect_with(address.to_owned(), options)
@@ -117,6 +121,9 @@ async fn nats_client(url: &str) -> anyhow::Result<async_nats::Client> {
     }
     if let Some(ca_file) = security.tls_ca {
         options = options.require_tls(true).add_root_certificates(ca_file);
+    }
+    if let Some((cert, key)) = security.client_certificate {
+        options = options.add_client_certificate(cert, key);
     }
     options
         .connect(url)
