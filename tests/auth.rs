@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{PipeBroker, RawClient, TestBroker};
-use sha2::{Digest, Sha256};
 use tern_broker::security::DeniedAction;
 use tern_proto::{ErrorCode, Frame, Message, Publish, Role};
 use tokio::io::DuplexStream;
@@ -20,7 +19,7 @@ const BILLING_TOKEN: &str = "billing-token-0123456789abcdef";
 const RESPONDER_TOKEN: &str = "responder-token-0123456789abc";
 
 fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    common::token_sha256(token)
 }
 
 /// The example user, a billing service, and a responder with no publish

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{spawn_server, wait_for_ready_line, within, TestBroker, TERN};
+use common::{spawn_server, wait_for_ready_line, within, TestBroker};
 use tern_broker::store::{FsyncPolicy, StoreUrl};
 use tern_client::{Client, ClientError, ClientOptions, ReconnectPolicy};
 use tern_proto::ErrorCode;
@@ -329,32 +329,18 @@ async fn a_full_disk_refuses_publishes_with_storage_failed_and_keeps_what_was_co
     broker.shutdown().await;
 }
 
-fn serve_and_fail(envs: &[(&str, &str)]) -> String {
-    let output = Command::new(TERN)
-        .arg("serve")
-        .env_clear()
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("TCP_PORT", "0")
-        .env("HTTP_PORT", "0")
-        .envs(envs.iter().copied())
-        .output()
-        .expect("run tern serve");
-    assert_eq!(output.status.code(), Some(2), "exit 2 (configuration)");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_store_url_or_a_directory_another_broker_holds_stops_startup_naming_store_url() {
     for url in ["s3://bucket", "file://", "redis://localhost"] {
-        let stderr = serve_and_fail(&[("STORE_URL", url)]);
+        let stderr = common::serve_and_fail(&[("STORE_URL", url)]);
         assert!(stderr.contains("STORE_URL"), "{url}: {stderr}");
     }
-    let stderr = serve_and_fail(&[("STORE_URL", "file:///proc/tern-cannot-write-here")]);
+    let stderr = common::serve_and_fail(&[("STORE_URL", "file:///proc/tern-cannot-write-here")]);
     assert!(stderr.contains("STORE_URL"), "{stderr}");
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("file://{}", dir.path().display());
     let first = TestBroker::with(durable(dir.path())).await;
-    let stderr = serve_and_fail(&[("STORE_URL", url.as_str())]);
+    let stderr = common::serve_and_fail(&[("STORE_URL", url.as_str())]);
     assert!(
         stderr.contains("STORE_URL") && stderr.contains("locked"),
         "{stderr}"

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::certs::Pki;
 use common::{spawn_server, wait_for_ready_line, TERN};
-use sha2::{Digest, Sha256};
 
 fn make_token() -> (String, String) {
     let output = Command::new(TERN)
@@ -30,10 +29,7 @@ fn auth_token_prints_a_token_and_its_hash_line() {
     let (token, line) = make_token();
     assert_eq!(token.len(), 64);
     assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
-    let expected = format!(
-        "token_sha256 = \"{}\"",
-        hex::encode(Sha256::digest(token.as_bytes()))
-    );
+    let expected = format!("token_sha256 = \"{}\"", common::token_sha256(&token));
     assert_eq!(line, expected);
     assert_ne!(make_token().0, token, "each token is new");
 }
@@ -47,17 +43,8 @@ fn a_bad_auth_file_stops_startup_naming_it() {
         "[[users]]\nname = \"a\"\ncert_identity = \"a\"\npublsh = {}\n",
     )
     .expect("write");
-    let output = Command::new(TERN)
-        .arg("serve")
-        .env_clear()
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("TCP_PORT", "0")
-        .env("HTTP_PORT", "0")
-        .env("AUTH_FILE", &file)
-        .output()
-        .expect("run");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = file.display().to_string();
+    let stderr = common::serve_and_fail(&[("AUTH_FILE", &file)]);
     assert!(
         stderr.contains("AUTH_FILE") && stderr.contains("publsh"),
         "{stderr}"

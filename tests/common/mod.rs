@@ -419,3 +419,25 @@ pub fn wait_for_ready_line(
         }
     }
 }
+
+/// Runs `tern serve` on loopback port 0 with `envs` only, expecting it to refuse
+/// to start with exit code 2 (a configuration error); returns what it printed.
+pub fn serve_and_fail(envs: &[(&str, &str)]) -> String {
+    let output = Command::new(TERN)
+        .arg("serve")
+        .env_clear()
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("TCP_PORT", "0")
+        .env("HTTP_PORT", "0")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run tern serve");
+    assert_eq!(output.status.code(), Some(2), "exit 2 (configuration)");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `token_sha256` of a token, as `AUTH_FILE` holds it.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}

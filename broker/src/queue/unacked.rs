@@ -48,7 +48,8 @@ impl Unacked {
     pub(super) fn next_counter(&mut self) -> u32 {
         loop {
             let counter = counter_of(self.first + self.window.len() as u64);
-            if !self.spilled.contains_key(&counter) {
+            // Nothing spilled (the usual case): no lookup on the delivery path.
+            if self.spilled.is_empty() || !self.spilled.contains_key(&counter) {
                 return counter;
             }
             self.window.push_back(None);

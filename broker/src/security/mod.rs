@@ -144,45 +144,35 @@ impl Security {
     /// new files are in force, before sessions learn of a new auth file (the broker
     /// drops every route cache there, and the permission decisions in them).
     pub fn reload(&self, invalidate: impl Fn()) -> usize {
+        let outcomes = [
+            self.tls.as_ref().map(|tls| {
+                let result = tls
+                    .reload()
+                    .map(|()| true)
+                    .map_err(|error| error.to_string());
+                ("TLS certificate", tls.files().cert.as_path(), result)
+            }),
+            self.auth.as_ref().map(|auth| {
+                let result = auth.reload(&invalidate).map_err(|error| error.to_string());
+                ("auth file", auth.path(), result)
+            }),
+            self.http_token.as_ref().map(|token| {
+                let result = token.reload().map_err(|error| error.to_string());
+                ("HTTP token", token.path(), result)
+            }),
+        ];
         let mut failed = 0;
-        if let Some(tls) = &self.tls {
-            match tls.reload() {
-                Ok(()) => {
-                    self.stats.reloads_applied.inc();
-                    info!(file = %tls.files().cert.display(), "TLS certificate reloaded");
-                }
-                Err(error) => {
-                    failed += 1;
-                    self.stats.reloads_failed.inc();
-                    warn!(%error, "TLS reload failed; the previous certificate stays in use");
-                }
-            }
-        }
-        if let Some(auth) = &self.auth {
-            match auth.reload(&invalidate) {
+        for (what, file, result) in outcomes.into_iter().flatten() {
+            match result {
                 Ok(true) => {
                     self.stats.reloads_applied.inc();
-                    info!(file = %auth.path().display(), users = auth.table().len(), "auth file reloaded");
+                    info!(file = %file.display(), "{what} reloaded");
                 }
                 Ok(false) => {}
                 Err(error) => {
                     failed += 1;
                     self.stats.reloads_failed.inc();
-                    warn!(%error, "auth file reload failed; the previous users and permissions stay");
-                }
-            }
-        }
-        if let Some(token) = &self.http_token {
-            match token.reload() {
-                Ok(true) => {
-                    self.stats.reloads_applied.inc();
-                    info!(file = %token.path().display(), "HTTP token reloaded");
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    failed += 1;
-                    self.stats.reloads_failed.inc();
-                    warn!(%error, "HTTP token reload failed; the previous token stays");
+                    warn!(%error, "{what} reload failed; the previous one stays in use");
                 }
             }
         }

@@ -118,24 +118,20 @@ pub(super) async fn handshake<R: ReadSource>(
     }
     let authenticated = match broker.security().auth() {
         None => None,
+        // Boxed: the failure delay's timer would otherwise make every connection's
+        // future bigger, with or without authentication.
         Some(auth) => {
-            // Boxed: the failure delay's timer would otherwise make every
-            // connection's future bigger, with or without authentication.
             match Box::pin(auth.authenticate(peer.ip(), &hello.auth_token, certificate_names)).await
             {
                 Ok(authenticated) => Some(authenticated),
                 Err(failure) => {
                     broker.security().stats().count_auth_failure(failure);
                     warn!(connection = connection_id, %peer, reason = failure.as_str(), client = %hello.client_name, "authentication failed");
-                    let message = match failure {
-                    AuthFailure::Throttled => format!(
-                        "too many failed authentications from {} are in progress; try again later",
-                        peer.ip()
-                    ),
-                    AuthFailure::Missing => "this broker requires a token (HELLO auth_token) or a client certificate".to_owned(),
-                    _ => "the token or client certificate names no user".to_owned(),
-                };
-                    outbox.push_control(Frame::error(ErrorCode::AuthenticationFailed, 0, message));
+                    outbox.push_control(Frame::error(
+                        ErrorCode::AuthenticationFailed,
+                        0,
+                        refusal_message(failure, peer),
+                    ));
                     return Err(CloseReason::AuthenticationFailed);
                 }
             }
@@ -163,4 +159,18 @@ pub(super) async fn handshake<R: ReadSource>(
         version: hello.version,
         authenticated,
     })
+}
+
+/// What a client refused at authentication is told.
+fn refusal_message(failure: AuthFailure, peer: SocketAddr) -> String {
+    match failure {
+        AuthFailure::Throttled => format!(
+            "too many failed authentications from {} are in progress; try again later",
+            peer.ip()
+        ),
+        AuthFailure::Missing => {
+            "this broker requires a token (HELLO auth_token) or a client certificate".to_owned()
+        }
+        _ => "the token or client certificate names no user".to_owned(),
+    }
 }
