@@ -481,7 +481,7 @@ impl Broker {
                 let subject = message.subject();
                 let queue = self.bind_queue(subject, subject)?;
                 return queue
-                    .publish(Arc::new(message.clone()), stamp, confirm)
+                    .publish(message.clone(), stamp, confirm)
                     .map_err(queue_refusal);
             }
             Stats::add(&self.stats.dropped_no_interest, 1);
@@ -495,21 +495,24 @@ impl Broker {
             }
             return Ok(());
         }
-        // Queues keep the message until it is acked: share one copy (a reference
-        // into the read buffer, so this copies no payload).
-        let shared = Arc::new(message.clone());
+        // Queues keep the message until it is acked: each holds a view of it (a
+        // reference into the read buffer, so this copies no payload; a queue
+        // where it waits copies it out).
         if touched.defer_queues && confirm.is_none() {
             // Fire and forget: stored when the read batch ends, one lock per queue
             // per batch; refusals are reported then (`flush_queue_batch`).
             for queue in &routes.queues {
-                touched.deferred().queued.push(queue, shared.clone(), stamp);
+                touched
+                    .deferred()
+                    .queued
+                    .push(queue, message.clone(), stamp);
             }
             return Ok(());
         }
         let mut refusal = Ok(());
         let mut deleted = false;
         for queue in &routes.queues {
-            match queue.publish(shared.clone(), stamp, confirm) {
+            match queue.publish(message.clone(), stamp, confirm) {
                 Ok(()) => {}
                 Err(QueueError::Deleted(_)) => deleted = true,
                 Err(error) => refusal = Err(queue_refusal(error)),
@@ -518,7 +521,7 @@ impl Broker {
         if deleted {
             let reached_subscribers = !routes.subscribers.is_empty();
             if let Err(again) =
-                self.republish(&shared, stamp, confirm, &routes.queues, reached_subscribers)
+                self.republish(message, stamp, confirm, &routes.queues, reached_subscribers)
             {
                 refusal = Err(again);
             }
@@ -546,12 +549,12 @@ impl Broker {
             if queue.publish_many(messages, &mut refused) {
                 deferred.backlogged.push(queue.clone());
             }
-            for (message, stamp, error) in refused.drain(..) {
-                let outcome = match error {
-                    QueueError::Deleted(_) => {
+            for (error, returned) in refused.drain(..) {
+                let outcome = match (error, returned) {
+                    (QueueError::Deleted(_), Some((message, stamp))) => {
                         self.republish(&message, stamp, None, &reached, false)
                     }
-                    other => Err(queue_refusal(other)),
+                    (other, _) => Err(queue_refusal(other)),
                 };
                 if let Err(refusal) = outcome {
                     refusals.push(refusal);
@@ -568,7 +571,7 @@ impl Broker {
     /// a queue).
     fn republish(
         &self,
-        message: &Arc<Message>,
+        message: &Message,
         stamp: Stamp,
         confirm: Option<&Arc<PendingConfirm>>,
         reached: &[Arc<Queue>],

@@ -73,6 +73,25 @@ impl MemoryBudget {
         true
     }
 
+    /// Charges `bytes` when they fit below the limit, else charges nothing and
+    /// changes nothing: a caller charging a batch at once then goes message by
+    /// message ([`MemoryBudget::try_charge`]), so the limit falls where it would.
+    pub fn try_charge_all(&self, bytes: u64) -> bool {
+        if self.limit == 0 {
+            self.used.fetch_add(bytes, Ordering::Relaxed);
+            return true;
+        }
+        if self.refusing.load(Ordering::Acquire) {
+            return false;
+        }
+        let before = self.used.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.limit {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
     /// Charges `bytes` whatever the limit (messages recovered at startup were
     /// confirmed and are kept); at or past the limit, publishes are refused.
     pub fn force_charge(&self, bytes: u64) {
@@ -168,6 +187,24 @@ mod tests {
         assert!(!budget.is_refusing(), "850 is below it");
         assert!(budget.try_charge(100));
         assert_eq!(budget.used(), 950);
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_charges_nothing_and_leaves_the_limit_to_messages() {
+        let budget = MemoryBudget::new(1000);
+        assert!(budget.try_charge_all(700));
+        assert!(!budget.try_charge_all(400), "the batch does not fit");
+        assert_eq!(budget.used(), 700, "nothing charged");
+        assert!(
+            !budget.is_refusing(),
+            "its messages may still fit one by one"
+        );
+        assert!(budget.try_charge(300));
+        assert!(!budget.try_charge(100));
+        assert!(
+            !budget.try_charge_all(1),
+            "refusing until the low watermark"
+        );
     }
 
     #[test]

@@ -6,36 +6,52 @@
 //! instead of growing the queue at full speed.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::{take_unacked, QueueState};
-use super::{Queue, QueueError};
+use super::state::{find_consumer, settle_unacked, QueueState};
+use super::{delivery_sid, Queue, QueueError};
 use crate::clock::Stamp;
+use crate::memory::charge;
+use crate::store::Mark;
 use tern_proto::Message;
 
 /// Ready messages above which a queue with consumers holds up fire-and-forget
 /// publishers (about a second of work for fast consumers; far below
 /// `QUEUE_MAX_MESSAGES`' default).
-pub const BACKLOG_HIGH: usize = 65_536;
+pub const BACKLOG_HIGH: usize = 8_192;
 /// The backlog below which held-up publishers continue.
 pub const BACKLOG_LOW: usize = BACKLOG_HIGH / 2;
 
 impl Queue {
     /// Publishes each message of `batch` in order (as [`Queue::publish`] without a
-    /// confirm) under one lock; the refusals go to `refused`, with their message.
+    /// confirm) under one lock; the refusals go to `refused`, in order. A refusal
+    /// carries its message back only when the queue was deleted (the publisher then
+    /// routes it to the queues of now); others need only their error.
     /// Returns whether the queue is now backlogged: more than [`BACKLOG_HIGH`]
     /// ready messages while consumers are attached (the publisher should then
     /// [`Queue::wait_for_backlog`]).
     pub fn publish_many(
         &self,
-        batch: impl IntoIterator<Item = (Arc<Message>, Stamp)>,
-        refused: &mut Vec<(Arc<Message>, Stamp, QueueError)>,
+        batch: Vec<(Message, Stamp)>,
+        refused: &mut Vec<(QueueError, Option<(Message, Stamp)>)>,
     ) -> bool {
         let mut state = self.lock();
+        if state.deleted {
+            refused.extend(
+                batch
+                    .into_iter()
+                    .map(|returned| (QueueError::Deleted(self.name.clone()), Some(returned))),
+            );
+            return false;
+        }
+        // The whole batch is charged to `MEMORY_LIMIT` at once when it fits (one
+        // update of the broker-wide charge, not one per message); near the limit,
+        // message by message.
+        let total = batch.iter().map(|(message, _)| charge(message)).sum();
+        let precharged = self.memory.try_charge_all(total);
         for (message, stamp) in batch {
-            if let Err(error) = self.publish_locked(&mut state, message.clone(), stamp, None) {
-                refused.push((message, stamp, error));
+            if let Err(error) = self.publish_locked(&mut state, message, stamp, None, precharged) {
+                refused.push((error, None));
             }
         }
         let backlogged = !state.consumers.is_empty() && state.ready_len() > BACKLOG_HIGH;
@@ -88,17 +104,27 @@ impl Queue {
         unknown: &mut Vec<u64>,
     ) {
         let mut state = self.lock();
-        let mut consumer = None;
+        let consumer = find_consumer(&state, connection_id, sid);
+        let mut released = 0;
         for &delivery_id in delivery_ids {
-            match take_unacked(&mut state, connection_id, sid, delivery_id) {
-                Ok((index, queued)) => {
-                    self.settled(&mut state, &queued);
-                    consumer = Some(index);
-                }
-                Err(_) => unknown.push(delivery_id),
+            let settled = consumer
+                .filter(|_| delivery_sid(delivery_id) == sid)
+                .and_then(|index| settle_unacked(&mut state, index, delivery_id));
+            let Some(settled) = settled else {
+                unknown.push(delivery_id);
+                continue;
+            };
+            released += settled.charge;
+            if let Some(journal) = &state.journal {
+                journal.mark(settled.order, Mark::Settled);
             }
         }
-        if let Some(index) = consumer {
+        if released > 0 {
+            // One update of the broker-wide charge per batch, not per message.
+            state.charged -= released;
+            self.memory.release(released);
+        }
+        if let (Some(index), true) = (consumer, released > 0) {
             self.dispatch_to(&mut state, index);
         }
         self.note_backlog(&state);
@@ -111,8 +137,9 @@ mod tests {
     use super::*;
     use crate::memory::MemoryBudget;
     use crate::outbound::Outbox;
-    use crate::queue::{MemoryStore, QueueLimits};
+    use crate::queue::QueueLimits;
     use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
 
     fn queue() -> Queue {
         Queue::new(
@@ -122,16 +149,15 @@ mod tests {
                 max_messages: 1 << 20,
                 max_bytes: 1 << 30,
             },
-            Box::<MemoryStore>::default(),
             None,
             Arc::new(AtomicBool::new(false)),
             Arc::new(MemoryBudget::new(0)),
         )
     }
 
-    fn messages(count: usize) -> Vec<(Arc<Message>, Stamp)> {
+    fn messages(count: usize) -> Vec<(Message, Stamp)> {
         (0..count)
-            .map(|_| (Arc::new(Message::new("jobs", "x").expect("valid")), 0))
+            .map(|_| (Message::new("jobs", "x").expect("valid"), 0))
             .collect()
     }
 

@@ -3,8 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use tracing::error;
-
 use super::state::{deliver, next_consumer_with_room, QueueState};
 use super::Queue;
 use super::QueuedMessage;
@@ -40,7 +38,7 @@ impl Queue {
                 return;
             };
             if let Err(queued) = deliver(state, index, queued) {
-                let _ = state.store_ready(queued, true);
+                state.store_ready(queued, true);
                 return;
             }
         }
@@ -134,18 +132,11 @@ impl Queue {
             let Some(index) = next_consumer_with_room(state) else {
                 return;
             };
-            let queued = match state.store.pop_front() {
-                Ok(Some(queued)) => queued,
-                Ok(None) => return,
-                Err(error) => {
-                    error!(queue = %self.name, %error, "could not read from queue storage");
-                    return;
-                }
+            let Some(queued) = state.store.pop_front() else {
+                return;
             };
             if let Err(queued) = deliver(state, index, queued) {
-                if let Err(error) = state.store.push_front(queued) {
-                    error!(queue = %self.name, %error, "could not requeue a message; it is lost");
-                }
+                state.store.push_front(queued);
             }
         }
     }

@@ -28,13 +28,12 @@ mod unacked;
 pub use admin::Closed;
 pub use batch::{BACKLOG_HIGH, BACKLOG_LOW};
 pub use registry::{QueueRegistry, RegistryError};
-pub use store::{MemoryStore, QueueStore, QueuedMessage, StoreError};
+pub use store::{MemoryStore, QueuedMessage, StoreError};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytestring::ByteString;
-use tracing::error;
 
 use crate::clock::{self, Stamp};
 use crate::memory::{charge, MemoryBudget};
@@ -157,7 +156,6 @@ impl Queue {
         name: ByteString,
         pattern: ByteString,
         limits: QueueLimits,
-        store: Box<dyn QueueStore>,
         journal: Option<Arc<dyn QueueJournal>>,
         draining: Arc<AtomicBool>,
         memory: Arc<MemoryBudget>,
@@ -167,7 +165,7 @@ impl Queue {
             pattern,
             limits,
             state: Mutex::new(QueueState {
-                store,
+                store: MemoryStore::default(),
                 journal,
                 consumers: Vec::new(),
                 cursor: 0,
@@ -264,29 +262,39 @@ impl Queue {
     /// append is durable.
     pub fn publish(
         &self,
-        message: Arc<Message>,
+        message: Message,
         stamp: Stamp,
         confirm: Option<&Arc<PendingConfirm>>,
     ) -> Result<(), QueueError> {
         let mut state = self.lock();
-        self.publish_locked(&mut state, message, stamp, confirm)
+        self.publish_locked(&mut state, message, stamp, confirm, false)
     }
 
     /// [`Queue::publish`] under a lock already held (one lock for a batch).
+    /// `precharged`: the caller has charged the message to `MEMORY_LIMIT` already
+    /// (for a whole batch at once); a refusal gives that charge back.
     fn publish_locked(
         &self,
         state: &mut QueueState,
-        message: Arc<Message>,
+        message: Message,
         stamp: Stamp,
         confirm: Option<&Arc<PendingConfirm>>,
+        precharged: bool,
     ) -> Result<(), QueueError> {
         let size = message.payload().len() as u64;
+        let charged = charge(&message);
         if state.deleted {
+            if precharged {
+                self.memory.release(charged);
+            }
             return Err(QueueError::Deleted(self.name.clone()));
         }
         let messages = state.ready_len() + state.unacked_messages;
         let bytes = state.ready_bytes() + state.unacked_bytes;
         if messages >= self.limits.max_messages || bytes + size > self.limits.max_bytes {
+            if precharged {
+                self.memory.release(charged);
+            }
             self.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(QueueError::Full {
                 name: self.name.clone(),
@@ -296,8 +304,7 @@ impl Queue {
                 max_bytes: self.limits.max_bytes,
             });
         }
-        let charged = charge(&message);
-        if !self.memory.try_charge(charged) {
+        if !precharged && !self.memory.try_charge(charged) {
             self.refused_memory.fetch_add(1, Ordering::Relaxed);
             return Err(QueueError::MemoryLimit {
                 limit: self.memory.limit(),
@@ -314,7 +321,7 @@ impl Queue {
                 deliver_at_ms: 0,
                 priority: 0,
                 attempts: 0,
-                message: (*message).clone(),
+                message: message.clone(),
             };
             if let Err(error) = journal.append(record, confirm) {
                 self.memory.release(charged);
@@ -355,7 +362,7 @@ impl Queue {
         if state.store.is_empty() && !draining {
             if let Some(index) = next_consumer_with_room(state) {
                 if let Err(queued) = deliver(state, index, queued) {
-                    state.store.push_front(compact(queued))?;
+                    state.store.push_front(compact(queued));
                     self.dispatch(state);
                 }
                 return Ok(());
@@ -363,7 +370,7 @@ impl Queue {
         }
         // It may wait a while: give it its own allocation instead of pinning the
         // publisher's read buffer.
-        state.store.push_back(compact(queued))?;
+        state.store.push_back(compact(queued));
         Ok(())
     }
 
@@ -390,7 +397,7 @@ impl Queue {
             // The first filtered consumer: index the ready messages by filter, and
             // put the consumers so far in the class that matches everything.
             let mut taken = Vec::new();
-            while let Ok(Some(queued)) = state.store.pop_front() {
+            while let Some(queued) = state.store.pop_front() {
                 taken.push(queued);
             }
             let mut ready = Box::new(FilteredReady::new(taken));
@@ -446,12 +453,8 @@ impl Queue {
                 stamp: 0,
                 ..queued
             });
-            match state.store_ready(requeued, true) {
-                Ok(classes) => self.fill_classes(&mut state, &classes),
-                Err(error) => {
-                    error!(queue = %self.name, %error, "could not requeue a message; it is lost")
-                }
-            }
+            let classes = state.store_ready(requeued, true);
+            self.fill_classes(&mut state, &classes);
         }
         if state.filtered.is_none() {
             self.dispatch(&mut state);
@@ -490,7 +493,7 @@ impl Queue {
                     ..queued
                 }),
                 true,
-            )?;
+            );
             self.fill_classes(&mut state, &classes);
         } else {
             self.settled(&mut state, &queued);
@@ -539,8 +542,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn message(payload: &'static str) -> Arc<Message> {
-        Arc::new(Message::new("jobs", payload).expect("a valid message"))
+    fn message(payload: &'static str) -> Message {
+        Message::new("jobs", payload).expect("a valid message")
     }
 
     fn queue(max_messages: usize) -> Queue {
@@ -551,7 +554,6 @@ mod tests {
                 max_messages,
                 max_bytes: 1 << 20,
             },
-            Box::<MemoryStore>::default(),
             None,
             Arc::new(AtomicBool::new(false)),
             Arc::new(MemoryBudget::new(0)),
@@ -708,9 +710,9 @@ mod tests {
         assert!(queue.expire_if_idle(clock::now(), after));
     }
 
-    fn for_device(device: &str, payload: &'static str) -> Arc<Message> {
+    fn for_device(device: &str, payload: &'static str) -> Message {
         let headers = [tern_proto::Header::new("device", device)];
-        Arc::new(Message::encode("jobs", None, &headers, payload.as_bytes()).expect("valid"))
+        Message::encode("jobs", None, &headers, payload.as_bytes()).expect("valid")
     }
 
     fn filter(text: &str) -> Option<Arc<Filter>> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytestring::ByteString;
 
-use super::{Closed, MemoryStore, Queue, QueueError, QueueLimits};
+use super::{Closed, Queue, QueueError, QueueLimits};
 use crate::clock::Instant;
 use crate::memory::MemoryBudget;
 use crate::store::{RecoveredQueue, Store};
@@ -96,7 +96,6 @@ impl QueueRegistry {
                 queue.name.as_str().into(),
                 queue.pattern.as_str().into(),
                 self.limits,
-                Box::<MemoryStore>::default(),
                 Some(queue.journal),
                 self.draining.clone(),
                 self.memory.clone(),
@@ -150,7 +149,6 @@ impl QueueRegistry {
             name.into(),
             pattern.into(),
             self.limits,
-            Box::<MemoryStore>::default(),
             journal,
             self.draining.clone(),
             self.memory.clone(),

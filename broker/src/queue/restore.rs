@@ -1,7 +1,5 @@
 //! Rebuilding a durable queue from what its store read back at startup.
 
-use std::sync::Arc;
-
 use super::state::compact;
 use super::{Queue, QueuedMessage};
 use crate::memory::charge;
@@ -25,11 +23,9 @@ impl Queue {
                 stamp: 0,
                 published_ms: record.published_ms,
                 attempts: record.attempts,
-                message: Arc::new(record.message),
+                message: record.message,
             };
-            if let Err(error) = state.store_ready(compact(queued), false) {
-                tracing::error!(queue = %self.name, %error, "could not restore a message");
-            }
+            state.store_ready(compact(queued), false);
         }
         state.next_order = state.next_order.max(next_id);
         state.note_idleness();

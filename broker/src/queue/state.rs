@@ -8,14 +8,15 @@ use rustc_hash::FxHashMap;
 
 use super::filtered::FilteredReady;
 use super::unacked::Unacked;
-use super::{delivery_sid, QueueError, QueueStore, QueuedMessage, StoreError};
+use super::{delivery_sid, MemoryStore, QueueError, QueuedMessage};
 use crate::clock::{self, Instant};
+use crate::memory::charge;
 use crate::outbound::Outbox;
 use crate::store::{Mark, QueueJournal};
 
 #[derive(Debug)]
 pub(super) struct QueueState {
-    pub(super) store: Box<dyn QueueStore>,
+    pub(super) store: MemoryStore,
     /// Where changes go to survive a restart (`None`: `STORE_URL=mem://`).
     pub(super) journal: Option<Arc<dyn QueueJournal>>,
     pub(super) consumers: Vec<Consumer>,
@@ -58,19 +59,21 @@ impl QueueState {
 
     /// Puts a message back among the ready ones, at its original place (requeue),
     /// or at the back (new). Returns the filter classes it is for (filtered mode).
-    pub(super) fn store_ready(
-        &mut self,
-        queued: QueuedMessage,
-        requeued: bool,
-    ) -> Result<Vec<u32>, StoreError> {
+    pub(super) fn store_ready(&mut self, queued: QueuedMessage, requeued: bool) -> Vec<u32> {
         match &mut self.filtered {
             Some(ready) => {
                 let classes = ready.classes_for(&queued);
                 ready.insert(queued, &classes);
-                Ok(classes)
+                classes
             }
-            None if requeued => self.store.push_front(queued).map(|()| Vec::new()),
-            None => self.store.push_back(queued).map(|()| Vec::new()),
+            None if requeued => {
+                self.store.push_front(queued);
+                Vec::new()
+            }
+            None => {
+                self.store.push_back(queued);
+                Vec::new()
+            }
         }
     }
 
@@ -80,7 +83,7 @@ impl QueueState {
             return ready.drain();
         }
         let mut taken = Vec::with_capacity(self.store.len());
-        while let Ok(Some(queued)) = self.store.pop_front() {
+        while let Some(queued) = self.store.pop_front() {
             taken.push(queued);
         }
         taken
@@ -130,11 +133,11 @@ impl Consumer {
     }
 }
 
-pub(super) fn compact(queued: QueuedMessage) -> QueuedMessage {
-    QueuedMessage {
-        message: Arc::new(queued.message.compacted()),
-        ..queued
-    }
+/// Gives a message that may wait a while its own allocation, instead of a view
+/// that pins the publisher's whole read buffer.
+pub(super) fn compact(mut queued: QueuedMessage) -> QueuedMessage {
+    queued.message = queued.message.compacted();
+    queued
 }
 
 pub(super) fn find_consumer(state: &QueueState, connection_id: u64, sid: u32) -> Option<usize> {
@@ -188,6 +191,36 @@ pub(super) fn deliver(
             Err(queued)
         }
     }
+}
+
+/// What an acked delivery leaves to account for once its message is dropped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settled {
+    /// Its id in the queue's publish order (for the journal).
+    pub(super) order: u64,
+    /// Its payload bytes (`QUEUE_MAX_BYTES`).
+    pub(super) size: u64,
+    /// What it was charged against `MEMORY_LIMIT`.
+    pub(super) charge: u64,
+}
+
+/// Settles an unacked delivery of consumer `index` as done: drops its message
+/// where it lies and returns what it held (`None`: not outstanding).
+pub(super) fn settle_unacked(
+    state: &mut QueueState,
+    index: usize,
+    delivery_id: u64,
+) -> Option<Settled> {
+    let settled = state.consumers[index]
+        .unacked
+        .settle(delivery_id as u32, |queued| Settled {
+            order: queued.order,
+            size: queued.size(),
+            charge: charge(&queued.message),
+        })?;
+    state.unacked_messages -= 1;
+    state.unacked_bytes -= settled.size;
+    Some(settled)
 }
 
 pub(super) fn take_unacked(

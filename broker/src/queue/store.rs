@@ -3,17 +3,19 @@
 //! ([`crate::store::QueueJournal`]), and is rebuilt from it at startup.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::sync::Arc;
 
 use crate::clock::Stamp;
 use tern_proto::Message;
 
 /// A message waiting in a queue (or held unacked by a consumer).
+///
+/// It holds the [`Message`] itself, not a pointer to a shared one: a message is a
+/// reference-counted view of its bytes, so each queue it reaches holds its own view
+/// of one copy, and a queued message costs no allocation beyond its bytes.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
     /// The message.
-    pub message: Arc<Message>,
+    pub message: Message,
     /// Whether it was delivered before.
     pub redelivered: bool,
     /// Position in the queue's publish order; requeued messages go back in this order.
@@ -37,46 +39,31 @@ impl QueuedMessage {
 
 pub use crate::store::StoreError;
 
-/// FIFO storage of a queue's ready messages. Limits are enforced by the queue, not
-/// the store; unacked messages are tracked by the queue, not the store.
-pub trait QueueStore: Send + fmt::Debug {
-    /// Appends a newly published message.
-    fn push_back(&mut self, message: QueuedMessage) -> Result<(), StoreError>;
-    /// Puts a message back at the front (requeue after nack or consumer loss).
-    fn push_front(&mut self, message: QueuedMessage) -> Result<(), StoreError>;
-    /// Takes the oldest message.
-    fn pop_front(&mut self) -> Result<Option<QueuedMessage>, StoreError>;
-    /// Number of ready messages.
-    fn len(&self) -> usize;
-    /// Payload bytes of the ready messages.
-    fn bytes(&self) -> u64;
-    /// True when no message is ready.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// In-memory store: a `VecDeque`. Everything in it is lost when the process exits.
+/// A queue's ready messages, oldest first, with their payload bytes. Limits are
+/// enforced by the queue, not here; unacked messages are tracked by the queue's
+/// consumers. Everything in it is lost when the process exits (a durable queue's
+/// journal keeps the rest).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     messages: VecDeque<QueuedMessage>,
     bytes: u64,
 }
 
-impl QueueStore for MemoryStore {
-    fn push_back(&mut self, message: QueuedMessage) -> Result<(), StoreError> {
+impl MemoryStore {
+    /// Appends a newly published message.
+    pub fn push_back(&mut self, message: QueuedMessage) {
         self.bytes += message.size();
         self.messages.push_back(message);
-        Ok(())
     }
 
-    fn push_front(&mut self, message: QueuedMessage) -> Result<(), StoreError> {
+    /// Puts a message back at the front (requeue after nack or consumer loss).
+    pub fn push_front(&mut self, message: QueuedMessage) {
         self.bytes += message.size();
         self.messages.push_front(message);
-        Ok(())
     }
 
-    fn pop_front(&mut self) -> Result<Option<QueuedMessage>, StoreError> {
+    /// Takes the oldest message.
+    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         let message = self.messages.pop_front();
         if let Some(message) = &message {
             self.bytes -= message.size();
@@ -85,14 +72,21 @@ impl QueueStore for MemoryStore {
             // A drained burst should not pin its peak memory.
             self.messages = VecDeque::new();
         }
-        Ok(message)
+        message
     }
 
-    fn len(&self) -> usize {
+    /// Number of ready messages.
+    pub fn len(&self) -> usize {
         self.messages.len()
     }
 
-    fn bytes(&self) -> u64 {
+    /// Payload bytes of the ready messages.
+    pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// True when no message is ready.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
     }
 }

@@ -68,24 +68,50 @@ impl Unacked {
 
     /// Takes the delivery with `counter` out, if it is unacked.
     pub(super) fn take(&mut self, counter: u32) -> Option<QueuedMessage> {
+        let Some(offset) = self.offset_in_window(counter) else {
+            return self.spilled.remove(&counter);
+        };
+        let queued = self.window[offset].take();
+        self.closed_slot();
+        queued
+    }
+
+    /// Settles the delivery with `counter`, if it is unacked: the message is
+    /// dropped where it lies (an ack does not move it out), after `settle` has seen
+    /// it.
+    pub(super) fn settle<T>(
+        &mut self,
+        counter: u32,
+        settle: impl FnOnce(&QueuedMessage) -> T,
+    ) -> Option<T> {
+        let Some(offset) = self.offset_in_window(counter) else {
+            return self.spilled.remove(&counter).map(|queued| settle(&queued));
+        };
+        let outcome = self.window[offset].as_ref().map(settle);
+        self.window[offset] = None;
+        self.closed_slot();
+        outcome
+    }
+
+    /// Where `counter` lies in the window, when it is there and unacked.
+    fn offset_in_window(&self, counter: u32) -> Option<usize> {
         if counter == 0 {
             return None;
         }
         let first_counter = u64::from(counter_of(self.first));
         let offset = (u64::from(counter) + COUNTER_SPAN - first_counter) % COUNTER_SPAN;
-        let in_window = usize::try_from(offset)
-            .ok()
-            .and_then(|offset| self.window.get_mut(offset))
-            .and_then(Option::take);
-        let Some(queued) = in_window else {
-            return self.spilled.remove(&counter);
-        };
+        let offset = usize::try_from(offset).ok()?;
+        matches!(self.window.get(offset), Some(Some(_))).then_some(offset)
+    }
+
+    /// A slot of the window was just emptied: one fewer delivery, and settled
+    /// slots at the front are dropped.
+    fn closed_slot(&mut self) {
         self.in_window -= 1;
         while matches!(self.window.front(), Some(None)) {
             self.window.pop_front();
             self.first += 1;
         }
-        Some(queued)
     }
 
     /// Moves the oldest entries into the map while the window is much longer than
@@ -115,12 +141,11 @@ impl Unacked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use tern_proto::Message;
 
     fn queued(order: u64) -> QueuedMessage {
         QueuedMessage {
-            message: Arc::new(Message::new("q", "x").expect("valid")),
+            message: Message::new("q", "x").expect("valid"),
             order,
             redelivered: false,
             stamp: 0,
@@ -137,11 +162,21 @@ mod tests {
         assert_eq!(unacked.len(), 100);
         assert_eq!(unacked.take(counters[50]).map(|q| q.order), Some(50));
         assert!(unacked.take(counters[50]).is_none(), "once only");
+        assert_eq!(unacked.settle(counters[70], |q| q.order), Some(70));
+        assert!(
+            unacked.settle(counters[70], |q| q.order).is_none(),
+            "once only"
+        );
+        assert!(unacked.take(counters[70]).is_none());
         assert!(unacked.take(0).is_none());
         assert!(unacked.take(5_000).is_none(), "never handed out");
         for (order, counter) in counters.iter().enumerate() {
-            if order != 50 {
-                assert_eq!(unacked.take(*counter).map(|q| q.order), Some(order as u64));
+            match order {
+                50 | 70 => {}
+                _ if order % 2 == 0 => {
+                    assert_eq!(unacked.take(*counter).map(|q| q.order), Some(order as u64));
+                }
+                _ => assert_eq!(unacked.settle(*counter, |q| q.order), Some(order as u64)),
             }
         }
         assert_eq!(unacked.len(), 0);
@@ -160,7 +195,7 @@ mod tests {
         }
         assert!(unacked.window.len() <= 2 * unacked.in_window + WINDOW_SLACK + 1);
         assert_eq!(unacked.len(), 1);
-        assert_eq!(unacked.take(held).map(|q| q.order), Some(0));
+        assert_eq!(unacked.settle(held, |q| q.order), Some(0), "found spilled");
         assert_eq!(unacked.len(), 0);
     }
 

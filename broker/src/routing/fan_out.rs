@@ -34,11 +34,11 @@ pub struct QueueBatch {
 }
 
 /// One message for a queue, with its latency stamp.
-pub type QueuedPublish = (Arc<Message>, Stamp);
+pub type QueuedPublish = (Message, Stamp);
 
 impl QueueBatch {
     /// Adds a message for `queue`.
-    pub fn push(&mut self, queue: &Arc<Queue>, message: Arc<Message>, stamp: Stamp) {
+    pub fn push(&mut self, queue: &Arc<Queue>, message: Message, stamp: Stamp) {
         // A batch touches few queues: a scan beats a map.
         match self
             .entries
