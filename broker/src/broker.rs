@@ -332,7 +332,9 @@ impl Broker {
         expired.len()
     }
 
-    /// Background upkeep until `stop`: deletes expired queues once a second.
+    /// Background upkeep until `stop`, once a second: deletes expired queues, and
+    /// copies out messages waiting as views of read buffers that nobody publishes
+    /// after any more (see [`crate::queue::COPY_OUT_AFTER`]).
     pub async fn run_housekeeping(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -341,6 +343,9 @@ impl Broker {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     self.expire_idle_queues();
+                    for queue in self.queues.all() {
+                        queue.copy_out_waiting();
+                    }
                 }
             }
         }

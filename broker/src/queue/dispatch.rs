@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::state::{deliver, next_consumer_with_room, QueueState};
+use super::state::{compact, deliver, next_consumer_with_room, QueueState};
 use super::Queue;
 use super::QueuedMessage;
 
@@ -136,7 +136,7 @@ impl Queue {
                 return;
             };
             if let Err(queued) = deliver(state, index, queued) {
-                state.store.push_front(queued);
+                state.store.push_front(compact(queued));
             }
         }
     }

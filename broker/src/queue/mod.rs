@@ -28,7 +28,7 @@ mod unacked;
 pub use admin::Closed;
 pub use batch::{BACKLOG_HIGH, BACKLOG_LOW};
 pub use registry::{QueueRegistry, RegistryError};
-pub use store::{MemoryStore, QueuedMessage, StoreError};
+pub use store::{MemoryStore, QueuedMessage, StoreError, COPY_OUT_AFTER};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -267,7 +267,16 @@ impl Queue {
         confirm: Option<&Arc<PendingConfirm>>,
     ) -> Result<(), QueueError> {
         let mut state = self.lock();
-        self.publish_locked(&mut state, message, stamp, confirm, false)
+        let published = self.publish_locked(&mut state, message, stamp, confirm, false);
+        state.store.copy_out_waiting(clock::now());
+        published
+    }
+
+    /// Copies out the ready messages that have waited long as views of their
+    /// publishers' read buffers (see [`COPY_OUT_AFTER`]); the broker's
+    /// housekeeping calls it for queues nobody publishes to any more.
+    pub fn copy_out_waiting(&self) {
+        self.lock().store.copy_out_waiting(clock::now());
     }
 
     /// [`Queue::publish`] under a lock already held (one lock for a batch).
@@ -368,9 +377,9 @@ impl Queue {
                 return Ok(());
             }
         }
-        // It may wait a while: give it its own allocation instead of pinning the
-        // publisher's read buffer.
-        state.store.push_back(compact(queued));
+        // It waits as a view of the publisher's read buffer, copied out if it
+        // waits long (`MemoryStore::copy_out_waiting`, after the batch).
+        state.store.push_arrival(queued);
         Ok(())
     }
 
@@ -396,10 +405,7 @@ impl Queue {
         if filter.is_some() && state.filtered.is_none() {
             // The first filtered consumer: index the ready messages by filter, and
             // put the consumers so far in the class that matches everything.
-            let mut taken = Vec::new();
-            while let Some(queued) = state.store.pop_front() {
-                taken.push(queued);
-            }
+            let taken = state.store.take_all_copied_out();
             let mut ready = Box::new(FilteredReady::new(taken));
             let everything = Arc::new(Filter::all());
             for consumer in &mut state.consumers {

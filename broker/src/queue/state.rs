@@ -77,16 +77,12 @@ impl QueueState {
         }
     }
 
-    /// Every ready message, taken out.
+    /// Every ready message, taken out (to be dropped).
     pub(super) fn take_ready(&mut self) -> Vec<QueuedMessage> {
         if let Some(ready) = &mut self.filtered {
             return ready.drain();
         }
-        let mut taken = Vec::with_capacity(self.store.len());
-        while let Some(queued) = self.store.pop_front() {
-            taken.push(queued);
-        }
-        taken
+        self.store.take_all()
     }
 
     pub(super) fn rebuild_positions(&mut self) {
