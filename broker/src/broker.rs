@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use smallvec::SmallVec;
 use tern_proto::{DeliveryMode, ErrorCode, Message};
 
 use crate::clock::{self, Instant, Stamp};
@@ -462,7 +463,7 @@ impl Broker {
     ) -> Result<(), Refusal> {
         // Filtered subscriptions whose filter matches this message's headers (only
         // subjects that have some pay for the lookup and the list).
-        let mut filtered = Vec::new();
+        let mut filtered: SmallVec<[BroadcastTarget; 4]> = SmallVec::new();
         for group in &routes.filtered {
             group.matching(message, &mut filtered);
         }

@@ -12,11 +12,13 @@
 //! Used by filtered broadcast subscriptions (`routing/filtered.rs`) and by queues
 //! with filtered consumers (`queue/filtered.rs`).
 
-use std::hash::Hash;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytestring::ByteString;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use tern_proto::filter::{Filter, Predicate};
 use tern_proto::Message;
 
@@ -34,6 +36,55 @@ struct Hit<K> {
     complete: bool,
 }
 
+/// Header values of up to this many bytes are kept inside the index's table.
+const INLINE_VALUE: usize = 22;
+
+/// A header value as a key of the index: short ones (device and user ids) inside
+/// the table itself, so a lookup among thousands of values touches the table's slot
+/// and no other memory; longer ones boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ValueKey {
+    Inline { len: u8, bytes: [u8; INLINE_VALUE] },
+    Boxed(Box<[u8]>),
+}
+
+impl ValueKey {
+    fn new(value: &str) -> Self {
+        let value = value.as_bytes();
+        match u8::try_from(value.len()) {
+            Ok(len) if value.len() <= INLINE_VALUE => {
+                let mut bytes = [0; INLINE_VALUE];
+                bytes[..value.len()].copy_from_slice(value);
+                ValueKey::Inline { len, bytes }
+            }
+            _ => ValueKey::Boxed(value.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            ValueKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ValueKey::Boxed(bytes) => bytes,
+        }
+    }
+}
+
+// Hashes as its bytes do, so the table is searched with a `&[u8]` (`Borrow`).
+impl Hash for ValueKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for ValueKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// The predicates one (name, value) satisfies: usually one, kept inline.
+type Hits<K> = SmallVec<[Hit<K>; 1]>;
+
 /// Filters by key, indexed.
 #[derive(Debug)]
 pub struct FilterIndex<K> {
@@ -41,7 +92,7 @@ pub struct FilterIndex<K> {
     filters: FxHashMap<K, Arc<Filter>>,
     /// header name → value → the filters one of whose predicates that value
     /// satisfies.
-    index: FxHashMap<ByteString, FxHashMap<ByteString, Vec<Hit<K>>>>,
+    index: FxHashMap<ByteString, FxHashMap<ValueKey, Hits<K>>>,
     /// Filters with no indexed predicate.
     unindexed: Vec<K>,
 }
@@ -84,7 +135,7 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
                 .entry(ByteString::from(predicate.name()))
                 .or_default();
             for value in values {
-                by_value.entry(value.clone()).or_default().push(hit);
+                by_value.entry(ValueKey::new(value)).or_default().push(hit);
             }
         }
         if required == 0 {
@@ -108,10 +159,10 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
             let name = predicate.name();
             if let Some(by_value) = self.index.get_mut(name) {
                 for value in values {
-                    if let Some(entries) = by_value.get_mut(&**value) {
+                    if let Some(entries) = by_value.get_mut(str::as_bytes(value)) {
                         entries.retain(|hit| hit.key != key);
                         if entries.is_empty() {
-                            by_value.remove(&**value);
+                            by_value.remove(str::as_bytes(value));
                         }
                     }
                 }
@@ -138,16 +189,16 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
     }
 
     /// Appends the key of every filter that matches `message` to `matched`.
-    pub fn matching(&self, message: &Message, matched: &mut Vec<K>) {
+    pub fn matching(&self, message: &Message, matched: &mut impl Extend<K>) {
         if !self.index.is_empty() {
             // The predicates the headers satisfy, grouped by filter by sorting: no
-            // map per message, and usually a handful.
-            let mut hits: Vec<Hit<K>> = Vec::new();
+            // map per message, and usually a handful (no allocation for up to 8).
+            let mut hits: SmallVec<[Hit<K>; 8]> = SmallVec::new();
             for (name, value) in message.headers() {
                 let entries = self
                     .index
                     .get(name)
-                    .and_then(|by_value| by_value.get(value));
+                    .and_then(|by_value| by_value.get(value.as_bytes()));
                 if let Some(entries) = entries {
                     hits.extend_from_slice(entries);
                 }
@@ -174,14 +225,14 @@ impl<K: Copy + Eq + Hash + Ord> FilterIndex<K> {
                         .get(&first.key)
                         .is_some_and(|filter| filter.matches(message.headers()))
                 {
-                    matched.push(first.key);
+                    matched.extend([first.key]);
                 }
             }
         }
         for key in &self.unindexed {
             if let Some(filter) = self.filters.get(key) {
                 if filter.matches(message.headers()) {
-                    matched.push(*key);
+                    matched.extend([*key]);
                 }
             }
         }

@@ -95,26 +95,36 @@ impl Queue {
         }
     }
 
-    /// Settles deliveries of one consumer as done (as [`Queue::ack`]) under one
-    /// lock, then fills its window once. Ids not outstanding go to `unknown`.
-    pub fn ack_many(
-        &self,
-        connection_id: u64,
-        sid: u32,
-        delivery_ids: &[u64],
-        unknown: &mut Vec<u64>,
-    ) {
+    /// Settles deliveries of a connection's consumers of this queue as done (as
+    /// [`Queue::ack`]; each delivery id names its subscription) under one lock,
+    /// then fills the windows they opened. Ids not outstanding go to `unknown`.
+    pub fn ack_many(&self, connection_id: u64, delivery_ids: &[u64], unknown: &mut Vec<u64>) {
         let mut state = self.lock();
-        let consumer = find_consumer(&state, connection_id, sid);
         let mut released = 0;
+        // The consumer of the previous id (acks come in runs per consumer), and
+        // every consumer that got room, in order.
+        let mut last: Option<(u32, Option<usize>)> = None;
+        let mut opened: Vec<usize> = Vec::new();
         for &delivery_id in delivery_ids {
-            let settled = consumer
-                .filter(|_| delivery_sid(delivery_id) == sid)
-                .and_then(|index| settle_unacked(&mut state, index, delivery_id));
-            let Some(settled) = settled else {
+            let sid = delivery_sid(delivery_id);
+            let consumer = match last {
+                Some((known, index)) if known == sid => index,
+                _ => {
+                    let index = find_consumer(&state, connection_id, sid);
+                    last = Some((sid, index));
+                    index
+                }
+            };
+            let settled = consumer.and_then(|index| {
+                settle_unacked(&mut state, index, delivery_id).map(|settled| (index, settled))
+            });
+            let Some((index, settled)) = settled else {
                 unknown.push(delivery_id);
                 continue;
             };
+            if opened.last() != Some(&index) {
+                opened.push(index);
+            }
             released += settled.charge;
             if let Some(journal) = &state.journal {
                 journal.mark(settled.order, Mark::Settled);
@@ -125,8 +135,12 @@ impl Queue {
             state.charged -= released;
             self.memory.release(released);
         }
-        if let (Some(index), true) = (consumer, released > 0) {
-            self.dispatch_to(&mut state, index);
+        if state.filtered.is_some() {
+            for index in opened {
+                self.fill_consumer(&mut state, index);
+            }
+        } else if !opened.is_empty() {
+            self.dispatch(&mut state);
         }
         self.note_backlog(&state);
         state.note_idleness();
@@ -200,7 +214,7 @@ mod tests {
                 })
                 .collect();
             let mut unknown = Vec::new();
-            queue.ack_many(1, 1, &ids, &mut unknown);
+            queue.ack_many(1, &ids, &mut unknown);
             assert!(unknown.is_empty());
             acked += ids.len();
         }

@@ -65,22 +65,18 @@ impl Queue {
                 continue;
             }
             for _ in 0..ready.member_count(*class) {
-                let QueueState {
-                    filtered,
-                    consumers,
-                    positions,
-                    ..
-                } = &mut *state;
-                let Some(member) = filtered
+                let Some(index) = state
+                    .filtered
                     .as_mut()
                     .and_then(|ready| ready.next_member(*class))
                 else {
                     break;
                 };
-                let Some(&index) = positions.get(&member) else {
-                    continue;
-                };
-                if consumers[index].has_room() {
+                if state
+                    .consumers
+                    .get(index)
+                    .is_some_and(|consumer| consumer.has_room())
+                {
                     return deliver(state, index, queued);
                 }
             }
@@ -99,22 +95,17 @@ impl Queue {
                 .as_ref()
                 .map_or(0, |ready| ready.member_count(*class));
             for _ in 0..members {
-                let QueueState {
-                    filtered,
-                    consumers,
-                    positions,
-                    ..
-                } = &mut *state;
-                let Some(ready) = filtered.as_mut() else {
+                let Some(ready) = state.filtered.as_mut() else {
                     return;
                 };
-                let Some(member) = ready.next_member(*class) else {
+                let Some(index) = ready.next_member(*class) else {
                     break;
                 };
-                let Some(&index) = positions.get(&member) else {
-                    continue;
-                };
-                if !consumers[index].has_room() {
+                if !state
+                    .consumers
+                    .get(index)
+                    .is_some_and(|consumer| consumer.has_room())
+                {
                     continue;
                 }
                 self.fill_consumer(state, index);

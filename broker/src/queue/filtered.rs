@@ -15,16 +15,31 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use tern_proto::filter::Filter;
 
 use super::store::QueuedMessage;
 use crate::filter_index::FilterIndex;
 
+/// The classes a message is for: usually one, kept inline (no allocation per
+/// message).
+pub(super) type Classes = SmallVec<[u32; 4]>;
+
+/// A consumer in a class: who it is, and where it is in the queue's consumer list
+/// (kept up to date as consumers leave, so delivering needs no lookup).
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    id: (u64, u32),
+    index: usize,
+}
+
 /// A class of consumers: those that share one filter.
 #[derive(Debug)]
 struct Class {
-    /// Consumers in it, as `(connection id, sid)`, in the order they joined.
-    members: Vec<(u64, u32)>,
+    /// Consumers in it, in the order they joined (often one per filter: kept
+    /// inline).
+    members: SmallVec<[Member; 1]>,
     /// Round-robin position among `members`.
     cursor: usize,
     /// Orders of ready messages this filter matches, oldest first (some may have
@@ -70,9 +85,11 @@ impl FilteredReady {
         self.ready.is_empty()
     }
 
-    /// Consumer `member` joins the class of `filter` (created if new: it then scans
-    /// the ready messages once). Returns the class.
-    pub(super) fn join(&mut self, filter: Arc<Filter>, member: (u64, u32)) -> u32 {
+    /// Consumer `id` (`(connection id, sid)`), at `index` in the queue's consumer
+    /// list, joins the class of `filter` (created if new: it then scans the ready
+    /// messages once). Returns the class.
+    pub(super) fn join(&mut self, filter: Arc<Filter>, id: (u64, u32), index: usize) -> u32 {
+        let member = Member { id, index };
         if let Some(class) = self.by_filter.get(&filter) {
             let class = *class;
             if let Some(existing) = self.class_mut(class) {
@@ -96,7 +113,7 @@ impl FilteredReady {
         self.index.insert(class, filter.clone());
         self.by_filter.insert(filter, class);
         self.classes[class as usize] = Some(Class {
-            members: vec![member],
+            members: smallvec::smallvec![member],
             cursor: 0,
             waiting,
         });
@@ -113,13 +130,25 @@ impl FilteredReady {
             .and_then(Option::as_mut)
     }
 
-    /// Consumer `member` leaves `class` (dropped when it was the last; its
-    /// messages stay ready for the others, or for a class created later).
-    pub(super) fn leave(&mut self, class: u32, member: (u64, u32)) {
+    /// The consumer at `removed` in the queue's list has left it: those after it
+    /// moved up by one.
+    pub(super) fn consumer_removed(&mut self, removed: usize) {
+        for class in self.classes.iter_mut().flatten() {
+            for member in &mut class.members {
+                if member.index > removed {
+                    member.index -= 1;
+                }
+            }
+        }
+    }
+
+    /// Consumer `id` leaves `class` (dropped when it was the last; its messages
+    /// stay ready for the others, or for a class created later).
+    pub(super) fn leave(&mut self, class: u32, id: (u64, u32)) {
         let Some(existing) = self.class_mut(class) else {
             return;
         };
-        existing.members.retain(|other| *other != member);
+        existing.members.retain(|other| other.id != id);
         if existing.members.is_empty() {
             self.classes[class as usize] = None;
             self.free_classes.push(class);
@@ -131,8 +160,8 @@ impl FilteredReady {
     }
 
     /// The classes whose filter matches `queued`.
-    pub(super) fn classes_for(&self, queued: &QueuedMessage) -> Vec<u32> {
-        let mut classes = Vec::new();
+    pub(super) fn classes_for(&self, queued: &QueuedMessage) -> Classes {
+        let mut classes = Classes::new();
         self.index.matching(&queued.message, &mut classes);
         classes
     }
@@ -150,16 +179,16 @@ impl FilteredReady {
             .map_or(0, |existing| existing.members.len())
     }
 
-    /// The next consumer of `class` in round-robin order (the position moves past
-    /// it).
-    pub(super) fn next_member(&mut self, class: u32) -> Option<(u64, u32)> {
+    /// Where the next consumer of `class` in round-robin order is in the queue's
+    /// consumer list (the position moves past it).
+    pub(super) fn next_member(&mut self, class: u32) -> Option<usize> {
         let existing = self.class_mut(class)?;
         if existing.members.is_empty() {
             return None;
         }
         let position = existing.cursor % existing.members.len();
         existing.cursor = position + 1;
-        Some(existing.members[position])
+        Some(existing.members[position].index)
     }
 
     /// Stores a ready message for `classes` (those its filter matches), in order:

@@ -408,17 +408,17 @@ impl Queue {
             let taken = state.store.take_all_copied_out();
             let mut ready = Box::new(FilteredReady::new(taken));
             let everything = Arc::new(Filter::all());
-            for consumer in &mut state.consumers {
-                consumer.class =
-                    Some(ready.join(everything.clone(), (consumer.connection_id, consumer.sid)));
+            for (index, consumer) in state.consumers.iter_mut().enumerate() {
+                let id = (consumer.connection_id, consumer.sid);
+                consumer.class = Some(ready.join(everything.clone(), id, index));
             }
             state.filtered = Some(ready);
         }
+        let position = state.consumers.len();
         let class = state.filtered.as_mut().map(|ready| {
             let filter = filter.unwrap_or_else(|| Arc::new(Filter::all()));
-            ready.join(filter, (connection_id, sid))
+            ready.join(filter, (connection_id, sid), position)
         });
-        let position = state.consumers.len();
         state.positions.insert((connection_id, sid), position);
         state.consumers.push(Consumer {
             connection_id,
@@ -444,8 +444,11 @@ impl Queue {
         };
         let consumer = state.consumers.remove(index);
         state.rebuild_positions();
-        if let (Some(ready), Some(class)) = (&mut state.filtered, consumer.class) {
-            ready.leave(class, (connection_id, sid));
+        if let Some(ready) = &mut state.filtered {
+            if let Some(class) = consumer.class {
+                ready.leave(class, (connection_id, sid));
+            }
+            ready.consumer_removed(index);
         }
         self.consumer_count
             .store(state.consumers.len(), Ordering::Release);
@@ -762,5 +765,49 @@ mod tests {
         queue.publish(for_device("c", "c1"), 0, None).expect("room");
         assert_eq!(received(&any)[0].2, "c1");
         assert_eq!(queue.depth().ready, 0);
+    }
+
+    /// Classes know where their consumers are in the queue's list: after one
+    /// ahead of them leaves, each message still reaches its own consumer (with
+    /// acks that open its window again).
+    #[test]
+    fn filtered_deliveries_follow_their_consumers_when_one_ahead_leaves() {
+        let queue = queue(100);
+        let outboxes: Vec<_> = (1..=4).map(consumer).collect();
+        for (sid, device) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
+            queue
+                .add_consumer(
+                    1,
+                    sid,
+                    outboxes[sid as usize - 1].clone(),
+                    1,
+                    filter(&format!("device = '{device}'")),
+                    || {},
+                )
+                .expect("attached");
+        }
+        queue.remove_consumer(1, 2);
+        for round in 0..3 {
+            for device in ["a", "b", "c", "d"] {
+                let payload: &'static str = Box::leak(format!("{device}{round}").into_boxed_str());
+                queue
+                    .publish(for_device(device, payload), 0, None)
+                    .expect("room");
+            }
+            for (sid, device) in [(1u32, "a"), (3, "c"), (4, "d")] {
+                let got = received(&outboxes[sid as usize - 1]);
+                assert_eq!(got.len(), 1, "{device}: prefetch 1");
+                assert_eq!(got[0].2, format!("{device}{round}"));
+                let mut unknown = Vec::new();
+                queue.ack_many(1, &[got[0].0], &mut unknown);
+                assert!(unknown.is_empty());
+            }
+        }
+        assert!(received(&outboxes[1]).is_empty(), "b's consumer left");
+        assert_eq!(
+            queue.depth().ready,
+            3,
+            "b's messages wait for a consumer of b"
+        );
     }
 }

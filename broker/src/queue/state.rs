@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::filtered::FilteredReady;
+use super::filtered::{Classes, FilteredReady};
 use super::unacked::Unacked;
 use super::{delivery_sid, MemoryStore, QueueError, QueuedMessage};
 use crate::clock::{self, Instant};
@@ -59,7 +59,7 @@ impl QueueState {
 
     /// Puts a message back among the ready ones, at its original place (requeue),
     /// or at the back (new). Returns the filter classes it is for (filtered mode).
-    pub(super) fn store_ready(&mut self, queued: QueuedMessage, requeued: bool) -> Vec<u32> {
+    pub(super) fn store_ready(&mut self, queued: QueuedMessage, requeued: bool) -> Classes {
         match &mut self.filtered {
             Some(ready) => {
                 let classes = ready.classes_for(&queued);
@@ -68,11 +68,11 @@ impl QueueState {
             }
             None if requeued => {
                 self.store.push_front(queued);
-                Vec::new()
+                Classes::new()
             }
             None => {
                 self.store.push_back(queued);
-                Vec::new()
+                Classes::new()
             }
         }
     }

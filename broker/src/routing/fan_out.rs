@@ -65,9 +65,10 @@ pub struct Deferred {
     /// Queues the batch left with a deep backlog that consumers work through: the
     /// publisher waits for them before reading more.
     pub backlogged: Vec<Arc<Queue>>,
-    /// The batch's acks, by subscription (id, queue, delivery ids), settled
-    /// together when it ends.
-    pub acks: Vec<(u32, Arc<Queue>, Vec<u64>)>,
+    /// The batch's acks, by queue (its delivery ids, in order; each names its
+    /// subscription), settled together when it ends: one lock per queue, however
+    /// many of the connection's consumers of that queue they are for.
+    pub acks: Vec<(Arc<Queue>, Vec<u64>)>,
 }
 
 impl Deferred {

@@ -238,8 +238,8 @@ impl Session {
             }
         }
         let mut unknown = Vec::new();
-        for (sid, queue, ids) in acks {
-            queue.ack_many(self.id, sid, &ids, &mut unknown);
+        for (queue, ids) in acks {
+            queue.ack_many(self.id, &ids, &mut unknown);
             for delivery_id in unknown.drain(..) {
                 self.send_error(
                     ErrorCode::UnknownDelivery,
@@ -264,9 +264,11 @@ impl Session {
             if let Some(Subscription::Queue { queue }) = self.subscriptions.get(&sid) {
                 // Settled with the batch's other acks, under one lock.
                 let acks = &mut self.touched.deferred().acks;
-                match acks.last_mut() {
-                    Some((last, _, ids)) if *last == sid => ids.push(delivery_id),
-                    _ => acks.push((sid, queue.clone(), vec![delivery_id])),
+                // A batch's acks are for few queues (often one, for thousands of
+                // filtered consumers of it): a scan beats a map.
+                match acks.iter_mut().find(|(known, _)| Arc::ptr_eq(known, queue)) {
+                    Some((_, ids)) => ids.push(delivery_id),
+                    None => acks.push((queue.clone(), vec![delivery_id])),
                 }
                 return;
             }
