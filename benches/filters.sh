@@ -9,7 +9,8 @@
 #   ROUNDS=5 MODES="queue" FILTERS="10 10000" benches/filters.sh /tmp/tern-before target/release/tern
 #
 # N = 0 is the same workload without filters. Every binary is driven by the last
-# one's `tern bench` (the same client for all), 4 receiver connections, prefetch 64.
+# one's `tern bench` (the same client for all; OWN_CLIENT=1: each by its own, to
+# measure an SDK change), 4 receiver connections, prefetch 64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: benches/filters.sh BINARY..." >&2; exit 2; }
@@ -37,7 +38,9 @@ run() {
   done
   before=$(awk '{print $14+$15}' "/proc/$pid/stat")
   times=$(mktemp)
-  out=$(/usr/bin/time -f "%U %S" -o "$times" "$CLIENT" bench "$mode" --consumers 4 --subs 4 \
+  local client=$CLIENT
+  [ "${OWN_CLIENT:-0}" = 1 ] && client=$binary
+  out=$(/usr/bin/time -f "%U %S" -o "$times" "$client" bench "$mode" --consumers 4 --subs 4 \
     --prefetch 64 --filtered "$filters" --subject user.event.delivery -d "$DURATION" --json \
     --target "tern://127.0.0.1:$port")
   after=$(awk '{print $14+$15}' "/proc/$pid/stat")
