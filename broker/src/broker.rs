@@ -511,7 +511,7 @@ impl Broker {
                 touched
                     .deferred()
                     .queued
-                    .push(queue, message.clone(), stamp);
+                    .push(queue, (message.clone(), stamp));
             }
             return Ok(());
         }

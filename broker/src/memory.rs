@@ -51,26 +51,17 @@ impl MemoryBudget {
     /// Charges `bytes`, or refuses (charging nothing) at the limit and until the
     /// charge has fallen below the low watermark.
     pub fn try_charge(&self, bytes: u64) -> bool {
-        if self.limit == 0 {
-            self.used.fetch_add(bytes, Ordering::Relaxed);
+        if self.try_charge_all(bytes) {
             return true;
         }
-        if self.refusing.load(Ordering::Acquire) {
-            return false;
+        if !self.refusing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                limit = self.limit,
+                queued = self.used(),
+                "MEMORY_LIMIT reached: publishes to queues are refused until they drain"
+            );
         }
-        let before = self.used.fetch_add(bytes, Ordering::AcqRel);
-        if before + bytes > self.limit {
-            self.used.fetch_sub(bytes, Ordering::AcqRel);
-            if !self.refusing.swap(true, Ordering::AcqRel) {
-                tracing::warn!(
-                    limit = self.limit,
-                    queued = before,
-                    "MEMORY_LIMIT reached: publishes to queues are refused until they drain"
-                );
-            }
-            return false;
-        }
-        true
+        false
     }
 
     /// Charges `bytes` when they fit below the limit, else charges nothing and

@@ -54,7 +54,7 @@ impl Queue {
                 refused.push((error, None));
             }
         }
-        state.store.copy_out_waiting(crate::clock::now());
+        state.store.copy_out_waiting();
         let backlogged = !state.consumers.is_empty() && state.ready_len() > BACKLOG_HIGH;
         if backlogged {
             self.backlogged.store(true, Ordering::Release);

@@ -268,7 +268,7 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let mut state = self.lock();
         let published = self.publish_locked(&mut state, message, stamp, confirm, false);
-        state.store.copy_out_waiting(clock::now());
+        state.store.copy_out_waiting();
         published
     }
 
@@ -276,12 +276,13 @@ impl Queue {
     /// publishers' read buffers (see [`COPY_OUT_AFTER`]); the broker's
     /// housekeeping calls it for queues nobody publishes to any more.
     pub fn copy_out_waiting(&self) {
-        self.lock().store.copy_out_waiting(clock::now());
+        self.lock().store.copy_out_waiting();
     }
 
     /// [`Queue::publish`] under a lock already held (one lock for a batch).
     /// `precharged`: the caller has charged the message to `MEMORY_LIMIT` already
-    /// (for a whole batch at once); a refusal gives that charge back.
+    /// (for a whole batch at once, having found the queue not deleted); a refusal
+    /// gives that charge back.
     fn publish_locked(
         &self,
         state: &mut QueueState,
@@ -293,9 +294,6 @@ impl Queue {
         let size = message.payload().len() as u64;
         let charged = charge(&message);
         if state.deleted {
-            if precharged {
-                self.memory.release(charged);
-            }
             return Err(QueueError::Deleted(self.name.clone()));
         }
         let messages = state.ready_len() + state.unacked_messages;
@@ -474,13 +472,17 @@ impl Queue {
 
     /// Settles a delivery as done.
     pub fn ack(&self, connection_id: u64, sid: u32, delivery_id: u64) -> Result<(), QueueError> {
-        let mut state = self.lock();
-        let (index, queued) = take_unacked(&mut state, connection_id, sid, delivery_id)?;
-        self.settled(&mut state, &queued);
-        self.dispatch_to(&mut state, index);
-        self.note_backlog(&state);
-        state.note_idleness();
-        Ok(())
+        let mut unknown = Vec::new();
+        if delivery_sid(delivery_id) == sid {
+            self.ack_many(connection_id, &[delivery_id], &mut unknown);
+        } else {
+            unknown.push(delivery_id);
+        }
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(QueueError::UnknownDelivery(delivery_id))
+        }
     }
 
     /// Rejects a delivery: back to the front of the queue (flagged redelivered) when

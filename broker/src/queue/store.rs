@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::clock::{Instant, Stamp};
+use crate::clock::{self, Instant, Stamp};
 use tern_proto::Message;
 
 /// A message waiting in a queue (or held unacked by a consumer).
@@ -119,10 +119,15 @@ impl MemoryStore {
         Some(message)
     }
 
-    /// Notes when the views that arrived since the last call did (`now`), and
+    /// Notes when the views that arrived since the last call did (now), and
     /// copies out every view that has waited [`COPY_OUT_AFTER`]. Called after
-    /// each batch of publishes and by the broker's housekeeping.
-    pub fn copy_out_waiting(&mut self, now: Instant) {
+    /// each batch of publishes and by the broker's housekeeping; reads the clock
+    /// only when views are waiting.
+    pub fn copy_out_waiting(&mut self) {
+        if self.views == 0 {
+            return;
+        }
+        let now = clock::now();
         if self.unmarked > 0 {
             // Arrivals close together share a run (dated by its first, so none
             // waits longer than it should): a handful of runs per queue.
@@ -153,11 +158,7 @@ impl MemoryStore {
         for queued in self.messages.range_mut(oldest_view..) {
             queued.message = queued.message.compacted();
         }
-        self.views = 0;
-        self.unmarked = 0;
-        self.arrivals.clear();
-        self.bytes = 0;
-        std::mem::take(&mut self.messages).into()
+        self.take_all()
     }
 
     /// Every ready message, taken out (to be dropped: purge, delete).
@@ -221,7 +222,7 @@ mod tests {
         for queued in first {
             store.push_arrival(queued);
         }
-        store.copy_out_waiting(clock::now());
+        store.copy_out_waiting();
         assert_eq!(addresses(&store), originals, "fresh views are left alone");
 
         // One is taken within the time: never copied.
@@ -232,9 +233,9 @@ mod tests {
         tokio::time::advance(COPY_OUT_AFTER / 2).await;
         store.push_arrival(queued(3));
         let late = addresses(&store)[2];
-        store.copy_out_waiting(clock::now());
+        store.copy_out_waiting();
         tokio::time::advance(COPY_OUT_AFTER / 2).await;
-        store.copy_out_waiting(clock::now());
+        store.copy_out_waiting();
         let now = addresses(&store);
         assert_ne!(now[0], originals[1], "waited its time: copied out");
         assert_ne!(now[1], originals[2]);
@@ -242,7 +243,7 @@ mod tests {
         assert_eq!(store.views, 1);
 
         tokio::time::advance(COPY_OUT_AFTER).await;
-        store.copy_out_waiting(clock::now());
+        store.copy_out_waiting();
         assert_ne!(addresses(&store)[2], late);
         assert_eq!(store.views, 0);
         assert!(store.arrivals.is_empty());
@@ -260,7 +261,7 @@ mod tests {
         for order in 1..5 {
             store.push_arrival(queued(order));
         }
-        store.copy_out_waiting(clock::now());
+        store.copy_out_waiting();
         store.push_arrival(queued(5));
         assert_eq!(store.views, 5);
         store.push_front(queued(99));
@@ -281,6 +282,6 @@ mod tests {
         assert_eq!(all.iter().map(|q| q.order).collect::<Vec<_>>(), [5, 6]);
         assert_eq!((store.views, store.unmarked, store.len()), (0, 0, 0));
         tokio::time::advance(COPY_OUT_AFTER * 2).await;
-        store.copy_out_waiting(clock::now());
+        store.copy_out_waiting();
     }
 }

@@ -25,28 +25,40 @@ impl BroadcastTarget {
     }
 }
 
-/// A read batch's fire-and-forget publishes to queues, by queue, stored when the
-/// batch ends (each queue's lock is taken once per batch, not per message).
-#[derive(Debug, Default)]
-pub struct QueueBatch {
-    /// Each queue with its messages, in publish order.
-    pub entries: Vec<(Arc<Queue>, Vec<QueuedPublish>)>,
+/// What a read batch leaves for some queues, by queue, in order: applied when the
+/// batch ends, so each queue's lock is taken once per batch, not per item.
+#[derive(Debug)]
+pub struct ByQueue<T> {
+    /// Each queue with its items, in the order they came.
+    pub entries: Vec<(Arc<Queue>, Vec<T>)>,
 }
+
+impl<T> Default for ByQueue<T> {
+    fn default() -> Self {
+        ByQueue {
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// A read batch's fire-and-forget publishes to queues.
+pub type QueueBatch = ByQueue<QueuedPublish>;
 
 /// One message for a queue, with its latency stamp.
 pub type QueuedPublish = (Message, Stamp);
 
-impl QueueBatch {
-    /// Adds a message for `queue`.
-    pub fn push(&mut self, queue: &Arc<Queue>, message: Message, stamp: Stamp) {
-        // A batch touches few queues: a scan beats a map.
+impl<T> ByQueue<T> {
+    /// Adds an item for `queue`.
+    pub fn push(&mut self, queue: &Arc<Queue>, item: T) {
+        // A batch touches few queues (often one, even for thousands of filtered
+        // consumers of it): a scan beats a map.
         match self
             .entries
             .iter_mut()
             .find(|(known, _)| Arc::ptr_eq(known, queue))
         {
-            Some((_, messages)) => messages.push((message, stamp)),
-            None => self.entries.push((queue.clone(), vec![(message, stamp)])),
+            Some((_, items)) => items.push(item),
+            None => self.entries.push((queue.clone(), vec![item])),
         }
     }
 
@@ -65,10 +77,10 @@ pub struct Deferred {
     /// Queues the batch left with a deep backlog that consumers work through: the
     /// publisher waits for them before reading more.
     pub backlogged: Vec<Arc<Queue>>,
-    /// The batch's acks, by queue (its delivery ids, in order; each names its
-    /// subscription), settled together when it ends: one lock per queue, however
-    /// many of the connection's consumers of that queue they are for.
-    pub acks: Vec<(Arc<Queue>, Vec<u64>)>,
+    /// The batch's acks, by queue (delivery ids, each naming its subscription),
+    /// settled together when it ends: one lock per queue, however many of the
+    /// connection's consumers of that queue they are for.
+    pub acks: ByQueue<u64>,
 }
 
 impl Deferred {

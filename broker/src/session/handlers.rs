@@ -230,7 +230,7 @@ impl Session {
         if deferred.is_empty() {
             return;
         }
-        let acks = std::mem::take(&mut deferred.acks);
+        let acks = std::mem::take(&mut deferred.acks.entries);
         if !deferred.queued.is_empty() {
             for refusal in self.broker.flush_queue_batch(&mut self.touched) {
                 self.broker.stats().count_publish_error(refusal.code);
@@ -263,13 +263,7 @@ impl Session {
         if nack.is_none() {
             if let Some(Subscription::Queue { queue }) = self.subscriptions.get(&sid) {
                 // Settled with the batch's other acks, under one lock.
-                let acks = &mut self.touched.deferred().acks;
-                // A batch's acks are for few queues (often one, for thousands of
-                // filtered consumers of it): a scan beats a map.
-                match acks.iter_mut().find(|(known, _)| Arc::ptr_eq(known, queue)) {
-                    Some((_, ids)) => ids.push(delivery_id),
-                    None => acks.push((queue.clone(), vec![delivery_id])),
-                }
+                self.touched.deferred().acks.push(queue, delivery_id);
                 return;
             }
         }
