@@ -189,7 +189,6 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock;
 
     fn queued(order: u64) -> QueuedMessage {
         QueuedMessage {
